@@ -1,0 +1,161 @@
+"""The array backend: the only module that knows NumPy, CuPy and array_api_strict apart.
+
+Everything numerical receives a `Backend` (or just its `xp` namespace) chosen once at start-up.
+It also owns the counter-based random stream used for dropout masks, so a mask depends only on
+(key, global example index, unit) and never on how a batch was split across ranks.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy", "array_api_strict", "auto")
+DTYPES = ("float32", "float64")
+
+_M64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A chosen array namespace plus the host<->device edges."""
+
+    name: str
+    xp: Any
+    device_id: int | None = None
+
+    def dtype(self, name: str):
+        if name not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {name!r}")
+        return getattr(self.xp, name)
+
+    def asarray(self, a, dtype: str | None = None):
+        """Host (NumPy) array -> backend array, optionally cast to `dtype` ('float32'/'float64')."""
+        a = np.asarray(a)
+        if dtype is not None:
+            a = a.astype(dtype, copy=False)
+        if self.name == "array_api_strict":
+            return self.xp.asarray(a)
+        if self.name == "cupy":
+            return self.xp.asarray(a)
+        return a
+
+    def to_numpy(self, a) -> np.ndarray:
+        """Backend array (or scalar) -> host NumPy array."""
+        if self.name == "cupy":
+            import cupy  # noqa: PLC0415 - only this module imports CuPy
+
+            return cupy.asnumpy(a)
+        if self.name == "array_api_strict":
+            return np.asarray(a._array) if hasattr(a, "_array") else np.asarray(a)
+        return np.asarray(a)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (needed before handing device memory to MPI)."""
+        if self.name == "cupy":
+            import cupy  # noqa: PLC0415
+
+            cupy.cuda.get_current_stream().synchronize()
+
+    def is_array(self, a) -> bool:
+        if self.name == "array_api_strict":
+            return isinstance(a, self.xp.Array)
+        if self.name == "cupy":
+            import cupy  # noqa: PLC0415
+
+            return isinstance(a, cupy.ndarray)
+        return isinstance(a, np.ndarray)
+
+
+def gpu_count() -> int:
+    """Number of visible CUDA devices (0 if CuPy or a driver is missing)."""
+    try:
+        import cupy  # noqa: PLC0415
+
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:  # no CuPy, no driver, no device: all mean "no GPU"
+        return 0
+
+
+def get_backend(name: str = "numpy", local_rank: int = 0) -> Backend:
+    """Choose the backend once. `auto` is CuPy when a GPU is visible, NumPy otherwise.
+
+    With CuPy, the process binds to GPU `local_rank % device_count`.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name == "auto":
+        name = "cupy" if gpu_count() > 0 else "numpy"
+    if name == "numpy":
+        import array_api_compat.numpy as xp  # noqa: PLC0415
+
+        return Backend("numpy", xp)
+    if name == "array_api_strict":
+        import array_api_strict as xp  # noqa: PLC0415
+
+        return Backend("array_api_strict", xp)
+    n = gpu_count()
+    if n == 0:
+        raise RuntimeError(
+            "backend=cupy was asked for, but no GPU is usable here (CuPy is not installed or no "
+            "CUDA device is visible). Install CuPy for your CUDA version (pip install 'ddl[gpu]' "
+            "or cupy-cuda12x) on a GPU machine, or run with backend=numpy or backend=auto."
+        )
+    import array_api_compat.cupy as xp  # noqa: PLC0415
+    import cupy  # noqa: PLC0415
+
+    device = local_rank % n
+    cupy.cuda.Device(device).use()
+    return Backend("cupy", xp, device_id=device)
+
+
+def set_blas_threads(n: int | None) -> None:
+    """Limit BLAS threads (one per rank under MPI keeps 2 ranks on 2 cores from fighting)."""
+    if not n:
+        return
+    try:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+        threadpool_limits(int(n))
+    except ImportError:
+        os.environ.setdefault("OMP_NUM_THREADS", str(n))
+
+
+# ---- counter-based random numbers (SplitMix64 finalizer over a counter) --------------------------
+
+def _mix_int(x: int) -> int:
+    """SplitMix64 finalizer on a Python int (host side, for building keys)."""
+    x &= _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def make_key(*parts: int) -> int:
+    """Fold integers (seed, epoch, step, layer, ...) into one 64-bit key."""
+    k = 0x9E3779B97F4A7C15
+    for p in parts:
+        k = _mix_int(k ^ (int(p) & _M64))
+    return k
+
+
+def _mix(xp, x):
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB
+    return x ^ (x >> 31)
+
+
+def counter_uniform(xp, key: int, rows: int, cols, dtype):
+    """Uniform [0, 1) numbers of shape (rows, len(cols)), element (i, j) a pure function of
+    (key, cols[j], i): `cols` holds global example indices (integer backend array), `i` is the unit.
+
+    The same (key, example, unit) gives the same number on any rank, in any batch split.
+    """
+    col = xp.astype(cols, xp.uint64)
+    unit = xp.arange(rows, dtype=xp.uint64)
+    base = _mix(xp, col ^ key)                         # per example
+    x = _mix(xp, base[None, :] + (unit[:, None] + 1) * 0x9E3779B97F4A7C15)
+    bits = 53 if dtype == xp.float64 else 24       # exact in the dtype: never rounds up to 1.0
+    return xp.astype(x >> (64 - bits), dtype) * (1.0 / (1 << bits))
