@@ -1,0 +1,70 @@
+"""Data-parallel communication: the only package that imports mpi4py.
+
+    comm = get_comm("auto", backend)          # MPIComm under MPI, SerialComm otherwise
+    comm.allreduce_sum(grads.buf, tag="grad") # one in-place sum of the flat gradient buffer
+"""
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+
+from ddl.dist.comm import MODES, Comm, SerialComm, check_mode
+from ddl.dist.safety import install_abort_handler, setup_logging
+
+KINDS = ("auto", "mpi", "serial")
+# Set by MPICH/Intel MPI (Hydra), Open MPI and MVAPICH launchers for every rank they start.
+_LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+__all__ = [
+    "KINDS", "MODES", "Comm", "SerialComm", "get_comm", "install_abort_handler", "launcher_size",
+    "setup_logging", "world_info",
+]
+
+
+def get_comm(kind: str = "auto", backend=None, allreduce: str = "host") -> Comm:
+    """Build the communicator once per process.
+
+    kind: "auto" = MPI when mpi4py imports (world size 1 is fine), else serial with a warning;
+    "mpi" = MPI or an error; "serial" = SerialComm. `backend` (a ddl.backend.Backend) and
+    `allreduce` ("host" | "cuda_aware" | "nccl") matter only for CuPy buffers.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"comm kind must be one of {KINDS}, got {kind!r}")
+    check_mode(allreduce)
+    if kind == "serial":
+        return SerialComm()
+    try:
+        from mpi4py import MPI  # noqa: F401, PLC0415 - importing is the availability check
+    except ImportError as err:
+        if kind == "mpi" or launcher_size() > 1:
+            # Several ranks each training alone would silently give wrong results.
+            raise RuntimeError(f"MPI is needed here (kind={kind!r}, launcher size "
+                               f"{launcher_size()}) but mpi4py failed to import: {err}") from err
+        warnings.warn(f"mpi4py could not be imported ({err}); running as one process (SerialComm)",
+                      RuntimeWarning, stacklevel=2)
+        return SerialComm()
+    from ddl.dist.mpi import MPIComm  # noqa: PLC0415 - imports mpi4py, which initializes MPI
+
+    return MPIComm(backend=backend, allreduce=allreduce)
+
+
+def launcher_size() -> int:
+    """World size announced by an MPI launcher's environment (1 when not launched by one)."""
+    for var in _LAUNCHER_SIZE_VARS:
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 1
+
+
+def world_info(comm: Comm) -> dict:
+    """Who and where this rank is, for run summaries and preflight checks."""
+    return {
+        "rank": comm.rank,
+        "size": comm.size,
+        "local_rank": comm.local_rank,
+        "local_size": comm.local_size,
+        "hostname": socket.gethostname(),
+        "mpi_library": comm.library_version,
+        "allreduce": comm.allreduce_mode,
+    }

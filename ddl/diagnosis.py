@@ -1,0 +1,65 @@
+"""The course's bias/variance diagnosis (Course 2, week 1: "Basic recipe for machine learning").
+
+    avoidable bias = train error - Bayes error      (human-level error as a proxy for Bayes)
+    variance       = dev error   - train error
+
+A gap strictly greater than its threshold is "high". Errors are fractions in [0, 1].
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+LABELS = ("ok", "high bias", "high variance", "high bias + high variance")
+# A gap equal to its threshold up to float rounding (0.15 - 0.10 = 0.04999...) is not "high".
+_EPS = 1e-12
+
+
+class Diagnosis(NamedTuple):
+    avoidable_bias: float
+    variance: float
+    label: str
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
+
+
+def _missing(value: Optional[float]) -> bool:
+    return value is None or math.isnan(value)
+
+
+def diagnose(
+    train_error: float,
+    dev_error: Optional[float],
+    bayes_error: float = 0.0,
+    bias_threshold: float = 0.05,
+    variance_threshold: float = 0.05,
+) -> Diagnosis:
+    """Diagnose from train/dev error; dev_error None or NaN (no dev split) judges bias only.
+
+    >>> diagnose(0.01, 0.11).label
+    'high variance'
+    """
+    _check_fraction("train_error", train_error)
+    _check_fraction("bayes_error", bayes_error)
+    bias = train_error - bayes_error
+    if _missing(dev_error):
+        variance = math.nan
+    else:
+        _check_fraction("dev_error", dev_error)
+        variance = dev_error - train_error
+    high_bias = bias > bias_threshold + _EPS
+    high_variance = not math.isnan(variance) and variance > variance_threshold + _EPS
+    return Diagnosis(bias, variance, _label(high_bias, high_variance))
+
+
+def _label(high_bias: bool, high_variance: bool) -> str:
+    if high_bias and high_variance:
+        return "high bias + high variance"
+    if high_bias:
+        return "high bias"
+    if high_variance:
+        return "high variance"
+    return "ok"

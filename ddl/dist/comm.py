@@ -1,0 +1,148 @@
+"""The communicator interface every rank talks through, and its single-process form.
+
+A `Comm` is deliberately narrow (chainermn's flat communicator is the model): the trainer packs all
+gradients into ONE flat buffer and calls `allreduce_sum(buf, tag="grad")` once per step. Every
+subclass shares the bookkeeping here, so counts and timings mean the same with or without MPI:
+
+    allreduce_count   number of allreduce_sum calls (all tags)
+    counts[tag]       number of allreduce_sum calls per tag ("grad", "bn", ...)
+    allreduce_time    seconds spent inside allreduce_sum (all tags); times[tag] per tag
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import defaultdict
+
+from array_api_compat import array_namespace
+
+
+class Comm:
+    """Base communicator: counters, timing and `reduce_list`; subclasses supply the transport."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+    library_version: str = "serial (no MPI)"
+    allreduce_mode: str = "host"
+
+    def __init__(self) -> None:
+        self.reset_counters()
+
+    def reset_counters(self) -> None:
+        """Zero `allreduce_count`, `counts`, `allreduce_time` and `times`."""
+        self.allreduce_count = 0
+        self.allreduce_time = 0.0
+        self.counts: dict[str, int] = defaultdict(int)
+        self.times: dict[str, float] = defaultdict(float)
+
+    def allreduce_sum(self, buf, tag: str = "grad"):
+        """IN PLACE buf <- sum over ranks of buf; `buf` is a flat 1-D backend array. Returns `buf`."""
+        if getattr(buf, "ndim", None) != 1:
+            raise ValueError(
+                f"allreduce_sum needs a flat 1-D array, got ndim={getattr(buf, 'ndim', None)} "
+                f"for tag {tag!r}"
+            )
+        start = time.perf_counter()
+        self._allreduce_sum(buf)
+        elapsed = time.perf_counter() - start
+        self.allreduce_count += 1
+        self.counts[tag] += 1
+        self.allreduce_time += elapsed
+        self.times[tag] += elapsed
+        return buf
+
+    def reduce_list(self, arrays, tag: str = "bn") -> list:
+        """Sum a list of small same-dtype arrays over ranks in ONE allreduce (concat, sum, split).
+
+        Returns new arrays with the input shapes: out[i] = sum over ranks of arrays[i].
+        """
+        if not arrays:
+            return []
+        xp = array_namespace(*arrays)
+        flat = xp.concat([xp.reshape(a, (-1,)) for a in arrays])
+        self.allreduce_sum(flat, tag=tag)
+        out, start = [], 0
+        for a in arrays:
+            n = _numel(a.shape)
+            out.append(xp.reshape(flat[start:start + n], a.shape))
+            start += n
+        return out
+
+    def _allreduce_sum(self, buf) -> None:
+        raise NotImplementedError
+
+    def allreduce_obj(self, obj, op: str = "sum"):
+        """Reduce a picklable Python object (numbers, NumPy scalars) over ranks with sum/max/min."""
+        raise NotImplementedError
+
+    def bcast(self, obj, root: int = 0):
+        """Return root's picklable `obj` (e.g. a config dict) on every rank."""
+        raise NotImplementedError
+
+    def bcast_array(self, buf, root: int = 0):
+        """IN PLACE buf <- root's buf (flat 1-D backend array). Returns `buf`."""
+        raise NotImplementedError
+
+    def barrier(self) -> None:
+        raise NotImplementedError
+
+    def abort(self, code: int = 1) -> None:
+        """End every rank now with exit status `code` (never returns)."""
+        raise NotImplementedError
+
+
+class SerialComm(Comm):
+    """One process, no MPI: every collective is the identity, but the counters still count."""
+
+    def _allreduce_sum(self, buf) -> None:
+        return None
+
+    def allreduce_obj(self, obj, op: str = "sum"):
+        check_op(op)
+        return obj
+
+    def bcast(self, obj, root: int = 0):
+        check_root(root, 1)
+        return obj
+
+    def bcast_array(self, buf, root: int = 0):
+        check_root(root, 1)
+        return buf
+
+    def barrier(self) -> None:
+        return None
+
+    def abort(self, code: int = 1) -> None:
+        # Same effect as MPI_Abort on one process: no atexit handlers, no further Python code.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+OPS = ("sum", "max", "min")
+MODES = ("host", "cuda_aware", "nccl")  # how CuPy buffers are reduced; see gpu.py
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"allreduce must be one of {MODES}, got {mode!r}")
+
+
+def check_op(op: str) -> None:
+    if op not in OPS:
+        raise ValueError(f"reduction op must be one of {OPS}, got {op!r}")
+
+
+def check_root(root: int, size: int) -> None:
+    if not 0 <= root < size:
+        raise ValueError(f"root must be a rank in [0, {size}), got {root}")
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n

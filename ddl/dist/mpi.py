@@ -1,0 +1,88 @@
+"""`MPIComm`: the communicator over MPI (mpi4py), used by every rank under `mpiexec`.
+
+NumPy buffers go straight to `Allreduce(MPI.IN_PLACE, buf, op=SUM)` through the buffer interface
+(no pickling); CuPy buffers go through the strategy chosen in `gpu.py` (host staging, CUDA-aware
+MPI or NCCL); any other array-API array (e.g. array_api_strict) is staged through a host copy.
+The library works on a CLONE of COMM_WORLD so user code on COMM_WORLD can never match our messages.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from array_api_compat import array_namespace
+from mpi4py import MPI
+
+from ddl.dist.comm import Comm, check_op, check_root
+from ddl.dist.gpu import make_device_reducer
+
+_OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+
+
+class MPIComm(Comm):
+    """Communicator over a clone of MPI.COMM_WORLD; `local_rank` is the rank within this node."""
+
+    def __init__(self, backend=None, allreduce: str = "host"):
+        super().__init__()
+        self.comm = MPI.COMM_WORLD.Clone()
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        # Ranks sharing memory = ranks on this node; MPI knows this, launcher env vars may not.
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
+        node.Free()
+        self.library_version = library_version()
+        self.allreduce_mode = allreduce
+        self._device = make_device_reducer(self.comm, allreduce, backend)
+
+    def _allreduce_sum(self, buf) -> None:
+        if isinstance(buf, np.ndarray):
+            self.comm.Allreduce(MPI.IN_PLACE, _contiguous(buf), op=MPI.SUM)
+        elif hasattr(buf, "__cuda_array_interface__"):
+            self._device.allreduce_sum(buf)
+        else:
+            _through_host(buf, lambda h: self.comm.Allreduce(MPI.IN_PLACE, h, op=MPI.SUM))
+
+    def allreduce_obj(self, obj, op: str = "sum"):
+        check_op(op)
+        return self.comm.allreduce(obj, op=_OPS[op])
+
+    def bcast(self, obj, root: int = 0):
+        check_root(root, self.size)
+        return self.comm.bcast(obj, root=root)
+
+    def bcast_array(self, buf, root: int = 0):
+        check_root(root, self.size)
+        if isinstance(buf, np.ndarray):
+            self.comm.Bcast(_contiguous(buf), root=root)
+        elif hasattr(buf, "__cuda_array_interface__"):
+            self._device.bcast(buf, root)
+        else:
+            _through_host(buf, lambda h: self.comm.Bcast(h, root=root))
+        return buf
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def abort(self, code: int = 1) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Abort COMM_WORLD (not our clone) so the launcher tears down every rank.
+        MPI.COMM_WORLD.Abort(code)
+
+
+def _contiguous(buf: np.ndarray) -> np.ndarray:
+    if not buf.flags.c_contiguous:
+        raise ValueError(f"MPI needs a contiguous buffer, got strides {buf.strides} for shape {buf.shape}")
+    return buf
+
+
+def _through_host(buf, op) -> None:
+    """Run the in-place MPI `op` on a host copy of an array-API array, then write it back."""
+    host = np.array(np.from_dlpack(buf), copy=True)
+    op(host)
+    buf[...] = array_namespace(buf).asarray(host)
+
+
+def library_version() -> str:
+    """First line of the MPI library's version string."""
+    return MPI.Get_library_version().strip().splitlines()[0].strip()

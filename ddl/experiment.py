@@ -1,0 +1,249 @@
+"""One experiment from a resolved config: data -> model -> train -> evaluate -> save -> track.
+
+Knows nothing of Hydra (the CLI hands it a plain `Config`); MLflow is reached only through
+`ddl.tracking`, and only rank 0 writes files or talks to the tracking store.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from ddl import checkpoint as ckpt
+from ddl import stopping
+from ddl.backend import get_backend, set_blas_threads
+from ddl.config import Config
+from ddl.data.dataset import load_dataset
+from ddl.diagnosis import diagnose
+from ddl.nn import model
+from ddl.nn.init import init_params
+from ddl.optim.optimizers import make_optimizer
+from ddl.optim.schedules import make_schedule, schedule_values
+from ddl.params import Flat
+from ddl.progress import Progress
+from ddl.train import Hooks, Setup, TrainState, evaluate_split, train
+
+log = logging.getLogger("ddl")
+
+
+def build_spec(cfg: Config, ds) -> model.Spec:
+    """The network for this dataset: input size from the data, output resolved from `model.output`."""
+    n_targets = 1 if ds.n_classes else getattr(ds, "n_targets", 1)
+    output, n_out = model.resolve_output(cfg.model.output, ds.n_classes, n_targets)
+    sizes = [ds.n_x, *cfg.model.hidden, n_out]
+    return model.make_spec(sizes, cfg.model.activation, output, cfg.model.slope, cfg.model.keep_prob,
+                           cfg.model.batchnorm, cfg.model.bn_eps, cfg.model.bn_momentum)
+
+
+def initial_state(cfg: Config, spec, backend) -> TrainState:
+    """Fresh parameters (or `model.init_from`), zero optimizer state, BN stats mean 0 / var 1."""
+    layout, dtype = model.layout(spec), cfg.train.dtype
+    if cfg.model.init_from:
+        arrays, _ = ckpt.load_npz(cfg.model.init_from)
+        params = ckpt.params_from(arrays, layout, backend, dtype, path=cfg.model.init_from)
+    else:
+        host = init_params(spec, cfg.model.init, cfg.train.seed, cfg.model.init_scale)
+        params = Flat.from_numpy(layout, host, backend, dtype)
+    opt = make_optimizer(cfg.optimizer.name, **optimizer_hyper(cfg))
+    return TrainState(params=params, opt_state=opt.init(params.buf), bn_state=initial_bn(spec, backend, dtype))
+
+
+def initial_bn(spec, backend, dtype):
+    bn_layout = model.bn_state_layout(spec)
+    if not bn_layout.names:
+        return None
+    import numpy as np  # noqa: PLC0415
+
+    return {n: backend.asarray(np.zeros(s) if n.startswith("mean") else np.ones(s), dtype)
+            for n, s in bn_layout.entries}
+
+
+def optimizer_hyper(cfg: Config) -> dict:
+    o = cfg.optimizer
+    return {"beta": o.beta, "beta1": o.beta1, "beta2": o.beta2, "epsilon": o.epsilon}
+
+
+def resume_path(cfg: Config, run_dir: Path):
+    """`checkpoint.resume`: never | auto (newest in the run directory, if any) | a path."""
+    r = cfg.checkpoint.resume
+    if r in ("never", "", None):
+        return None
+    if r == "auto":
+        return ckpt.newest_checkpoint(run_dir)
+    return Path(r)
+
+
+def run(cfg: Config, comm, run_dir, tracker_factory=None, parent_run_id=None) -> dict:
+    """Train one config on every rank of `comm`; rank 0 writes `run_dir` and tracks. Returns the summary."""
+    run_dir, rank0 = Path(run_dir), comm.rank == 0
+    set_blas_threads(cfg.train.blas_threads or (1 if comm.size > 1 else None))
+    backend = get_backend(cfg.backend, comm.local_rank)
+    ds = load_dataset(cfg.data, rank=comm.rank, world_size=comm.size)
+    spec = build_spec(cfg, ds)
+    opt = make_optimizer(cfg.optimizer.name, **optimizer_hyper(cfg))
+    schedule = make_schedule(cfg.schedule.name, cfg.optimizer.lr, cfg.schedule.decay_rate,
+                             cfg.schedule.base, cfg.schedule.k, cfg.schedule.time_interval)
+    setup = Setup(backend, comm, spec, opt, schedule, cfg.train, cfg.model.l2, cfg.model.sync_bn)
+    state, meta = initial_state(cfg, spec, backend), {}
+    found = resume_path(cfg, run_dir)
+    if found is not None:
+        state, meta = ckpt.restore(found, TrainState, model.layout(spec), model.bn_state_layout(spec),
+                                   backend, cfg.train.dtype)
+        if rank0:
+            log.info("resuming from %s at epoch %d, step %d", found, state.epoch, state.step)
+    tracker = None
+    if rank0 and tracker_factory is not None:
+        tracker = tracker_factory(cfg, run_id=meta.get("run_id"), nested_in=parent_run_id,
+                                  tags={"ddl.world_size": str(comm.size), "ddl.backend": backend.name})
+    run_id = tracker.run_id if tracker else meta.get("run_id")
+    if rank0:
+        log.info("run directory: %s  (world size %d, backend %s, network %s, %d train / %s dev examples)",
+                 run_dir, comm.size, backend.name, list(spec.sizes), ds.train.m,
+                 ds.dev.m if ds.dev is not None else 0)
+    hooks = make_hooks(cfg, comm, run_dir, ds, run_id, tracker)
+    stopping.install_signal_handlers()
+    t0 = time.perf_counter()
+    try:
+        state = train(ds, setup, state, hooks)
+    except BaseException:
+        if tracker:
+            tracker.end("FAILED")
+        raise
+    finally:
+        hooks.on_epoch.close()
+    seconds = time.perf_counter() - t0
+    if state.stopped == "signal":
+        if tracker:
+            tracker.end("KILLED")
+        return {"stopped": "signal", "epoch": state.epoch, "step": state.step, "run_id": run_id}
+    summary = finish(cfg, setup, state, ds, run_dir, run_id, seconds)
+    if tracker:
+        track_final(tracker, cfg, summary, state, run_dir)
+    return summary
+
+
+class EpochHook:
+    """Per-epoch edge on rank 0: progress/log lines and MLflow metrics with the diagnosis."""
+
+    def __init__(self, cfg: Config, tracker, enabled: bool):
+        self.cfg, self.tracker, self.enabled = cfg, tracker, enabled
+        self.progress = Progress(cfg.train.epochs, cfg.train.log_every,
+                                 bar=None if cfg.train.progress else False) if enabled else None
+
+    def __call__(self, r: dict) -> None:
+        if not self.enabled:
+            return
+        self.progress(r)
+        if self.tracker:
+            t = self.cfg.tracking
+            d = diagnose(r["train_error"], r["dev_error"], t.bayes_error, t.bias_threshold,
+                         t.variance_threshold)
+            metrics = {k: r[k] for k in ("train_cost", "dev_cost", "train_error", "dev_error", "lr",
+                                         "samples_per_s", "allreduce_share")}
+            metrics.update(avoidable_bias=d.avoidable_bias, variance=d.variance,
+                           train_accuracy=1 - r["train_error"], dev_accuracy=1 - r["dev_error"])
+            if r["epoch"] % max(t.log_every, 1) == 0 or r["epoch"] + 1 == self.cfg.train.epochs:
+                self.tracker.log_epoch(r["epoch"], metrics)
+
+    def close(self) -> None:
+        if self.progress:
+            self.progress.close()
+
+
+def make_hooks(cfg: Config, comm, run_dir: Path, ds, run_id, tracker) -> Hooks:
+    rank0 = comm.rank == 0
+
+    def save(state, reason: str) -> None:
+        if rank0:
+            path = run_dir / "checkpoints" / ckpt.checkpoint_name(state.epoch, state.step)
+            ckpt.save_npz(path, ckpt.state_arrays(state, setup_backend(state), ds.normalizer),
+                          ckpt.state_meta(state, {"run_id": run_id, "reason": reason}))
+            if reason == "periodic":
+                ckpt.prune(run_dir, cfg.checkpoint.keep)
+            log.info("checkpoint (%s) written: %s", reason, path)
+        comm.barrier()
+
+    return Hooks(on_epoch=EpochHook(cfg, tracker, rank0), checkpoint=save,
+                 checkpoint_every=cfg.checkpoint.every)
+
+
+def setup_backend(state):
+    """The backend that owns a state's arrays (checkpointing needs only its host copy)."""
+    from ddl.backend import Backend  # noqa: PLC0415
+
+    xp = state.params.xp
+    name = "cupy" if "cupy" in xp.__name__ else ("array_api_strict" if "strict" in xp.__name__ else "numpy")
+    return Backend(name, xp)
+
+
+def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_id, seconds) -> dict:
+    """Final metrics on train/dev/test (all ranks), then rank 0 saves final.npz and summary.json."""
+    train_cost, train_err = evaluate_split(setup, state, ds.train, ds.normalizer)
+    dev_cost, dev_err = evaluate_split(setup, state, ds.dev, ds.normalizer)
+    test_cost, test_err = evaluate_split(setup, state, ds.test, ds.normalizer)
+    t = cfg.tracking
+    d = diagnose(train_err, dev_err, t.bayes_error, t.bias_threshold, t.variance_threshold)
+    hist = state.history
+    summary = {
+        "train": {"cost": train_cost, "accuracy": 1 - train_err, "error": train_err},
+        "dev": {"cost": dev_cost, "accuracy": 1 - dev_err, "error": dev_err},
+        "test": {"cost": test_cost, "accuracy": 1 - test_err, "error": test_err},
+        "avoidable_bias": d.avoidable_bias, "variance": d.variance, "diagnosis": d.label,
+        "epochs_run": state.epoch, "stopped": state.stopped or "completed",
+        "best_epoch": state.best["epoch"] if state.best else None,
+        "skipped_steps": state.skipped_steps, "world_size": setup.comm.size,
+        "backend": setup.backend.name, "dtype": cfg.train.dtype,
+        "samples_per_s": mean_rate(hist), "train_seconds": seconds,
+        "network": list(setup.spec.sizes), "mlflow_run_id": run_id, "run_dir": str(run_dir),
+    }
+    if setup.comm.rank == 0:
+        arrays = ckpt.state_arrays(state, setup.backend, ds.normalizer)
+        arrays = {k: v for k, v in arrays.items() if not k.startswith(("opt/", "best/"))}
+        ckpt.save_npz(run_dir / "final.npz", arrays,
+                      {"spec": spec_dict(setup.spec), "class_names": ds.class_names, "run_id": run_id,
+                       "epoch": state.epoch, "history": hist})
+        (run_dir / "summary.json").write_text(json.dumps(clean(summary), indent=2) + "\n")
+        log.info("done: train acc %s, dev acc %s, test acc %s (%s); run directory %s",
+                 pct(1 - train_err), pct(1 - dev_err), pct(1 - test_err), d.label, run_dir)
+    return summary
+
+
+def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> None:
+    """Final metrics, the diagnosis tag and the artifacts (config, plots, final parameters)."""
+    from ddl import plots  # noqa: PLC0415 - matplotlib only when tracking
+
+    final = {"test_cost": summary["test"]["cost"], "test_error": summary["test"]["error"]}
+    tracker.log_epoch(max(state.epoch - 1, 0), {k: v for k, v in final.items() if not math.isnan(v)})
+    tracker.set_tags({"diagnosis": summary["diagnosis"], "ddl.stopped": summary["stopped"]})
+    plots.learning_curves_png(state.history, run_dir / "learning_curves.png", title=summary["diagnosis"])
+    plots.schedule_png([r["lr"] for r in state.history], run_dir / "lr_schedule.png",
+                       f"{cfg.schedule.name} schedule, lr0={cfg.optimizer.lr}")
+    for name in ("config.yaml", "summary.json", "final.npz", "learning_curves.png", "lr_schedule.png"):
+        if (run_dir / name).exists():
+            tracker.log_artifact(str(run_dir / name))
+    tracker.end("FINISHED")
+
+
+def spec_dict(spec) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(spec).items()}
+
+
+def mean_rate(history) -> float:
+    rates = [r["samples_per_s"] for r in history if not math.isnan(r["samples_per_s"])]
+    return sum(rates) / len(rates) if rates else math.nan
+
+
+def pct(x) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.2f}%"
+
+
+def clean(o):
+    """NaN -> None so summary.json is strict JSON."""
+    if isinstance(o, dict):
+        return {k: clean(v) for k, v in o.items()}
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o

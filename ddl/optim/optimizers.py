@@ -1,0 +1,150 @@
+"""Optimizers as pure (init, update) pairs over ONE flat buffer (course 2, week 2 formulas).
+
+`init(buf) -> state` and `update(g, state, lr) -> (delta, new_state)`; the caller applies the step
+as `params.buf -= delta`. Each update is one vectorized expression over the whole flat buffer
+(every layer at once), state arrays start at zero, and a state is never mutated: every update
+returns a new dict. Scalars stay Python floats so a float32 buffer stays float32.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from numbers import Real
+from typing import Any, NamedTuple
+
+import numpy as np
+from array_api_compat import array_namespace
+
+OPTIMIZERS = ("gd", "momentum", "rmsprop", "adam")
+HYPER_PARAMETERS = ("beta", "beta1", "beta2", "epsilon")
+
+
+class Optimizer(NamedTuple):
+    """`init(buf) -> state`; `update(g, state, lr) -> (delta, new_state)`, with W -= delta."""
+
+    name: str
+    init: Callable[[Any], dict]
+    update: Callable[[Any, dict, float], tuple[Any, dict]]
+
+
+def gd() -> Optimizer:
+    """Plain gradient descent: delta = lr * g; no state."""
+
+    def init(buf) -> dict:
+        return {}
+
+    def update(g, state: dict, lr: float):
+        return float(lr) * g, {}
+
+    return Optimizer("gd", init, update)
+
+
+def momentum(beta: float = 0.9) -> Optimizer:
+    """v = beta v + (1 - beta) g; delta = lr v (no bias correction, as in the course)."""
+    beta = _check_hyper("beta", beta)
+
+    def init(buf) -> dict:
+        return {"v": _zeros(buf)}
+
+    def update(g, state: dict, lr: float):
+        v = beta * state["v"] + (1.0 - beta) * g
+        return float(lr) * v, {"v": v}
+
+    return Optimizer("momentum", init, update)
+
+
+def rmsprop(beta2: float = 0.999, epsilon: float = 1e-8) -> Optimizer:
+    """s = beta2 s + (1 - beta2) g^2; delta = lr g / (sqrt(s) + epsilon)."""
+    beta2, epsilon = _check_hyper("beta2", beta2), _check_hyper("epsilon", epsilon)
+
+    def init(buf) -> dict:
+        return {"s": _zeros(buf)}
+
+    def update(g, state: dict, lr: float):
+        xp = array_namespace(g)
+        s = beta2 * state["s"] + (1.0 - beta2) * (g * g)
+        return float(lr) * g / (xp.sqrt(s) + epsilon), {"s": s}
+
+    return Optimizer("rmsprop", init, update)
+
+
+def adam(beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8) -> Optimizer:
+    """t += 1; v, s as momentum / RMSprop; delta = lr vhat / (sqrt(shat) + epsilon) with the
+    bias corrections vhat = v / (1 - beta1^t), shat = s / (1 - beta2^t)."""
+    beta1, beta2 = _check_hyper("beta1", beta1), _check_hyper("beta2", beta2)
+    epsilon = _check_hyper("epsilon", epsilon)
+
+    def init(buf) -> dict:
+        return {"v": _zeros(buf), "s": _zeros(buf), "t": 0}
+
+    def update(g, state: dict, lr: float):
+        xp = array_namespace(g)
+        t = state["t"] + 1
+        v = beta1 * state["v"] + (1.0 - beta1) * g
+        s = beta2 * state["s"] + (1.0 - beta2) * (g * g)
+        vhat, shat = v / (1.0 - beta1**t), s / (1.0 - beta2**t)
+        return float(lr) * vhat / (xp.sqrt(shat) + epsilon), {"v": v, "s": s, "t": t}
+
+    return Optimizer("adam", init, update)
+
+
+_FACTORIES = {"gd": gd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam}
+_USES = {"gd": (), "momentum": ("beta",), "rmsprop": ("beta2", "epsilon"),
+         "adam": ("beta1", "beta2", "epsilon")}
+
+
+def make_optimizer(name: str, **hyper: float) -> Optimizer:
+    """Build an optimizer by name. Every key of HYPER_PARAMETERS is accepted (a config carries
+    all of them) and range-checked; the ones this optimizer does not use are ignored."""
+    if name not in _FACTORIES:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    unknown = sorted(set(hyper) - set(HYPER_PARAMETERS))
+    if unknown:
+        raise ValueError(
+            f"unknown optimizer hyper-parameter(s) {unknown}, allowed: {HYPER_PARAMETERS}")
+    for key, value in hyper.items():
+        _check_hyper(key, value)
+    return _FACTORIES[name](**{k: hyper[k] for k in _USES[name] if k in hyper})
+
+
+def state_to_numpy(state: dict, to_host) -> dict[str, np.ndarray]:
+    """Host copies keyed "opt/<name>" (`to_host` = Backend.to_numpy); the step count t becomes
+    a 0-d int64 array, so the dict can go straight into an .npz checkpoint."""
+    out = {}
+    for key, value in state.items():
+        if isinstance(value, int):
+            out[f"opt/{key}"] = np.asarray(value, dtype=np.int64)
+        else:
+            out[f"opt/{key}"] = np.array(to_host(value), copy=True)
+    return out
+
+
+def state_from_numpy(d: dict, backend, dtype: str) -> dict:
+    """Inverse of `state_to_numpy`: reads the "opt/" keys of `d` (other keys are ignored), integer
+    arrays back to Python ints, float arrays to backend arrays of `dtype` ('float32'/'float64')."""
+    state = {}
+    for key, value in d.items():
+        if not key.startswith("opt/"):
+            continue
+        arr = np.asarray(value)
+        if np.issubdtype(arr.dtype, np.integer):
+            state[key[4:]] = int(arr)
+        else:
+            state[key[4:]] = backend.asarray(np.array(arr, dtype=dtype, copy=True))
+    return state
+
+
+def _zeros(buf):
+    return array_namespace(buf).zeros_like(buf)
+
+
+def _check_hyper(key: str, value) -> float:
+    """Range check: betas in [0, 1), epsilon > 0; returns a Python float (keeps float32 float32)."""
+    number = isinstance(value, Real) and not isinstance(value, bool)
+    shown = value if number else repr(value)  # NumPy scalars print as plain numbers
+    if key == "epsilon":
+        if not number or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"epsilon must be a positive finite number, got {shown}")
+    elif not number or not 0 <= value < 1:
+        raise ValueError(f"{key} must be in [0, 1), got {shown}")
+    return float(value)

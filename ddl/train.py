@@ -1,0 +1,246 @@
+"""The training loop: epochs of data-parallel mini-batch steps, read top to bottom.
+
+Every rank runs `train()` on its own slice of each global mini-batch. One step is:
+forward/backward on the local columns -> ONE allreduce of [gradient sums | count, loss, flags] ->
+divide by the global count, add L2 once, optimizer update. Every rank sees the same reduced buffer,
+so optimizer state stays identical everywhere without being sent, and every rank takes the same
+skip/stop decision at the same step. A 1-rank run is the same code with `SerialComm`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from ddl.backend import Backend, make_key
+from ddl.config import TrainConfig
+from ddl.data.shard import eval_shard, shard_batches
+from ddl.dist.comm import SerialComm
+from ddl.nn import losses, model
+from ddl.optim.optimizers import Optimizer
+from ddl.optim.transforms import add_l2
+from ddl.params import Flat
+from ddl import stopping
+
+
+log = logging.getLogger("ddl")
+
+TAIL = 4  # trailing slots of the gradient buffer: example count, loss sum, non-finite ranks, stop
+
+
+class NonFiniteError(RuntimeError):
+    """Raised on every rank at the same step when a loss or gradient is NaN/Inf."""
+
+
+@dataclass
+class TrainState:
+    """All that decides the rest of a run: saving and loading it resumes bit-identically."""
+
+    params: Flat
+    opt_state: dict
+    bn_state: Optional[dict] = None
+    epoch: int = 0                  # next epoch to run
+    step: int = 0                   # next step within `epoch`
+    history: list = field(default_factory=list)
+    best: Optional[dict] = None     # early stopping: {"cost", "epoch", "params": Flat, "bn_state"}
+    bad_epochs: int = 0
+    skipped_steps: int = 0
+    stopped: str = ""               # "", "early", "signal"
+
+
+@dataclass
+class Hooks:
+    """The edges the loop calls out to (tracking, progress, checkpoints); all optional."""
+
+    on_epoch: Callable[[dict], None] = lambda record: None
+    checkpoint: Callable[[TrainState, str], None] = lambda state, reason: None
+    checkpoint_every: int = 0
+
+
+@dataclass
+class Setup:
+    """The fixed parts of one run, built once."""
+
+    backend: Backend
+    comm: object
+    spec: model.Spec
+    opt: Optimizer
+    schedule: Callable[[int], float]
+    cfg: TrainConfig
+    l2: float = 0.0
+    sync_bn: bool = True
+
+
+def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) -> TrainState:
+    """Run epochs `state.epoch .. cfg.epochs-1` (resuming at `state.step`); returns the final state."""
+    hooks, cfg, comm = hooks or Hooks(), setup.cfg, setup.comm
+    check_start(ds, setup, state)
+    sync_params(setup, state)
+    bufs = StepBuffers.make(setup, state.params.layout)
+    for epoch in range(state.epoch, cfg.epochs):
+        lr = setup.schedule(epoch)
+        t0, ar0 = time.perf_counter(), comm.allreduce_time
+        batches = shard_batches(ds.train.m, cfg.batch_size, epoch, cfg.seed, comm.rank, comm.size)
+        for step in range(state.step, len(batches)):
+            key = make_key(cfg.seed, epoch, step)
+            count, loss_sum, bad, stop = train_step(ds, setup, state, bufs, batches[step], key, lr)
+            state.step = step + 1
+            if bad:
+                handle_nonfinite(setup, state, epoch, step, bad)
+            if stop:
+                state.stopped = "signal"
+                hooks.checkpoint(state, "signal")
+                return state
+        seconds = time.perf_counter() - t0
+        state.epoch, state.step = epoch + 1, 0
+        record = epoch_record(ds, setup, state, epoch, lr, seconds, comm.allreduce_time - ar0)
+        state.history.append(record)
+        hooks.on_epoch(record)
+        if stopping.update(state, record, cfg):
+            break
+        if hooks.checkpoint_every and state.epoch % hooks.checkpoint_every == 0:
+            hooks.checkpoint(state, "periodic")
+    stopping.restore_best(state)
+    return state
+
+
+@dataclass
+class StepBuffers:
+    """The extended gradient buffer [grads | TAIL], its named views, and the L2 mask."""
+
+    ext: object
+    grads: Flat
+    mask: object
+    bn_reduce: Optional[Callable]
+
+    @classmethod
+    def make(cls, setup: Setup, layout) -> StepBuffers:
+        xp, dtype = setup.backend.xp, setup.backend.dtype(setup.cfg.dtype)
+        ext = xp.zeros((layout.size + TAIL,), dtype=dtype)
+        mask = setup.backend.asarray(layout.mask(), setup.cfg.dtype) if setup.l2 > 0 else None
+        reduce = None
+        if setup.spec.batchnorm and setup.sync_bn and setup.comm.size > 1:
+            reduce = lambda arrays: setup.comm.reduce_list(arrays, tag="bn")  # noqa: E731
+        return cls(ext, Flat(layout, ext[:layout.size], xp), mask, reduce)
+
+
+def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key: int, lr: float):
+    """Forward/backward on this rank's rows `idx`, one allreduce, one update.
+
+    Returns the global (count, loss sum, non-finite rank count, stop flag) of the step.
+    """
+    backend, comm, spec, cfg = setup.backend, setup.comm, setup.spec, setup.cfg
+    xp = backend.xp
+    X, y = batch_to_device(backend, ds.train, idx, ds.normalizer, cfg.dtype)
+    ZL, caches, bn_new = model.forward(xp, state.params, X, spec, train=True, bn_state=state.bn_state,
+                                       key=key, idx=backend.asarray(idx), reduce=bufs.bn_reduce)
+    Y = losses.encode_targets(xp, y, spec.output, spec.sizes[-1], ZL.dtype)
+    loss = float(backend.to_numpy(losses.loss_sum(xp, ZL, Y, spec.output)))
+    bufs.grads.assign(model.backward(xp, losses.loss_grad(xp, ZL, Y, spec.output), caches, spec,
+                                     reduce=bufs.bn_reduce))
+    local_bad = not math.isfinite(loss)
+    if local_bad:
+        log.warning("non-finite loss %s on %d local examples (epoch %d)", loss, len(idx), state.epoch)
+    tail = [len(idx), loss if not local_bad else 0.0, float(local_bad), float(stopping.requested())]
+    bufs.ext[-TAIL:] = backend.asarray(np.array(tail), cfg.dtype)
+    backend.synchronize()
+    comm.allreduce_sum(bufs.ext, tag="grad")                    # the ONE gradient allreduce
+    count, loss_sum, bad, stop = (float(v) for v in backend.to_numpy(bufs.ext[-TAIL:]))
+    if not bad and not bool(backend.to_numpy(xp.all(xp.isfinite(bufs.grads.buf)))):
+        bad = 1.0   # finite losses but a non-finite gradient: identical verdict on every rank
+    if bad or count == 0:
+        return count, loss_sum, bad, stop
+    g = bufs.grads.buf / count
+    if setup.l2 > 0:
+        g = add_l2(g, state.params.buf, bufs.mask, setup.l2 / count)
+    delta, state.opt_state = setup.opt.update(g, state.opt_state, lr)
+    state.params.buf[...] = state.params.buf - delta
+    if bn_new is not None:
+        state.bn_state = bn_new
+    return count, loss_sum, bad, stop
+
+
+def handle_nonfinite(setup: Setup, state: TrainState, epoch: int, step: int, bad: float) -> None:
+    """Every rank reaches this at the same step (the verdict came through the allreduce)."""
+    where = f"epoch {epoch}, step {step}"
+    if setup.cfg.on_nonfinite == "skip":
+        state.skipped_steps += 1
+        if setup.comm.rank == 0:
+            log.warning("skipped %s: non-finite loss or gradient (train.on_nonfinite=skip)", where)
+        return
+    raise NonFiniteError(
+        f"training stopped at {where}: the loss or gradient became NaN/Inf ({int(bad)} rank(s) "
+        f"reported a non-finite loss). Lower optimizer.lr, check the data for extreme values, or "
+        f"set train.on_nonfinite=skip to skip such steps."
+    )
+
+
+def batch_to_device(backend: Backend, split, idx, normalizer, dtype: str):
+    """Rows `idx` of a split -> (X columns (n_x, b), y) on the backend, normalized with train stats."""
+    rows, y = split.take(idx)
+    if normalizer is not None:
+        rows = normalizer.apply(rows)
+    X = backend.asarray(np.ascontiguousarray(np.asarray(rows, dtype=dtype).T))
+    return X, backend.asarray(y)
+
+
+def evaluate_split(setup: Setup, state: TrainState, split, normalizer):
+    """Exact global (cost, error) of a split: per-rank sums reduced, never per-rank means."""
+    if split is None or split.m == 0:
+        return math.nan, math.nan
+    backend, comm, cfg = setup.backend, setup.comm, setup.cfg
+    rows, sums = eval_shard(split.m, comm.rank, comm.size), np.zeros(3)
+    for a in range(0, len(rows), cfg.eval_batch):
+        X, y = batch_to_device(backend, split, rows[a:a + cfg.eval_batch], normalizer, cfg.dtype)
+        out = model.evaluate(backend.xp, state.params, X, y, setup.spec, state.bn_state)
+        sums += [float(backend.to_numpy(v)) for v in out]
+    loss, correct, count = comm.allreduce_sum(sums, tag="eval")
+    error = 1.0 - correct / count if setup.spec.output != "linear" else math.nan
+    return loss / count, error
+
+
+def epoch_record(ds, setup: Setup, state: TrainState, epoch, lr, seconds, allreduce_s) -> dict:
+    """Per-epoch metrics: train/dev cost and error in evaluation mode (no dropout, BN running stats)."""
+    train_cost, train_error = evaluate_split(setup, state, ds.train, ds.normalizer)
+    dev_cost, dev_error = evaluate_split(setup, state, ds.dev, ds.normalizer)
+    return {
+        "epoch": epoch, "lr": lr, "train_cost": train_cost, "train_error": train_error,
+        "dev_cost": dev_cost, "dev_error": dev_error,
+        "samples_per_s": ds.train.m / seconds if seconds > 0 else math.nan,
+        "allreduce_share": allreduce_s / seconds if seconds > 0 else 0.0,
+        "epoch_seconds": seconds, "skipped_steps": state.skipped_steps,
+    }
+
+
+def check_start(ds, setup: Setup, state: TrainState) -> None:
+    cfg = setup.cfg
+    if cfg.batch_size < 1:
+        raise ValueError(f"train.batch_size must be an integer >= 1, got {cfg.batch_size}")
+    if cfg.epochs < 0:
+        raise ValueError(f"train.epochs must be >= 0, got {cfg.epochs}")
+    if cfg.on_nonfinite not in ("stop", "skip"):
+        raise ValueError(f"train.on_nonfinite must be 'stop' or 'skip', got {cfg.on_nonfinite!r}")
+    if cfg.patience > 0 and (ds.dev is None or ds.dev.m == 0):
+        raise ValueError("train.patience > 0 (early stopping) needs a dev split: set "
+                         "data.dev_fraction > 0 or use a dataset with its own dev set")
+    if ds.train.n_x != setup.spec.sizes[0]:
+        raise ValueError(f"the data has {ds.train.n_x} features but the network's input layer has "
+                         f"{setup.spec.sizes[0]}")
+
+
+def sync_params(setup: Setup, state: TrainState) -> None:
+    """Every rank starts from rank 0's parameters: broadcast once, then check they are equal."""
+    comm, backend = setup.comm, setup.backend
+    if comm.size == 1:
+        return
+    backend.synchronize()
+    comm.bcast_array(state.params.buf, root=0)
+    host = backend.to_numpy(state.params.buf).astype(np.float64)
+    local = np.array([host.sum(), (host * host).sum(), 1.0])
+    total = comm.allreduce_sum(local.copy(), tag="check")
+    if not np.allclose(total[:2], local[:2] * comm.size, rtol=1e-9, atol=0):
+        raise RuntimeError("ranks disagree on the initial parameters after the broadcast")
