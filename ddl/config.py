@@ -56,6 +56,7 @@ class TrainConfig:
     patience: int = 0               # early stopping on dev cost; 0 = off
     min_delta: float = 0.0
     on_nonfinite: str = "stop"      # stop | skip: what every rank does when a step is NaN/Inf
+    eval_every: int = 1             # epochs between train/dev evaluations (and metric records)
     eval_batch: int = 8192          # columns per evaluation chunk
     log_every: int = 0              # epochs between log lines; 0 = about 20 lines per run
     blas_threads: int = 0           # BLAS threads per rank; 0 = leave as is (1 under MPI)

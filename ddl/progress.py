@@ -9,6 +9,14 @@ import time
 log = logging.getLogger("ddl.progress")  # the console handler hides it while a bar is drawn
 
 
+_BAR = {"active": False}
+
+
+def hide_while_bar(record: logging.LogRecord) -> bool:
+    """Console filter: epoch lines go to the log file only while the bar shows them on screen."""
+    return not (_BAR["active"] and record.name == "ddl.progress")
+
+
 def _fmt(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
 
@@ -27,6 +35,7 @@ class Progress:
         self.epochs, self.stream = epochs, stream or sys.stderr
         self.log_every = log_every or max(1, epochs // 20)
         self.bar = self.stream.isatty() if bar is None else bar
+        _BAR["active"] = self.bar
         self.t0 = time.perf_counter()
 
     def __call__(self, r: dict) -> None:
@@ -42,6 +51,7 @@ class Progress:
             log.info(epoch_line(r, self.epochs))
 
     def close(self) -> None:
+        _BAR["active"] = False
         if self.bar and self.stream.isatty():
             self.stream.write("\n")
             self.stream.flush()

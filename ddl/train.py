@@ -19,7 +19,6 @@ import numpy as np
 from ddl.backend import Backend, make_key
 from ddl.config import TrainConfig
 from ddl.data.shard import eval_shard, shard_batches
-from ddl.dist.comm import SerialComm
 from ddl.nn import losses, model
 from ddl.optim.optimizers import Optimizer
 from ddl.optim.transforms import add_l2
@@ -81,27 +80,29 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
     check_start(ds, setup, state)
     sync_params(setup, state)
     bufs = StepBuffers.make(setup, state.params.layout)
+    timer = Timer(comm)
     for epoch in range(state.epoch, cfg.epochs):
         lr = setup.schedule(epoch)
-        t0, ar0 = time.perf_counter(), comm.allreduce_time
         batches = shard_batches(ds.train.m, cfg.batch_size, epoch, cfg.seed, comm.rank, comm.size)
         for step in range(state.step, len(batches)):
             key = make_key(cfg.seed, epoch, step)
             count, loss_sum, bad, stop = train_step(ds, setup, state, bufs, batches[step], key, lr)
             state.step = step + 1
+            timer.examples += count
             if bad:
                 handle_nonfinite(setup, state, epoch, step, bad)
             if stop:
                 state.stopped = "signal"
                 hooks.checkpoint(state, "signal")
                 return state
-        seconds = time.perf_counter() - t0
         state.epoch, state.step = epoch + 1, 0
-        record = epoch_record(ds, setup, state, epoch, lr, seconds, comm.allreduce_time - ar0)
-        state.history.append(record)
-        hooks.on_epoch(record)
-        if stopping.update(state, record, cfg):
-            break
+        if state.epoch % max(cfg.eval_every, 1) == 0 or state.epoch == cfg.epochs:
+            record = epoch_record(ds, setup, state, epoch, lr, timer.lap())
+            state.history.append(record)
+            hooks.on_epoch(record)
+            timer.restart()
+            if stopping.update(state, record, cfg):
+                break
         if hooks.checkpoint_every and state.epoch % hooks.checkpoint_every == 0:
             hooks.checkpoint(state, "periodic")
     stopping.restore_best(state)
@@ -203,17 +204,32 @@ def evaluate_split(setup: Setup, state: TrainState, split, normalizer):
     return loss / count, error
 
 
-def epoch_record(ds, setup: Setup, state: TrainState, epoch, lr, seconds, allreduce_s) -> dict:
-    """Per-epoch metrics: train/dev cost and error in evaluation mode (no dropout, BN running stats)."""
+class Timer:
+    """Training throughput between evaluations (evaluation time excluded)."""
+
+    def __init__(self, comm):
+        self.comm, self.examples = comm, 0.0
+        self.t0, self.ar0 = time.perf_counter(), comm.allreduce_time
+
+    def lap(self) -> dict:
+        seconds = time.perf_counter() - self.t0
+        share = (self.comm.allreduce_time - self.ar0) / seconds if seconds > 0 else 0.0
+        out = {"samples_per_s": self.examples / seconds if seconds > 0 else math.nan,
+               "allreduce_share": share, "train_seconds": seconds}
+        return out
+
+    def restart(self) -> None:
+        self.examples, self.t0, self.ar0 = 0.0, time.perf_counter(), self.comm.allreduce_time
+
+
+def epoch_record(ds, setup: Setup, state: TrainState, epoch: int, lr: float, timing: dict) -> dict:
+    """Metrics after `epoch`: train/dev cost and error in evaluation mode (no dropout, BN running
+    statistics), plus the training throughput since the previous record."""
     train_cost, train_error = evaluate_split(setup, state, ds.train, ds.normalizer)
     dev_cost, dev_error = evaluate_split(setup, state, ds.dev, ds.normalizer)
-    return {
-        "epoch": epoch, "lr": lr, "train_cost": train_cost, "train_error": train_error,
-        "dev_cost": dev_cost, "dev_error": dev_error,
-        "samples_per_s": ds.train.m / seconds if seconds > 0 else math.nan,
-        "allreduce_share": allreduce_s / seconds if seconds > 0 else 0.0,
-        "epoch_seconds": seconds, "skipped_steps": state.skipped_steps,
-    }
+    return {"epoch": epoch, "lr": lr, "train_cost": train_cost, "train_error": train_error,
+            "dev_cost": dev_cost, "dev_error": dev_error, **timing,
+            "skipped_steps": state.skipped_steps}
 
 
 def check_start(ds, setup: Setup, state: TrainState) -> None:

@@ -71,6 +71,7 @@ SlurmctldHost=${NODE}(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
+AuthInfo=cred_expire=10
 MpiDefault=pmi2
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -78,6 +79,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SlurmdParameters=config_overrides
 SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=5
 ReturnToService=2
 JobRequeue=1
 RequeueExit=75

@@ -19,15 +19,18 @@ import numpy as np
 import pytest
 
 from ddl.backend import gpu_count
-from ddl.dist import SerialComm, get_comm, install_abort_handler, setup_logging, world_info
+from ddl.dist import SerialComm, get_comm, setup_logging, world_info
 
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
 TIMEOUT = 30.0
+LAUNCHER_VARS = ("PMI_", "PMIX_", "OMPI_", "MPI_LOCAL", "HYDRA_", "MV2_")
 
 
 def run(cmd, timeout=TIMEOUT):
     """Run `cmd` in its own process group (so a hung mpiexec and its ranks can all be killed)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # Drop launcher variables in case pytest itself runs under mpiexec: children start fresh.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCHER_VARS)}
+    env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, start_new_session=True)
     try:
@@ -108,7 +111,16 @@ def test_world_info_serial():
 
 # ---- logging and abort (in process / plain python) -------------------------------------------
 
-def test_logging_rank0_info_others_warning_with_prefix():
+@pytest.fixture
+def ddl_logger():
+    """Restore the "ddl" logger afterwards, so other test files see it untouched."""
+    logger = logging.getLogger("ddl")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield logger
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def test_logging_rank0_info_others_warning_with_prefix(ddl_logger):
     s0, s1 = io.StringIO(), io.StringIO()
     setup_logging(SimpleNamespace(rank=0, size=3), "INFO", stream=s0)
     logging.getLogger("ddl.x").info("hello")
@@ -175,6 +187,13 @@ def test_logging_under_mpiexec():
     assert "info from 1" not in err
 
 
+@pytest.mark.mpi
+def test_host_staged_gpu_strategy_with_stand_in_cupy():
+    rc, out, err = mpirun(2, "fake_device.py")
+    assert rc == 0, f"stdout:\n{out}\nstderr:\n{err}"
+    assert out.count("fake-device") == 2, out
+
+
 def _gpu_skip(mode):
     if mode == "cuda_aware" and os.environ.get("DDL_CUDA_AWARE_MPI") != "1":
         return "needs a CUDA-aware MPI (pip wheels are not); set DDL_CUDA_AWARE_MPI=1 to run"
@@ -197,3 +216,4 @@ def test_gpu_allreduce_under_mpiexec(mode):
     rc, out, err = mpirun(2, "gpu_allreduce.py", mode)
     assert rc == 0, f"stdout:\n{out}\nstderr:\n{err}"
     assert out.count("OK rank") == 2 and f"of 2 {mode}" in out, out
+

@@ -1,10 +1,10 @@
 """Dataset files: .npz, a pair of .npy files read row by row, .csv, .h5 and .mat -> `Raw`.
 
-Large data lives in .npy files (`scripts/make_synthetic.py` writes them block by block). They are
-opened through NumPy's memory map only to read the header (shape, dtype, data offset); rows are then
-read with ordinary file reads, because every page touched through a memory map stays counted in
-the process's resident memory until unmapped: iterating an epoch over a mapped 1 GB file would
-grow each rank by 1 GB, while reads keep it flat (the OS page cache still serves repeats).
+Large data lives in .npy files (`scripts/make_synthetic.py` writes them block by block). `NpyRows`
+reads the .npy header (shape, dtype, data offset) and then only the rows asked for, with positional
+file reads rather than np.memmap: every page touched through a memory map stays counted in the
+process's resident memory until unmapped, so one epoch over a mapped 1 GB file grows each rank by
+1 GB (measured), while reads keep it flat (the OS page cache still serves repeated reads).
 """
 from __future__ import annotations
 
@@ -34,16 +34,26 @@ class NpyRows:
 
     def __init__(self, path):
         self.path = str(_exists(path))
+        self._file = open(self.path, "rb", buffering=0)
+        self.shape, fortran, self.dtype = self._header()
+        self.offset = self._file.tell()
+        if len(self.shape) < 1 or fortran or self.dtype.hasobject:
+            raise fail(self.path, "needs a C-order numeric array with one row per example")
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        size = os.path.getsize(self.path) - self.offset
+        if size < self.shape[0] * self.row_bytes:
+            raise fail(self.path, f"file is truncated: the header says {self.shape} "
+                                  f"{self.dtype} but only {size} bytes of data follow")
+
+    def _header(self) -> tuple:
+        """(shape, fortran_order, dtype) from the .npy header; the file is left at the data."""
+        fmt = np.lib.format
         try:
-            header = np.load(self.path, mmap_mode="r")
+            version = fmt.read_magic(self._file)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            return read(self._file)
         except Exception as e:  # any parse failure of a user file is reported as bad input
             raise fail(self.path, f"not a readable .npy file ({e})") from e
-        if header.ndim < 1 or header.dtype.hasobject or not header.flags.c_contiguous:
-            raise fail(self.path, "needs a C-order numeric array with one row per example")
-        self.shape, self.dtype, self.offset = header.shape, header.dtype, header.offset
-        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-        del header
-        self._file = open(self.path, "rb", buffering=0)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -51,7 +61,9 @@ class NpyRows:
     def __getitem__(self, rows) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows),) + self.shape[1:], self.dtype)
-        if rows.size and (rows[0] < 0 or rows[-1] >= len(self)):
+        if rows.size == 0:
+            return out
+        if rows[0] < 0 or rows[-1] >= len(self):
             raise IndexError(f"row {rows[0]}..{rows[-1]} out of range for {len(self)} rows")
         gap = max(1, _GAP_BYTES // max(self.row_bytes, 1))
         cuts = np.flatnonzero(np.diff(rows) > gap) + 1

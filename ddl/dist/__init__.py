@@ -26,8 +26,10 @@ def get_comm(kind: str = "auto", backend=None, allreduce: str = "host") -> Comm:
     """Build the communicator once per process.
 
     kind: "auto" = MPI when mpi4py imports (world size 1 is fine), else serial with a warning;
-    "mpi" = MPI or an error; "serial" = SerialComm. `backend` (a ddl.backend.Backend) and
-    `allreduce` ("host" | "cuda_aware" | "nccl") matter only for CuPy buffers.
+    "mpi" = MPI or an error; "serial" = SerialComm. `allreduce` ("host" | "cuda_aware" | "nccl")
+    picks how CuPy buffers are reduced. `backend` (a ddl.backend.Backend) is optional: with a cupy
+    backend the GPU strategy is set up at once, else on the first CuPy buffer. The usual order is
+    comm first (for `local_rank`), then `get_backend(name, comm.local_rank)`.
     """
     if kind not in KINDS:
         raise ValueError(f"comm kind must be one of {KINDS}, got {kind!r}")

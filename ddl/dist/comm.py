@@ -39,7 +39,7 @@ class Comm:
         self.times: dict[str, float] = defaultdict(float)
 
     def allreduce_sum(self, buf, tag: str = "grad"):
-        """IN PLACE buf <- sum over ranks of buf; `buf` is a flat 1-D backend array. Returns `buf`."""
+        """IN PLACE buf <- sum over ranks of buf (a flat 1-D backend array); returns `buf`."""
         if getattr(buf, "ndim", None) != 1:
             raise ValueError(
                 f"allreduce_sum needs a flat 1-D array, got ndim={getattr(buf, 'ndim', None)} "

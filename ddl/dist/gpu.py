@@ -19,18 +19,27 @@ from mpi4py import MPI
 from ddl.dist.comm import check_mode
 
 
-def make_device_reducer(comm, mode: str, backend=None):
-    """The strategy object for CuPy buffers on mpi4py communicator `comm` (collective for nccl)."""
+def check_backend(mode: str, backend) -> None:
+    """NCCL only moves device memory: refuse it up front for a known CPU backend."""
+    check_mode(mode)
+    name = getattr(backend, "name", None)
+    if mode == "nccl" and backend is not None and name != "cupy":
+        raise ValueError(
+            f"allreduce='nccl' needs the cupy backend, got backend {name!r}; "
+            "use allreduce='host' for CPU backends"
+        )
+
+
+def make_device_reducer(comm, mode: str):
+    """The strategy for CuPy buffers on mpi4py communicator `comm`.
+
+    Collective for nccl (all ranks at once), and the device must already be bound.
+    """
     check_mode(mode)
     if mode == "host":
         return HostStaged(comm)
     if mode == "cuda_aware":
         return CudaAware(comm)
-    if getattr(backend, "name", None) != "cupy":
-        raise ValueError(
-            f"allreduce='nccl' needs the cupy backend, got backend "
-            f"{getattr(backend, 'name', backend)!r}; use allreduce='host' for CPU backends"
-        )
     return Nccl(comm)
 
 

@@ -14,7 +14,7 @@ from array_api_compat import array_namespace
 from mpi4py import MPI
 
 from ddl.dist.comm import Comm, check_op, check_root
-from ddl.dist.gpu import make_device_reducer
+from ddl.dist.gpu import check_backend, make_device_reducer
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 
@@ -24,6 +24,7 @@ class MPIComm(Comm):
 
     def __init__(self, backend=None, allreduce: str = "host"):
         super().__init__()
+        check_backend(allreduce, backend)
         self.comm = MPI.COMM_WORLD.Clone()
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         # Ranks sharing memory = ranks on this node; MPI knows this, launcher env vars may not.
@@ -32,13 +33,24 @@ class MPIComm(Comm):
         node.Free()
         self.library_version = library_version()
         self.allreduce_mode = allreduce
-        self._device = make_device_reducer(self.comm, allreduce, backend)
+        self._reducer = None
+        if getattr(backend, "name", None) == "cupy":
+            self._device()  # device already bound by get_backend: set NCCL up now
+
+    def _device(self):
+        """The CuPy strategy, built on the first CuPy buffer when no cupy backend was given.
+
+        Lazy building is safe because every rank makes the same sequence of collectives.
+        """
+        if self._reducer is None:
+            self._reducer = make_device_reducer(self.comm, self.allreduce_mode)
+        return self._reducer
 
     def _allreduce_sum(self, buf) -> None:
         if isinstance(buf, np.ndarray):
             self.comm.Allreduce(MPI.IN_PLACE, _contiguous(buf), op=MPI.SUM)
         elif hasattr(buf, "__cuda_array_interface__"):
-            self._device.allreduce_sum(buf)
+            self._device().allreduce_sum(buf)
         else:
             _through_host(buf, lambda h: self.comm.Allreduce(MPI.IN_PLACE, h, op=MPI.SUM))
 
@@ -55,7 +67,7 @@ class MPIComm(Comm):
         if isinstance(buf, np.ndarray):
             self.comm.Bcast(_contiguous(buf), root=root)
         elif hasattr(buf, "__cuda_array_interface__"):
-            self._device.bcast(buf, root)
+            self._device().bcast(buf, root)
         else:
             _through_host(buf, lambda h: self.comm.Bcast(h, root=root))
         return buf
@@ -72,7 +84,9 @@ class MPIComm(Comm):
 
 def _contiguous(buf: np.ndarray) -> np.ndarray:
     if not buf.flags.c_contiguous:
-        raise ValueError(f"MPI needs a contiguous buffer, got strides {buf.strides} for shape {buf.shape}")
+        raise ValueError(
+            f"MPI needs a contiguous buffer, got strides {buf.strides} for shape {buf.shape}"
+        )
     return buf
 
 

@@ -34,7 +34,7 @@ def install_abort_handler(comm) -> None:
     def excepthook(exc_type, exc, tb):
         report_exception(comm.rank, exc_type, exc, tb)
         if comm.size > 1:
-            pass
+            comm.abort(1)
 
     def thread_excepthook(args):
         if issubclass(args.exc_type, SystemExit):  # threading ignores these too
@@ -57,8 +57,8 @@ def setup_logging(comm, level: str | int = "INFO", stream=None) -> logging.Logge
         logger.removeHandler(h)
     prefix = f"[rank {comm.rank}] " if comm.size > 1 else ""
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter(prefix + "%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                           datefmt="%H:%M:%S"))
+    fmt = prefix + "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
     handler._ddl_rank_handler = True
     logger.addHandler(handler)
     logger.setLevel(wanted if comm.rank == 0 else max(wanted, logging.WARNING))

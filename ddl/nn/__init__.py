@@ -6,7 +6,7 @@ L-layer network) · gradcheck.
 """
 from .activations import get_activation
 from .batchnorm import bn_backward, bn_forward, bn_infer, update_running
-from .gradcheck import check_model, gradient_check
+from .gradcheck import check_model, cost_and_grad, gradient_check
 from .init import init_bn_state, init_params
 from .layers import dense_backward, dense_forward, dropout_mask
 from .losses import (
@@ -19,8 +19,8 @@ from .model import (
 
 __all__ = [
     "LOSSES", "LabelError", "Spec", "backward", "bn_backward", "bn_forward", "bn_infer",
-    "bn_state_layout", "check_model", "correct_count", "dense_backward", "dense_forward",
-    "dropout_mask", "encode_targets", "evaluate", "forward", "get_activation", "gradient_check",
-    "init_bn_state", "init_params", "l2_cost", "layout", "loss_grad", "loss_sum", "make_spec",
-    "predict", "predict_labels", "resolve_output", "update_running",
+    "bn_state_layout", "check_model", "correct_count", "cost_and_grad", "dense_backward",
+    "dense_forward", "dropout_mask", "encode_targets", "evaluate", "forward", "get_activation",
+    "gradient_check", "init_bn_state", "init_params", "l2_cost", "layout", "loss_grad",
+    "loss_sum", "make_spec", "predict", "predict_labels", "resolve_output", "update_running",
 ]

@@ -36,36 +36,32 @@ def gradient_check(cost_fn, grad_fn, theta: np.ndarray, eps: float = 1e-7) -> fl
     return float(np.linalg.norm(grad - approx) / den) if den > 0 else 0.0
 
 
-def check_model(spec: Spec, X, y, lam: float = 0.0, seed: int = 0, backend=None, *,
-                params: dict | None = None, eps: float = 1e-7) -> float:
-    """Gradient check of the whole network on host data X (n_x, m) and labels/targets y.
+def cost_and_grad(spec: Spec, X, y, lam: float = 0.0, backend=None, *, params: dict,
+                  key: int | None = None, idx=None):
+    """(cost_fn, grad_fn, theta) of the training-mode cost on host data X (n_x, m), y, in float64.
 
-    J(theta) = loss_sum / m + lam / (2m) sum ||W||^2 (training mode: batch-norm batch statistics),
-    grad = backward / m + (lam / m) W. Parameters: `params` (host arrays by name) or He init from
-    `seed`; computed in float64 on `backend` (a Backend or its name; default numpy).
+    J(theta) = loss_sum / m + lam / (2m) sum ||W||^2 and grad = backward / m + (lam / m) W, with
+    batch-norm batch statistics; theta concatenates `params` (host arrays) in layout order. With
+    dropout, `key` and `idx` (host ints) fix the masks so that J is deterministic.
     """
-    if any(k < 1.0 for k in spec.keep_prob):
-        raise ValueError(
-            f"gradient checking needs keep_prob=1 (got {list(spec.keep_prob)}): dropout draws a new "
-            "mask each pass, which makes the cost random"
-        )
     be = get_backend(backend or "numpy") if not hasattr(backend, "xp") else backend
     xp, lay = be.xp, layout(spec)
-    host = params if params is not None else init_params(spec, "he", seed)
-    theta = np.concatenate([np.asarray(host[n], dtype=np.float64).reshape(-1) for n in lay.names])
+    theta = np.concatenate([np.asarray(params[n], dtype=np.float64).reshape(-1) for n in lay.names])
     Xb = be.asarray(X, "float64")
     m = Xb.shape[1]
     Y = encode_targets(xp, be.asarray(y), spec.output, spec.sizes[-1], xp.float64)
+    idx = None if idx is None else be.asarray(idx)
     mask = lay.mask(("W",))
 
     def run(t):
         p = Flat(lay, be.asarray(t, "float64"), xp)
-        ZL, caches, _ = forward(xp, p, Xb, spec, train=True)
+        ZL, caches, _ = forward(xp, p, Xb, spec, train=True, key=key, idx=idx)
         return p, ZL, caches
 
     def cost(t):
         p, ZL, _ = run(t)
-        return float(be.to_numpy(loss_sum(xp, ZL, Y, spec.output) / m + l2_cost(xp, p, lay, lam, m)))
+        J = loss_sum(xp, ZL, Y, spec.output) / m + l2_cost(xp, p, lay, lam, m)
+        return float(be.to_numpy(J))
 
     def grad(t):
         _, ZL, caches = run(t)
@@ -73,4 +69,21 @@ def check_model(spec: Spec, X, y, lam: float = 0.0, seed: int = 0, backend=None,
         flat = np.concatenate([be.to_numpy(g[n]).reshape(-1) for n in lay.names])
         return flat / m + (lam / m) * mask * t
 
+    return cost, grad, theta
+
+
+def check_model(spec: Spec, X, y, lam: float = 0.0, seed: int = 0, backend=None, *,
+                params: dict | None = None, eps: float = 1e-7) -> float:
+    """Gradient check of the whole network (see cost_and_grad) on host X (n_x, m) and y.
+
+    Parameters: `params` (host arrays by name) or He init from `seed`; computed in float64 on
+    `backend` (a Backend or its name; default numpy). Refuses dropout (keep_prob < 1).
+    """
+    if any(k < 1.0 for k in spec.keep_prob):
+        raise ValueError(
+            f"gradient checking needs keep_prob=1, got {list(spec.keep_prob)}: dropout draws a "
+            "new mask each pass, which makes the cost random"
+        )
+    params = params if params is not None else init_params(spec, "he", seed)
+    cost, grad, theta = cost_and_grad(spec, X, y, lam, backend, params=params)
     return gradient_check(cost, grad, theta, eps)

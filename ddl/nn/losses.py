@@ -22,9 +22,10 @@ def _check_output(output: str) -> None:
         raise ValueError(f"unknown output activation {output!r}; choose one of {sorted(LOSSES)}")
 
 
-def _first_bad(xp, y, bad) -> float:
+def _first_bad(xp, y, bad):
     """The first offending value of y where the boolean mask `bad` holds (error path only)."""
-    return float(xp.reshape(y, (-1,))[xp.reshape(bad, (-1,))][0])
+    v = float(xp.reshape(y, (-1,))[xp.reshape(bad, (-1,))][0])
+    return int(v) if v.is_integer() else v
 
 
 def encode_targets(xp, y, output: str, n_out: int, dtype, *, check: bool = True):
@@ -76,13 +77,15 @@ def loss_sum(xp, ZL, Y, output: str):
     """
     _check_output(output)
     if output == "sigmoid":
-        return xp.sum(xp.maximum(ZL, 0.0) - ZL * Y + xp.log1p(xp.exp(-xp.abs(ZL))))
-    if output == "softmax":
+        total = xp.sum(xp.maximum(ZL, 0.0) - ZL * Y + xp.log1p(xp.exp(-xp.abs(ZL))))
+    elif output == "softmax":
         Zs = ZL - xp.max(ZL, axis=0, keepdims=True)
         lse = xp.log(xp.sum(xp.exp(Zs), axis=0, keepdims=True))
-        return xp.sum(Y * (lse - Zs))
-    D = ZL - Y
-    return xp.sum(D * D)
+        total = xp.sum(Y * (lse - Zs))
+    else:
+        D = ZL - Y
+        total = xp.sum(D * D)
+    return xp.asarray(total)                    # NumPy reductions give scalars, not 0-d arrays
 
 
 def loss_grad(xp, ZL, Y, output: str):
@@ -116,4 +119,4 @@ def correct_count(xp, ZL, y, output: str):
     if y.ndim == 2 and y.shape[0] > 1:
         y = xp.argmax(y, axis=0)
     y = xp.astype(xp.reshape(y, (-1,)), xp.int64)
-    return xp.sum(xp.astype(predict_labels(xp, ZL, output) == y, ZL.dtype))
+    return xp.asarray(xp.sum(xp.astype(predict_labels(xp, ZL, output) == y, ZL.dtype)))

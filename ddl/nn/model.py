@@ -168,6 +168,8 @@ def forward(xp, params, X, spec: Spec, *, train: bool, bn_state=None, key=None, 
     idx, batch-norm batch statistics (summed across ranks by `reduce`) and running statistics
     updated from bn_state (None: the initial mean 0, var 1). train=False: no dropout, batch norm
     with bn_state; caches is then None (no backward in eval mode) and bn_state is returned as is.
+    caches[l-1] = (A_prev, W, Z, A, D, bn_cache): Z only for relu/leaky_relu, A (before dropout)
+    only for sigmoid/tanh, D the dropout multiplier or None; the output layer keeps (A_prev, W).
     """
     _check_forward(X, spec, train, bn_state, key, idx)
     act, _ = get_activation(spec.hidden)
@@ -233,7 +235,7 @@ def l2_cost(xp, params, spec_or_layout, lam: float, m: int):
     if lam:
         for n in names:
             total = total + xp.sum(params[n] * params[n])
-    return total * (lam / (2.0 * m))
+    return xp.asarray(total * (lam / (2.0 * m)))
 
 
 def evaluate(xp, params, X, y, spec: Spec, bn_state=None):

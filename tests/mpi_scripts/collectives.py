@@ -31,7 +31,8 @@ def check_strict(comm, r, n):
     comm.allreduce_sum(buf)
     assert is_strict(buf), type(buf)
     np.testing.assert_array_equal(be.to_numpy(buf), np.full(4, n * (n - 1) / 2))
-    mean, var = comm.reduce_list([be.asarray(np.full((2, 1), 1.0 + r)), be.asarray(np.ones((3, 1)))])
+    parts = [be.asarray(np.full((2, 1), 1.0 + r)), be.asarray(np.ones((3, 1)))]
+    mean, var = comm.reduce_list(parts)
     assert is_strict(mean) and mean.shape == (2, 1) and var.shape == (3, 1)
     np.testing.assert_array_equal(be.to_numpy(mean), np.full((2, 1), n * (n + 1) / 2))
     np.testing.assert_array_equal(be.to_numpy(var), np.full((3, 1), float(n)))
