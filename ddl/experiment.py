@@ -181,9 +181,9 @@ def setup_backend(state):
 
 def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_id, seconds) -> dict:
     """Final metrics on train/dev/test (all ranks), then rank 0 saves final.npz and summary.json."""
-    train_cost, train_err = evaluate_split(setup, state, ds.train, ds.normalizer)
-    dev_cost, dev_err = evaluate_split(setup, state, ds.dev, ds.normalizer)
-    test_cost, test_err = evaluate_split(setup, state, ds.test, ds.normalizer)
+    train_cost, train_err = evaluate_split(setup, state, ds.train)
+    dev_cost, dev_err = evaluate_split(setup, state, ds.dev)
+    test_cost, test_err = evaluate_split(setup, state, ds.test)
     t = cfg.tracking
     d = diagnose(train_err, dev_err, t.bayes_error, t.bias_threshold, t.variance_threshold)
     hist = state.history

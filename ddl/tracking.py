@@ -1,10 +1,9 @@
-"""MLflow tracking: the only module that imports mlflow (mlflow-skinny is enough).
+"""MLflow tracking, rank 0 only: the only module that imports mlflow (mlflow-skinny suffices).
 
-Used on rank 0 only. Everything goes through `mlflow.MlflowClient` with an explicit run id, never
-the fluent global-state API, so nothing leaks between runs or sweep points in one process.
-Metric names are fixed (the report relies on them): train_cost, dev_cost, train_error, dev_error,
-train_accuracy, dev_accuracy, lr, samples_per_s, allreduce_share, avoidable_bias, variance, and
-test_cost/test_error at the end; the tag "diagnosis" holds the latest bias/variance label.
+Everything goes through `mlflow.MlflowClient` with explicit run ids, never the fluent global-state
+API, so nothing leaks between runs or sweep points in one process. Metric names are fixed (the
+report relies on them): train_cost, dev_cost, train_error, dev_error, train_accuracy, dev_accuracy,
+lr, samples_per_s, allreduce_share, avoidable_bias, variance; test_cost, test_error at the end.
 """
 from __future__ import annotations
 
@@ -86,6 +85,21 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _create_sqlite_once(uri: str, db: Path, lock: Path) -> None:
+    """Create tables and run migrations in the first process only; "created" in the lock file
+    lets later processes skip the lock (opening an existing store is safe in parallel)."""
+    def created() -> bool:
+        return db.is_file() and lock.is_file() and lock.read_text().startswith("created")
+
+    if created():
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(lock):
+        if not created():
+            _client(uri).search_experiments(max_results=1)  # the first query builds the schema
+            lock.write_text("created\n")
+
+
 def _unreachable(uri: str, err: BaseException) -> TrackingError:
     return TrackingError(
         f"Cannot use the MLflow tracking store at {uri}: {type(err).__name__}: {err}. "
@@ -102,9 +116,8 @@ def ensure_store(uri: str, experiment: str) -> str:
     """
     if uri.startswith("sqlite:"):
         db = _sqlite_path(uri)
-        db.parent.mkdir(parents=True, exist_ok=True)
-        with _file_lock(db.with_name(db.name + ".lock")):
-            return _get_or_create(_client(uri), experiment, (db.parent / "mlartifacts").as_uri())
+        _create_sqlite_once(uri, db, db.with_name(db.name + ".lock"))
+        return _get_or_create(_client(uri), experiment, (db.parent / "mlartifacts").as_uri())
     try:
         return _get_or_create(_client(uri), experiment, None)
     except TrackingError:
@@ -166,38 +179,30 @@ class Tracker:
             self._client.log_batch(self.run_id, params=todo[i:i + MAX_PARAMS_PER_BATCH])
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        """Log one epoch (step=epoch) in one call. When train_error is given, avoidable_bias and
-        variance are added (unless given) and the "diagnosis" tag is set. The caller applies
-        cfg.log_every (it alone knows which epoch is the last); steps already stored are skipped."""
-        derived, label = self._diagnosis(metrics)
-        self._log({**derived, **metrics}, epoch, {"diagnosis": label} if label else {})
-
-    def _diagnosis(self, metrics: Mapping[str, float]) -> tuple[dict[str, float], Optional[str]]:
-        train = metrics.get("train_error")
-        if train is None or not 0.0 <= train <= 1.0:  # absent, NaN or not a fraction
-            return {}, None
-        dev = metrics.get("dev_error")
-        dev = dev if dev is not None and 0.0 <= dev <= 1.0 else None
-        cfg = self.cfg
-        d = diagnose(train, dev, cfg.bayes_error, cfg.bias_threshold, cfg.variance_threshold)
-        derived = {"avoidable_bias": d.avoidable_bias}
-        if not math.isnan(d.variance):
-            derived["variance"] = d.variance
-        return derived, d.label
-
-    def _log(self, metrics: Mapping[str, float], step: int, tags: Mapping[str, str]) -> None:
+        """Log one epoch (step=epoch) in one log_batch call, skipping keys whose step is already
+        stored. Given train_error, avoidable_bias and variance are added (unless given) and the
+        "diagnosis" tag is set. The caller applies cfg.log_every (it knows the last epoch)."""
         from mlflow.entities import Metric, RunTag
 
-        fresh = {k: float(v) for k, v in metrics.items() if step > self._last.get(k, -1)}
+        derived, label = self._diagnosis(metrics)
+        fresh = {k: float(v) for k, v in {**derived, **metrics}.items()
+                 if epoch > self._last.get(k, -1)}
         if not fresh:  # a resumed job replaying epochs that are already in the store
             return
         ts = int(time.time() * 1000)
-        self._client.log_batch(
-            self.run_id,
-            metrics=[Metric(k, v, ts, step) for k, v in fresh.items()],
-            tags=[RunTag(k, str(v)) for k, v in tags.items()],
-        )
-        self._last.update(dict.fromkeys(fresh, step))
+        self._client.log_batch(self.run_id, metrics=[Metric(k, v, ts, epoch) for k, v in fresh.items()],
+                               tags=[RunTag("diagnosis", label)] if label else [])
+        self._last.update(dict.fromkeys(fresh, epoch))
+
+    def _diagnosis(self, metrics: Mapping[str, float]) -> tuple[dict[str, float], Optional[str]]:
+        train, dev = metrics.get("train_error"), metrics.get("dev_error")
+        if train is None or not 0.0 <= train <= 1.0:  # absent, NaN or not a fraction
+            return {}, None
+        dev = dev if dev is not None and 0.0 <= dev <= 1.0 else None
+        cfg = self.cfg
+        d = diagnose(train, dev, cfg.bayes_error, cfg.bias_threshold, cfg.variance_threshold)
+        variance = {} if math.isnan(d.variance) else {"variance": d.variance}
+        return {"avoidable_bias": d.avoidable_bias, **variance}, d.label
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag

@@ -136,7 +136,7 @@ def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key:
     """
     backend, comm, spec, cfg = setup.backend, setup.comm, setup.spec, setup.cfg
     xp = backend.xp
-    X, y = batch_to_device(backend, ds.train, idx, ds.normalizer, cfg.dtype)
+    X, y = batch_to_device(backend, ds.train, idx, cfg.dtype)
     ZL, caches, bn_new = model.forward(xp, state.params, X, spec, train=True, bn_state=state.bn_state,
                                        key=key, idx=backend.asarray(idx), reduce=bufs.bn_reduce)
     Y = losses.encode_targets(xp, y, spec.output, spec.sizes[-1], ZL.dtype)
@@ -180,23 +180,22 @@ def handle_nonfinite(setup: Setup, state: TrainState, epoch: int, step: int, bad
     )
 
 
-def batch_to_device(backend: Backend, split, idx, normalizer, dtype: str):
-    """Rows `idx` of a split -> (X columns (n_x, b), y) on the backend, normalized with train stats."""
+def batch_to_device(backend: Backend, split, idx, dtype: str):
+    """Rows `idx` of a split -> (X columns (n_x, b), y) on the backend (`take` has already
+    normalized them with the training split's statistics)."""
     rows, y = split.take(idx)
-    if normalizer is not None:
-        rows = normalizer.apply(rows)
     X = backend.asarray(np.ascontiguousarray(np.asarray(rows, dtype=dtype).T))
     return X, backend.asarray(y)
 
 
-def evaluate_split(setup: Setup, state: TrainState, split, normalizer):
+def evaluate_split(setup: Setup, state: TrainState, split):
     """Exact global (cost, error) of a split: per-rank sums reduced, never per-rank means."""
     if split is None or split.m == 0:
         return math.nan, math.nan
     backend, comm, cfg = setup.backend, setup.comm, setup.cfg
     rows, sums = eval_shard(split.m, comm.rank, comm.size), np.zeros(3)
     for a in range(0, len(rows), cfg.eval_batch):
-        X, y = batch_to_device(backend, split, rows[a:a + cfg.eval_batch], normalizer, cfg.dtype)
+        X, y = batch_to_device(backend, split, rows[a:a + cfg.eval_batch], cfg.dtype)
         out = model.evaluate(backend.xp, state.params, X, y, setup.spec, state.bn_state)
         sums += [float(backend.to_numpy(v)) for v in out]
     loss, correct, count = comm.allreduce_sum(sums, tag="eval")
@@ -225,8 +224,8 @@ class Timer:
 def epoch_record(ds, setup: Setup, state: TrainState, epoch: int, lr: float, timing: dict) -> dict:
     """Metrics after `epoch`: train/dev cost and error in evaluation mode (no dropout, BN running
     statistics), plus the training throughput since the previous record."""
-    train_cost, train_error = evaluate_split(setup, state, ds.train, ds.normalizer)
-    dev_cost, dev_error = evaluate_split(setup, state, ds.dev, ds.normalizer)
+    train_cost, train_error = evaluate_split(setup, state, ds.train)
+    dev_cost, dev_error = evaluate_split(setup, state, ds.dev)
     return {"epoch": epoch, "lr": lr, "train_cost": train_cost, "train_error": train_error,
             "dev_cost": dev_cost, "dev_error": dev_error, **timing,
             "skipped_steps": state.skipped_steps}

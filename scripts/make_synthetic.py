@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Write the `synthetic` dataset as OUT/X.npy (m, n_x) and OUT/y.npy (m,) int64, block by block.
 
-Memory stays at one block (at most 8 MB of features) whatever m is; both files appear only once fully written.
+Memory stays at one block (at most 8 MB of features) whatever m is; both files appear only once
+fully written.
 The rows equal load_dataset(DataConfig(name="synthetic", m=M, n_x=N, classes=C, seed=S, ...)).
 Train from the files with data.name=npy (or synthetic) data.path=OUT.
 

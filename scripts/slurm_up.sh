@@ -137,6 +137,9 @@ wait_idle() {
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (installs packages and starts daemons)"
 t_start=$SECONDS
+# Two concurrent runs (e.g. CI and a developer) would race on apt and the daemons: serialize them.
+exec 9>/run/ddl_slurm_up.lock
+flock -w 300 9 || die "another slurm_up.sh held /run/ddl_slurm_up.lock for 300 s"
 install_packages
 start_munge
 if write_conf; then

@@ -36,8 +36,9 @@ def test_npz_with_and_without_own_splits(tmp_path):
     X, y = everything(ds.train)
     np.testing.assert_array_equal(X, X10)
     assert y.dtype == np.int64 and ds.n_classes == 3 and ds.dev is None and ds.test is None
-    own = save_npz(tmp_path, X=X10, y=Y10, X_dev=X10[:2], y_dev=Y10[:2], X_test=X10[:4], y_test=Y10[:4])
-    ds = load_dataset(DataConfig(name="npz", path=str(own), dev_fraction=0.5, test_fraction=0.5 - 1e-9))
+    own = save_npz(tmp_path, X=X10, y=Y10, X_dev=X10[:2], y_dev=Y10[:2],
+                   X_test=X10[:4], y_test=Y10[:4])
+    ds = load_dataset(DataConfig(name="npz", path=str(own), dev_fraction=0.5, test_fraction=0.4))
     assert (ds.train.m, ds.dev.m, ds.test.m) == (10, 2, 4)  # own splits used as is
     np.testing.assert_array_equal(everything(ds.test)[0], X10[:4])
 
@@ -99,7 +100,8 @@ def bad_files(tmp_path):
     nan_X[7, 1], inf_X[4, 0] = np.nan, np.inf
     nan_dir = tmp_path / "nan_npy"
     nan_dir.mkdir()
-    bad_labels = {"neg": np.r_[0, 1, -1, 0, 1, 0, 1, 0, 1, 0], "frac": np.r_[0, 1, 1.5, 0, 1, 0, 1, 0, 1, 0]}
+    neg, frac = Y10.copy(), Y10.astype(float)
+    neg[2], frac[2] = -1, 1.5
     return [
         ("npz", tmp_path / "missing.npz", "file not found"),
         ("npy", tmp_path / "no_such_dir", "file not found"),
@@ -109,10 +111,10 @@ def bad_files(tmp_path):
         ("npz", save_npz(tmp_path, "noy", X=X10), "missing key 'y'"),
         ("npz", save_npz(tmp_path, "short", X=X10, y=Y10[:9]), "X has 10 rows but y has 9"),
         ("npz", save_npz(tmp_path, "nan", X=nan_X, y=Y10), "row 7 of the features contains NaN"),
-        ("npz", save_npz(tmp_path, "inf", X=inf_X, y=Y10), "row 4 of the features contains NaN or Inf"),
+        ("npz", save_npz(tmp_path, "inf", X=inf_X, y=Y10), "row 4 of the features contains NaN"),
         ("npy", save_npy(nan_dir, nan_X.astype(np.float32), Y10), "row 7 of the features"),
-        ("npz", save_npz(tmp_path, "neg", X=X10, y=bad_labels["neg"]), "label -1 at row 2 is outside"),
-        ("npz", save_npz(tmp_path, "frac", X=X10, y=bad_labels["frac"]), "non-integer class label 1.5"),
+        ("npz", save_npz(tmp_path, "neg", X=X10, y=neg), "label -1 at row 2 is outside 0..2"),
+        ("npz", save_npz(tmp_path, "frac", X=X10, y=frac), "non-integer class label 1.5 at row 2"),
         ("npz", save_npz(tmp_path, "empty", X=X10[:0], y=Y10[:0]), "the dataset is empty"),
     ]
 

@@ -1,4 +1,4 @@
-"""Generated datasets: the course fingerprints (shared/datasets/README.md) and synthetic's blocks."""
+"""Generated datasets: course fingerprints (shared/datasets/README.md) and synthetic's blocks."""
 import subprocess
 import sys
 from pathlib import Path

@@ -31,10 +31,11 @@ def _spec(hidden, output, batchnorm, depth):
                      batchnorm=batchnorm)
 
 
-def _min_kink_distance(bk, spec):
-    params = {k: bk.arr(v, "float64") for k, v in init_params(spec, "he", SEED).items()}
-    _, caches, _ = forward(bk.xp, params, bk.arr(X, "float64"), spec, train=True)
-    return min(float(np.abs(bk.np(c[2])).min()) for c in caches[:-1])   # c[2] = Z (relu only)
+def _min_kink_distance(bk, spec, params, **dropout):
+    """Smallest |z| over the hidden pre-activations (caches[l][2] = Z for relu/leaky_relu)."""
+    params = {k: bk.arr(v, "float64") for k, v in params.items()}
+    _, caches, _ = forward(bk.xp, params, bk.arr(X, "float64"), spec, train=True, **dropout)
+    return min(float(np.abs(bk.np(c[2])).min()) for c in caches[:-1])
 
 
 COMBOS = list(itertools.product(HIDDEN, OUTPUTS, [0.0, 0.7], [False, True]))
@@ -45,7 +46,7 @@ def test_every_combination_passes_gradient_check(backend64, hidden, output, lam,
     depth = 2 + (HIDDEN.index(hidden) + list(OUTPUTS).index(output)) % 3
     spec = _spec(hidden, output, batchnorm, depth)
     if hidden in ("relu", "leaky_relu"):
-        assert _min_kink_distance(backend64, spec) > MARGIN
+        assert _min_kink_distance(backend64, spec, init_params(spec, "he", SEED)) > MARGIN
     diff = check_model(spec, X, TARGETS[output], lam=lam, seed=SEED, backend=backend64.backend)
     assert diff < 1e-7, f"{spec}: difference {diff:.3e}"
 
@@ -79,12 +80,21 @@ def test_course_planted_bugs_are_caught_with_the_course_number(backend64):
     assert abs(gradient_check(cost, buggy, theta) - 0.2850931567761624) < 1e-7
 
 
-def test_dropout_backward_with_a_fixed_mask(backend64):
+@pytest.mark.parametrize("hidden", ["tanh", "relu"])     # dropout applied to a copy / in place
+def test_dropout_backward_with_a_fixed_mask(backend64, hidden):
     """A fixed key and example indices freeze the masks, so the cost is deterministic again."""
-    spec = make_spec([4, 5, 3, 3], "tanh", "softmax", keep_prob=[0.6, 0.8])
+    spec = make_spec([4, 5, 3, 3], hidden, "softmax", keep_prob=[0.6, 0.8])
     params = init_params(spec, "he", SEED)
+    # when dropout zeroes a unit's whole input column, z = b exactly: zero biases would put relu
+    # on its kink, so the biases are drawn too
+    rng = np.random.default_rng(SEED)
+    params |= {b: rng.standard_normal(params[b].shape) for b in ("b1", "b2", "b3")}
+    fixed = dict(key=3, idx=np.arange(M))
+    if hidden == "relu":
+        idx = backend64.arr(fixed["idx"], None)
+        assert _min_kink_distance(backend64, spec, params, key=3, idx=idx) > MARGIN
     cost, grad, theta = cost_and_grad(spec, X, TARGETS["softmax"], 0.7, backend64.backend,
-                                      params=params, key=3, idx=np.arange(M))
+                                      params=params, **fixed)
     assert gradient_check(cost, grad, theta) < 1e-7
 
 

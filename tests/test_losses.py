@@ -45,7 +45,8 @@ def test_loss_grad_matches_finite_differences(backend, output):
 
 def test_saturated_logits_give_finite_exact_losses(backend):
     xp = backend.xp
-    Z, Y = backend.arr(np.array([[1000.0, -1000.0, 1000.0, -1000.0]])), backend.arr([[1.0, 0, 0, 1]])
+    Z = backend.arr(np.array([[1000.0, -1000.0, 1000.0, -1000.0]]))
+    Y = backend.arr(np.array([[1.0, 0.0, 0.0, 1.0]]))
     assert float(backend.np(loss_sum(xp, Z, Y, "sigmoid"))) == 2000.0   # two wrong by 1000 each
     assert np.all(np.isfinite(backend.np(loss_grad(xp, Z, Y, "sigmoid"))))
     Zc = backend.arr(np.array([[1000.0, 1000.0], [0.0, 0.0], [-1000.0, -1000.0]]))

@@ -2,11 +2,12 @@
 
 - catvnoncat (C1 W2/W4): train_catvnoncat.h5 + test_catvnoncat.h5, images (m, 64, 64, 3) uint8;
   each row is the image flattened row-major (height, width, channel) and divided by 255
-  (X.reshape(m, -1) / 255, the transpose of the course's (12288, m)); the test file is the test split.
+  (X.reshape(m, -1) / 255, the transpose of the course's (12288, m)); the test file is the test
+  split.
 - signs (C2 W3): the same layout with 6 classes; only test_signs.h5 is shipped here, so a path to a
   single file loads that file alone (split it with data.dev_fraction / data.test_fraction).
-- football (C2 W1 regularization): data.mat with X, y (train) and Xval, yval (the course's test set);
-  its labels are uint8 and come back as int64 so that negation cannot wrap.
+- football (C2 W1 regularization): data.mat with X, y (train) and Xval, yval (the course's test
+  set); its labels are uint8 and come back as int64 so that negation cannot wrap.
 data.path is the assignment folder or a file in it; unset, it is $DDL_DATASETS/<folder>, with
 DDL_DATASETS defaulting to the shared/datasets folder beside the repository.
 """

@@ -64,7 +64,7 @@ def load_dataset(cfg: DataConfig, rank: int = 0, world_size: int = 1) -> Dataset
             check_finite(where, splits[p])
     train, dev, test = _split(raw, cfg, splits)
     norm = fit_normalizer(train) if cfg.normalize else None
-    train, dev, test = (s.with_normalizer(norm) if s is not None else None for s in (train, dev, test))
+    train, dev, test = (None if s is None else s.with_normalizer(norm) for s in (train, dev, test))
     return Dataset(cfg.name, train, dev, test, n_classes, raw.class_names, norm, raw.where)
 
 

@@ -42,7 +42,7 @@ def class_labels(where: str, y) -> np.ndarray:
     if y.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
         if bad.size:
-            raise fail(where, f"non-integer class label {y[bad[0]]!r} at row {bad[0]}; "
+            raise fail(where, f"non-integer class label {y[bad[0]].item()} at row {bad[0]}; "
                               "labels must be class indices 0..C-1 (or set data.regression=true)")
     elif y.dtype.kind not in "iu":
         raise fail(where, f"class labels must be numeric, got dtype {y.dtype}")

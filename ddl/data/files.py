@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class NpyRows:
     def __init__(self, path):
         self.path = str(_exists(path))
         self._file = open(self.path, "rb", buffering=0)
+        self._lock = threading.Lock()  # seek + read pairs stay atomic under a prefetch thread
         self.shape, fortran, self.dtype = self._header()
         self.offset = self._file.tell()
         if len(self.shape) < 1 or fortran or self.dtype.hasobject:
@@ -76,12 +78,13 @@ class NpyRows:
     def _read(self, lo: int, hi: int) -> np.ndarray:
         buf = np.empty((hi - lo,) + self.shape[1:], self.dtype)
         view, done = memoryview(buf).cast("B"), 0
-        self._file.seek(self.offset + lo * self.row_bytes)
-        while done < len(view):
-            n = self._file.readinto(view[done:])
-            if not n:
-                raise fail(self.path, f"file is truncated (rows {lo}..{hi - 1} missing)")
-            done += n
+        with self._lock:
+            self._file.seek(self.offset + lo * self.row_bytes)
+            while done < len(view):
+                n = self._file.readinto(view[done:])
+                if not n:
+                    raise fail(self.path, f"file is truncated (rows {lo}..{hi - 1} missing)")
+                done += n
         return buf
 
     def __del__(self):
@@ -122,7 +125,7 @@ class NpyWriter:
 
 
 def load_npy_dir(path) -> Raw:
-    """Folder with X.npy and y.npy (optionally X_dev/y_dev, X_test/y_test .npy); or the X.npy file."""
+    """Folder with X.npy, y.npy (+ optional X_dev/y_dev, X_test/y_test .npy), or its X.npy."""
     path = _exists(path)
     folder = path if path.is_dir() else path.parent
     parts = {}

@@ -78,7 +78,7 @@ def circles(m=300, seed=1, noise=0.05, factor=0.8):
 
 
 def blobs(m=400, seed=0, noise=1.0, classes=3, n_x=2):
-    """Gaussian clusters of std `noise` around centres uniform in [-10, 10]^n_x, balanced classes."""
+    """Gaussian clusters of std `noise` around centres uniform in [-10, 10]^n_x; balanced."""
     rng = np.random.default_rng(seed)
     centers = rng.uniform(-10, 10, (classes, n_x))
     y = rng.permutation(np.arange(m) % classes).astype(np.int64)
@@ -116,7 +116,7 @@ def teacher(seed: int, n_x: int, classes: int, hidden: int) -> tuple[np.ndarray,
 
 
 def synthetic_block(k: int, seed: int, n_x: int, classes: int, noise: float, net) -> tuple:
-    """Block k: rows k*B .. (k+1)*B-1, X ~ N(0, 1) (B, n_x), y = teacher argmax, flipped w.p. noise."""
+    """Block k = rows k*B..(k+1)*B-1: X ~ N(0, 1); y = teacher argmax, random with prob. noise."""
     rng = np.random.default_rng([seed, k, 0xB10C])
     X = rng.standard_normal((block_rows(n_x), n_x))
     W1, b1, W2, b2 = net
@@ -141,7 +141,7 @@ def synthetic_rows(start: int, stop: int, seed=0, n_x=20, classes=2, noise=0.0, 
 
 def write_synthetic(out, m: int, n_x: int, classes: int, seed=0, noise=0.0, hidden=32,
                     dtype="float32") -> None:
-    """Write out/X.npy (m, n_x) and out/y.npy (m,) block by block; both appear only when complete."""
+    """Write out/X.npy (m, n_x), out/y.npy (m,) block by block; both appear only when complete."""
     check_synthetic(m, n_x, classes, noise, hidden, dtype)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ class Normalizer:
     def __post_init__(self):
         mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
         if mean.ndim != 1 or mean.shape != std.shape:
-            raise DataError(f"normalizer mean {mean.shape} and std {std.shape} must be equal (n_x,)")
+            raise DataError(f"normalizer mean {mean.shape} and std {std.shape} must both be (n_x,)")
         if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
             raise DataError("normalizer statistics must be finite with std > 0")
         object.__setattr__(self, "mean", mean)

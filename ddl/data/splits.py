@@ -3,7 +3,7 @@
 A `Split` is an index array into a row source (an in-memory array, or `NpyRows` reading a .npy file
 on demand); `take(idx)` reads only the requested rows, so a split never loads a whole file.
 Rows are examples: features come out as (b, n_x), labels as (b,) int64 or (b, k) float targets.
-Integer features are widened to float64 and uint8 ones are pixels, divided by 255 as the course does.
+Integer features are widened to float64; uint8 ones are pixels, divided by 255 as the course does.
 """
 from __future__ import annotations
 

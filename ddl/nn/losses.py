@@ -39,13 +39,7 @@ def encode_targets(xp, y, output: str, n_out: int, dtype, *, check: bool = True)
     _check_output(output)
     y = xp.asarray(y)
     if output == "linear":
-        Y = xp.astype(y, dtype)
-        Y = xp.reshape(Y, (1, -1)) if Y.ndim == 1 else Y.T
-        if Y.shape[0] != n_out:
-            raise LabelError(
-                f"regression targets have {Y.shape[0]} columns, the network has {n_out} outputs"
-            )
-        return Y
+        return _encode_regression(xp, y, n_out, dtype)
     if output == "softmax" and y.ndim == 2 and y.shape[0] == n_out and n_out > 1:
         return xp.astype(y, dtype)                           # already one-hot
     if y.ndim == 2 and y.shape[0] == 1:
@@ -55,17 +49,23 @@ def encode_targets(xp, y, output: str, n_out: int, dtype, *, check: bool = True)
     yf = xp.astype(y, dtype)
     if output == "sigmoid":
         Y = xp.reshape(yf, (1, -1))
-        if check:
-            bad = (Y != 0.0) & (Y != 1.0)
-            if bool(xp.any(bad)):
-                raise LabelError(f"binary labels must be 0 or 1, got {_first_bad(xp, y, bad)}")
-        return Y
-    Y = xp.astype(yf[None, :] == xp.arange(n_out, dtype=dtype)[:, None], dtype)
-    if check:
-        hit = xp.sum(Y, axis=0) != 1.0                       # no class matched: out of range
-        if bool(xp.any(hit)):
-            bad = _first_bad(xp, y, hit)
-            raise LabelError(f"class labels must be integers in 0..{n_out - 1}, got {bad}")
+        bad, allowed = (Y != 0.0) & (Y != 1.0), "0 or 1"
+    else:
+        Y = xp.astype(yf[None, :] == xp.arange(n_out, dtype=dtype)[:, None], dtype)
+        bad, allowed = xp.sum(Y, axis=0) != 1.0, f"integers in 0..{n_out - 1}"  # no class hit
+    if check and bool(xp.any(bad)):
+        raise LabelError(f"class labels must be {allowed}, got {_first_bad(xp, y, bad)}")
+    return Y
+
+
+def _encode_regression(xp, y, n_out: int, dtype):
+    """(b, k) or (b,) targets -> (k, b)."""
+    Y = xp.astype(y, dtype)
+    Y = xp.reshape(Y, (1, -1)) if Y.ndim == 1 else Y.T
+    if Y.shape[0] != n_out:
+        raise LabelError(
+            f"regression targets have {Y.shape[0]} columns, the network has {n_out} outputs"
+        )
     return Y
 
 

@@ -192,7 +192,11 @@ def forward(xp, params, X, spec: Spec, *, train: bool, bn_state=None, key=None, 
                              H.dtype)
         if train:
             caches.append((A, W, Z if keep_Z else None, H if keep_A else None, D, bn_cache))
-        A = H if D is None else H * D
+        if D is not None and keep_A:
+            H = H * D                                    # the cached H must stay undropped
+        elif D is not None:
+            H *= D                                       # H is fresh and not cached: in place
+        A = H
     L = spec.n_layers
     ZL = dense_forward(xp, params[f"W{L}"], params[f"b{L}"], A)
     if train:

@@ -1,0 +1,61 @@
+"""The bias/variance diagnosis on the course's own examples (Course 2, week 1)."""
+import math
+
+import pytest
+
+from ddl.diagnosis import LABELS, diagnose
+
+TOL = 1e-12
+
+
+@pytest.mark.parametrize("train, dev, label", [
+    (0.01, 0.11, "high variance"),
+    (0.15, 0.16, "high bias"),
+    (0.15, 0.30, "high bias + high variance"),
+    (0.005, 0.01, "ok"),
+])
+def test_course_examples(train, dev, label):
+    d = diagnose(train, dev)
+    assert d.label == label
+    assert abs(d.avoidable_bias - train) <= TOL  # Bayes error 0 (humans ~0% on cat pictures)
+    assert abs(d.variance - (dev - train)) <= TOL
+
+
+def test_bayes_error_shifts_the_bias():
+    # 15% train error is high bias against 0% Bayes error but fine against 14% (blurry images).
+    assert diagnose(0.15, 0.16).label == "high bias"
+    d = diagnose(0.15, 0.16, bayes_error=0.14)
+    assert abs(d.avoidable_bias - 0.01) <= TOL
+    assert d.label == "ok"
+
+
+def test_threshold_is_strict_and_float_rounding_does_not_cross_it():
+    assert diagnose(0.05, 0.10).label == "ok"  # bias 0.05 and variance 0.05: equal is not high
+    assert diagnose(0.10, 0.15, bayes_error=0.05).label == "ok"  # 0.15 - 0.10 = 0.04999...
+    assert diagnose(0.0501, 0.1003).label == "high bias + high variance"
+    assert diagnose(0.02, 0.10, variance_threshold=0.1).label == "ok"
+    assert diagnose(0.12, 0.13, bias_threshold=0.2).label == "ok"
+
+
+@pytest.mark.parametrize("dev", [None, math.nan])
+def test_no_dev_split_judges_bias_only(dev):
+    d = diagnose(0.2, dev)
+    assert math.isnan(d.variance)
+    assert d.label == "high bias"
+    assert diagnose(0.01, dev).label == "ok"
+
+
+def test_labels_are_the_documented_four():
+    seen = {diagnose(t, v).label for t, v in [(0.01, 0.11), (0.15, 0.16), (0.15, 0.3), (0, 0)]}
+    assert seen == set(LABELS)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"train_error": 1.5, "dev_error": 0.1}, "train_error"),
+    ({"train_error": 0.1, "dev_error": -0.1}, "dev_error"),
+    ({"train_error": math.nan, "dev_error": 0.1}, "train_error"),
+    ({"train_error": 0.1, "dev_error": 0.1, "bayes_error": 2.0}, "bayes_error"),
+])
+def test_errors_must_be_fractions(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        diagnose(**kwargs)

@@ -1,0 +1,88 @@
+"""Data-parallel training under real `mpiexec`: N ranks give the 1-rank model.
+
+Tolerance: parameters and per-epoch costs of an N-rank run equal the 1-rank run's within 1e-10
+relative (float64). They are not bit-identical because the allreduce sums in a different order.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import ddl_train, load_final
+
+pytestmark = pytest.mark.mpi
+
+COMMON = ["tracking=off", "data=synthetic", "data.m=301", "data.n_x=5", "data.classes=3",
+          "model.hidden=[8,6]", "train.dtype=float64", "train.epochs=3", "train.batch_size=32",
+          "train.progress=false"]
+CASES = {
+    "l2-momentum": ["optimizer=momentum", "model.l2=0.3"],
+    "dropout-adam": ["optimizer=adam", "model.keep_prob=0.8"],
+    "batchnorm-rmsprop": ["optimizer=rmsprop", "model.batchnorm=true", "data.normalize=true"],
+}
+RTOL = 1e-10
+
+
+def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_n_ranks_equal_one_rank(case, tmp_path):
+    runs = {}
+    for n in (1, 2, 3, 4):
+        out = tmp_path / f"n{n}"
+        code, so, se = ddl_train(n, *COMMON, *CASES[case], f"out_dir={out}", cwd=tmp_path)
+        assert code == 0, f"-n {n} failed:\n{so}\n{se}"
+        runs[n] = load_final(out)
+    ref, ref_meta = runs[1]
+    assert len(ref_meta["history"]) == 3
+    for n in (2, 3, 4):
+        arrays, meta = runs[n]
+        assert sorted(arrays) == sorted(ref)
+        for k in ref:
+            if not k.startswith("norm/"):
+                assert rel_diff(arrays[k], ref[k]) < RTOL, f"{case}: {k} differs at -n {n}"
+        for r, r1 in zip(meta["history"], ref_meta["history"]):
+            for key in ("train_cost", "dev_cost", "train_error", "dev_error"):
+                assert r[key] == pytest.approx(r1[key], rel=RTOL, abs=1e-12), (case, n, key)
+
+
+FAULT = ["tracking=off", "data=synthetic", "data.m=3000", "data.n_x=5", "model.hidden=[8]",
+         "train.epochs=5", "train.batch_size=60", "train.progress=false"]
+
+
+def faulty(tmp_path, n, rank, call, kind, *extra, timeout=30):
+    from helpers import SCRIPTS_DIR, mpiexec, run_cmd
+    import sys
+
+    cmd = [mpiexec(), "-n", n, sys.executable, SCRIPTS_DIR / "faulty_train.py", rank, call, kind,
+           *FAULT, f"out_dir={tmp_path / 'run'}", *extra]
+    return run_cmd(cmd, timeout=timeout, cwd=tmp_path)
+
+
+def test_exception_on_one_rank_ends_the_job_promptly(tmp_path):
+    import time
+
+    t0 = time.monotonic()
+    code, out, err = faulty(tmp_path, 3, 1, 30, "raise")
+    assert time.monotonic() - t0 < 30
+    assert code != 0
+    text = out + err
+    assert "[rank 1]" in text and "injected fault" in text, text
+
+
+def test_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    code, out, err = faulty(tmp_path, 3, 2, 30, "nan")
+    text = out + err
+    assert code != 0
+    assert "NonFiniteError" in text and "epoch 0, step 29" in text, text
+    assert "Traceback" not in err, "the user sees one paragraph, the traceback goes to train.log"
+    assert "Traceback" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_nan_on_one_rank_is_skipped_everywhere_when_asked(tmp_path):
+    code, out, err = faulty(tmp_path, 3, 2, 30, "nan", "train.on_nonfinite=skip")
+    assert code == 0, out + err
+    summary = (tmp_path / "run" / "summary.json").read_text()
+    assert '"skipped_steps": 1' in summary

@@ -1,0 +1,122 @@
+"""ddl-report's pure helpers, its command line on a real SQLite store, and the PNG plots."""
+import csv
+import io
+import math
+import subprocess
+import sys
+
+import pytest
+
+from ddl import plots, tracking
+from ddl.report import format_table, rows_from_runs, to_csv, to_markdown
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(name, train=None, dev=None, tags=None, **params):
+    metrics = {k: v for k, v in (("train_error", train), ("dev_error", dev)) if v is not None}
+    if train is not None and dev is not None:
+        metrics.update(avoidable_bias=train, variance=dev - train)
+    return {"run_id": f"{name}-id-0123456789", "name": name, "status": "FINISHED",
+            "params": params, "metrics": metrics, "tags": tags or {}}
+
+
+RUNS = [
+    _run("adam", 0.01, 0.11, {"diagnosis": "high variance"}, **{"optimizer.name": "adam",
+         "optimizer.lr": "0.001", "schedule.name": "exponential", "schedule.decay_rate": "0.5"}),
+    _run("sgd", 0.15, 0.16, **{"optimizer.name": "sgd", "optimizer.lr": "0.1"}),
+    _run("train-only", 0.005),
+    _run("momentum", 0.005, 0.01, **{"optimizer.name": "momentum"}),
+    _run("sweep parent", tags={"ddl.sweep": "true"}),
+    _run("crashed"),
+    _run("nan dev", 0.02, math.nan),
+]
+
+
+def test_rows_best_first_without_sweep_parents():
+    rows = rows_from_runs(RUNS)
+    assert [r["run"] for r in rows] == ["momentum", "adam", "sgd", "train-only", "nan dev", "crashed"]
+    adam = rows[1]
+    assert (adam["optimizer"], adam["schedule"], adam["lr0"], adam["decay"]) == (
+        "adam", "exponential", 0.001, 0.5)
+    assert adam["diagnosis"] == "high variance"  # from the run's tag
+    assert rows[2]["diagnosis"] == "high bias"  # no tag: diagnosed from the final errors
+    assert rows[3]["diagnosis"] == "ok" and rows[3]["variance"] is None
+    assert rows[5]["diagnosis"] is None and rows[5]["train_error"] is None
+
+
+def test_format_table_aligns_and_marks_missing():
+    lines = format_table(rows_from_runs(RUNS)).splitlines()
+    assert lines[0].split() == ["run", "optimizer", "schedule", "α₀", "decay", "train", "err", "dev",
+                                "err", "avoid.", "bias", "variance", "diagnosis", "status"]
+    assert len(lines) == 2 + 6
+    assert lines[2].startswith("momentum") and "0.50%" in lines[2] and "1.00%" in lines[2]
+    assert "11.00%" in lines[3] and "high variance" in lines[3] and "0.001" in lines[3]
+    assert lines[-1].split()[1:] == ["-"] * 9 + ["FINISHED"]
+
+
+def test_csv_has_raw_fractions_and_run_ids():
+    parsed = list(csv.DictReader(io.StringIO(to_csv(rows_from_runs(RUNS)))))
+    assert [r["run"] for r in parsed][:2] == ["momentum", "adam"]
+    assert float(parsed[1]["dev_error"]) == pytest.approx(0.11, abs=1e-12)
+    assert parsed[1]["run_id"] == "adam-id-0123456789"
+    assert parsed[-1]["train_error"] == "" and parsed[-1]["status"] == "FINISHED"
+
+
+def test_markdown_is_a_pipe_table():
+    lines = to_markdown(rows_from_runs(RUNS)).splitlines()
+    assert lines[0].startswith("| run | optimizer |") and lines[1].startswith("| --- |")
+    assert len(lines) == 2 + 6 and all(line.count("|") == 12 for line in lines)
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ddl.report", *args], capture_output=True,
+                          text=True, timeout=120, cwd=cwd)
+
+
+def test_cli_on_a_store_with_two_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for name, (train, dev) in {"worse": (0.15, 0.30), "better": (0.01, 0.02)}.items():
+        cfg = tracking.TrackingConfig(uri=uri, experiment="X", run_name=name)
+        tracker = tracking.Tracker.start(cfg, {"optimizer.name": "adam", "optimizer.lr": 0.01})
+        tracker.log_epoch(0, {"train_error": train, "dev_error": dev})
+        tracker.end()
+    md, out_csv = tmp_path / "r.md", tmp_path / "r.csv"
+    done = _cli("--uri", uri, "--experiment", "X", "--markdown", str(md), "--csv", str(out_csv))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[2].startswith("better") and "ok" in lines[2]
+    assert lines[3].startswith("worse") and "high bias + high variance" in lines[3]
+    assert md.read_text().count("\n") == 4 and out_csv.read_text().count("\n") == 3
+    limited = _cli("--uri", uri, "--experiment", "X", "--limit", "1")
+    assert limited.stdout.splitlines()[2:] == [lines[2]]
+    unknown = _cli("--uri", uri, "--experiment", "nope")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines() == [
+        f"ddl-report: error: no experiment named 'nope' in {uri}"]
+
+
+def test_cli_without_a_store_says_so_in_one_line(tmp_path):
+    done = _cli(cwd=tmp_path)  # default URI: ./mlflow.db, which does not exist
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and "no MLflow store at" in done.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def _is_png(path):
+    data = path.read_bytes()
+    return len(data) > 1000 and data.startswith(PNG_SIGNATURE)
+
+
+def test_learning_curves_png(tmp_path):
+    history = [{"epoch": e, "train_cost": 1 / (e + 1), "dev_cost": 1.2 / (e + 1),
+                "train_error": 0.3 / (e + 1), "dev_error": math.nan if e == 2 else 0.4 / (e + 1)}
+               for e in range(5)]
+    plots.learning_curves_png(history, tmp_path / "curves.png", title="high variance")
+    plots.learning_curves_png([{"train_cost": 1.0}], tmp_path / "tiny.png")
+    assert _is_png(tmp_path / "curves.png") and _is_png(tmp_path / "tiny.png")
+
+
+def test_schedule_png(tmp_path):
+    plots.schedule_png([0.1 / (1 + 0.5 * e) for e in range(10)], tmp_path / "lr.png", "inverse time")
+    assert _is_png(tmp_path / "lr.png")
