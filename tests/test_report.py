@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ddl import plots, tracking
-from ddl.report import format_table, rows_from_runs, to_csv, to_markdown
+from ddl.report import format_table, main, rows_from_runs, to_csv, to_markdown
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -74,7 +74,7 @@ def _cli(*args, cwd=None):
                           text=True, timeout=120, cwd=cwd)
 
 
-def test_cli_on_a_store_with_two_runs(tmp_path):
+def test_cli_on_a_store_with_two_runs(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     for name, (train, dev) in {"worse": (0.15, 0.30), "better": (0.01, 0.02)}.items():
         cfg = tracking.TrackingConfig(uri=uri, experiment="X", run_name=name)
@@ -88,11 +88,11 @@ def test_cli_on_a_store_with_two_runs(tmp_path):
     assert lines[2].startswith("better") and "ok" in lines[2]
     assert lines[3].startswith("worse") and "high bias + high variance" in lines[3]
     assert md.read_text().count("\n") == 4 and out_csv.read_text().count("\n") == 3
-    limited = _cli("--uri", uri, "--experiment", "X", "--limit", "1")
-    assert limited.stdout.splitlines()[2:] == [lines[2]]
-    unknown = _cli("--uri", uri, "--experiment", "nope")
-    assert unknown.returncode == 2
-    assert unknown.stderr.strip().splitlines() == [
+    assert main(["--uri", uri, "--experiment", "X", "--limit", "1"]) == 0  # in-process: faster
+    shown = capsys.readouterr().out.splitlines()
+    assert len(shown) == 3 and shown[2].split() == lines[2].split()
+    assert main(["--uri", uri, "--experiment", "nope"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
         f"ddl-report: error: no experiment named 'nope' in {uri}"]
 
 

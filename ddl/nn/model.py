@@ -7,6 +7,7 @@ Shapes follow the course: W{l} (n_l, n_{l-1}), b{l} (n_l, 1), X (n_x, b) one col
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 from ..backend import make_key
@@ -38,7 +39,10 @@ class Spec:
     bn_momentum: float = 0.9
 
     def __post_init__(self):
-        object.__setattr__(self, "sizes", tuple(self.sizes))      # lists become hashable tuples
+        for i, n in enumerate(self.sizes):               # NumPy integers welcome, bools not
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+                raise ValueError(f"layer sizes must be integers >= 1, got {n!r} at position {i}")
+        object.__setattr__(self, "sizes", tuple(int(n) for n in self.sizes))  # hashable tuples
         object.__setattr__(self, "keep_prob", tuple(float(k) for k in self.keep_prob))
         _validate(self)
 
@@ -51,9 +55,6 @@ class Spec:
 def _validate(s: Spec) -> None:
     if len(s.sizes) < 2:
         raise ValueError(f"sizes must list at least [n_x, n_out], got {list(s.sizes)}")
-    for i, n in enumerate(s.sizes):
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"layer sizes must be integers >= 1, got {n!r} at position {i}")
     if s.hidden not in HIDDEN:
         raise ValueError(f"unknown hidden activation {s.hidden!r}; choose one of {list(HIDDEN)}")
     if s.output not in OUTPUTS:
@@ -86,7 +87,7 @@ def make_spec(sizes, hidden="relu", output="sigmoid", slope=0.01, keep_prob=1.0,
               batchnorm=False, bn_eps=1e-5, bn_momentum=0.9) -> Spec:
     """Build a validated Spec; a scalar keep_prob is used for every hidden layer."""
     sizes = tuple(sizes)
-    if isinstance(keep_prob, (int, float)):
+    if isinstance(keep_prob, numbers.Real):
         keep_prob = (float(keep_prob),) * max(len(sizes) - 2, 0)
     return Spec(sizes, hidden, output, float(slope), tuple(keep_prob), bool(batchnorm),
                 float(bn_eps), float(bn_momentum))

@@ -1,0 +1,155 @@
+"""The single-process trainer: course accuracy on the flower data, save/load, bit-identical resume,
+early stopping, bad input. (Data-parallel equality is in test_parallel.py.)"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ddl import checkpoint as ckpt
+from ddl import stopping
+from ddl.backend import get_backend
+from ddl.config import Config
+from ddl.data.config import DataConfig
+from ddl.data.dataset import load_dataset
+from ddl.dist import SerialComm
+from ddl.experiment import build_spec, initial_state, optimizer_hyper
+from ddl.nn import model
+from ddl.optim.optimizers import make_optimizer
+from ddl.optim.schedules import make_schedule
+from ddl.train import Hooks, Setup, TrainState, train
+
+
+def make(cfg: Config, backend_name="numpy"):
+    backend = get_backend(backend_name)
+    ds = load_dataset(cfg.data)
+    spec = build_spec(cfg, ds)
+    setup = Setup(backend, SerialComm(), spec, make_optimizer(cfg.optimizer.name, **optimizer_hyper(cfg)),
+                  make_schedule(cfg.schedule.name, cfg.optimizer.lr, cfg.schedule.decay_rate),
+                  cfg.train, cfg.model.l2)
+    return ds, setup, initial_state(cfg, spec, backend)
+
+
+def flower_cfg(hidden, epochs) -> Config:
+    """The course's C1 W3 setting: flower (400 points, a=4, noise 0.2), full-batch GD, lr 1.2."""
+    cfg = Config(data=DataConfig(name="flower", dev_fraction=0.0))
+    cfg.model.hidden, cfg.model.activation, cfg.model.init = hidden, "tanh", "random"
+    cfg.optimizer.name, cfg.optimizer.lr = "gd", 1.2
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.eval_every = epochs, 400, epochs
+    cfg.train.dtype = "float64"
+    return cfg
+
+
+def test_flower_shallow_network_beats_logistic_regression():
+    ds, setup, state = make(flower_cfg([4], 5000))
+    net = train(ds, setup, state).history[-1]
+    ds, setup, state = make(flower_cfg([], 2000))
+    logistic = train(ds, setup, state).history[-1]
+    assert 1 - net["train_error"] >= 0.88, net
+    assert 1 - logistic["train_error"] < 0.60, logistic
+
+
+def small_cfg(**train) -> Config:
+    cfg = Config(data=DataConfig(name="moons", m=150, dev_fraction=0.2))
+    cfg.model.hidden, cfg.model.batchnorm, cfg.model.l2 = [6, 4], True, 0.1
+    cfg.model.keep_prob = [0.9, 1.0]
+    cfg.optimizer.name, cfg.optimizer.lr = "adam", 0.01
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.dtype = 6, 16, "float64"
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def arrays_of(state, backend) -> dict:
+    return ckpt.state_arrays(state, backend)
+
+
+def test_save_load_round_trips_params_and_optimizer_state(tmp_path):
+    ds, setup, state = make(small_cfg(epochs=2))
+    state = train(ds, setup, state)
+    saved = arrays_of(state, setup.backend)
+    ckpt.save_npz(tmp_path / "c.npz", saved, ckpt.state_meta(state))
+    loaded, _ = ckpt.restore(tmp_path / "c.npz", TrainState, model.layout(setup.spec),
+                             model.bn_state_layout(setup.spec), setup.backend, "float64")
+    again = arrays_of(loaded, setup.backend)
+    assert sorted(again) == sorted(saved) and any(k.startswith("opt/") for k in saved)
+    for k in saved:
+        np.testing.assert_array_equal(again[k], saved[k], err_msg=k)
+    assert (loaded.epoch, loaded.step) == (2, 0)
+
+
+def test_npz_keys_are_the_course_names_in_course_shapes(tmp_path):
+    ds, setup, state = make(small_cfg(epochs=1))
+    a = arrays_of(train(ds, setup, state), setup.backend)
+    assert a["W1"].shape == (6, 2) and a["W3"].shape == (1, 4) and a["b3"].shape == (1, 1)
+    assert a["gamma1"].shape == (6, 1) and a["running_var2"].shape == (4, 1) and "b1" not in a
+    assert {"opt/v", "opt/s", "opt/t"} <= set(a)
+
+
+@pytest.mark.parametrize("stop_at", [7, 9 * 2 + 3])   # mid-epoch steps (8 steps per epoch)
+def test_resume_after_a_stop_is_bit_identical(tmp_path, monkeypatch, stop_at):
+    ds, setup, state = make(small_cfg())
+    reference = arrays_of(train(ds, setup, state), setup.backend)
+
+    calls = {"n": 0}
+
+    def stop_once():
+        calls["n"] += 1
+        return calls["n"] == stop_at
+
+    saved = {}
+
+    def save(st, reason):
+        saved["path"] = ckpt.save_npz(tmp_path / "ck.npz", arrays_of(st, setup.backend),
+                                      ckpt.state_meta(st))
+
+    ds, setup, state = make(small_cfg())
+    monkeypatch.setattr(stopping, "requested", stop_once)
+    stopped = train(ds, setup, state, Hooks(checkpoint=save))
+    assert stopped.stopped == "signal" and stopped.epoch < 6
+    monkeypatch.setattr(stopping, "requested", lambda: False)
+    resumed, _ = ckpt.restore(saved["path"], TrainState, model.layout(setup.spec),
+                              model.bn_state_layout(setup.spec), setup.backend, "float64")
+    final = arrays_of(train(ds, setup, resumed), setup.backend)
+    for k in reference:
+        np.testing.assert_array_equal(final[k], reference[k], err_msg=k)
+    assert len(resumed.history) == 6
+
+
+def test_early_stopping_restores_the_best_dev_epoch():
+    cfg = small_cfg(epochs=400, patience=3)
+    cfg.optimizer.lr = 0.05
+    cfg.model.keep_prob, cfg.model.batchnorm, cfg.model.l2 = 1.0, False, 0.0
+    cfg.model.hidden = [64, 64]
+    ds, setup, state = make(cfg)
+    state = train(ds, setup, state)
+    assert state.stopped == "early" and len(state.history) < 400
+    best = min(state.history, key=lambda r: r["dev_cost"])
+    assert state.best["epoch"] == best["epoch"]
+    from ddl.train import evaluate_split
+
+    assert evaluate_split(setup, state, ds.dev)[0] == pytest.approx(best["dev_cost"], rel=1e-12)
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("batch_size", 0, "batch_size"), ("on_nonfinite", "ignore", "on_nonfinite"),
+])
+def test_bad_train_settings_are_named(field, value, words):
+    ds, setup, state = make(small_cfg(**{field: value}))
+    with pytest.raises(ValueError, match=words):
+        train(ds, setup, state)
+
+
+def test_bad_learning_rate_and_names_are_named():
+    with pytest.raises(ValueError, match="-0.1"):
+        make_schedule("constant", -0.1)
+    with pytest.raises(ValueError, match="sgd"):
+        make_optimizer("sgd")
+
+
+def test_array_api_strict_backend_trains_the_same_model():
+    ds, setup, state = make(small_cfg(epochs=2))
+    ref = arrays_of(train(ds, setup, state), setup.backend)
+    ds, setup, state = make(small_cfg(epochs=2), "array_api_strict")
+    got = arrays_of(train(ds, setup, state), setup.backend)
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-12, atol=1e-14, err_msg=k)
