@@ -20,6 +20,14 @@ def _pyplot():
     return plt
 
 
+def _epoch_axis(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 2.5" ticks
+    ax.grid(alpha=0.3)
+
+
 def _series(history: Sequence[Mapping[str, float]], key: str) -> tuple[list[int], list[float]]:
     """(epochs, values) of `key` where it is a number; epoch defaults to the row index."""
     points = [(row.get("epoch", i), row[key]) for i, row in enumerate(history)
@@ -42,9 +50,8 @@ def learning_curves_png(history: Sequence[Mapping[str, float]], path: str | os.P
             epochs, values = _series(history, f"{split}_{metric}")
             if epochs:
                 ax.plot(epochs, values, marker=".", label=split)
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.suptitle(f"Learning curves: {title}" if title else "Learning curves")
@@ -58,10 +65,9 @@ def schedule_png(lrs: Sequence[float], path: str | os.PathLike, title: str = "Le
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(range(len(lrs)), [float(v) for v in lrs], marker=".")
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("learning rate α")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=100)
     plt.close(fig)

@@ -45,7 +45,8 @@ def test_make_spec_broadcasts_keep_prob_and_spec_is_hashable():
     spec = make_spec([4, 5, 3, 1], keep_prob=0.8)
     assert spec.keep_prob == (0.8, 0.8) and spec.n_layers == 3
     assert hash(Spec([4, 5, 1])) == hash(Spec((np.int64(4), 5, 1)))
-    assert Spec([np.int64(4), 5, 1]).sizes == (4, 5, 1) and make_spec([4, 2], keep_prob=0.5)
+    assert Spec([np.int64(4), 5, 1]).sizes == (4, 5, 1)
+    assert make_spec([4, 1], keep_prob=0.5).keep_prob == ()        # no hidden layer
     with pytest.raises(ValueError, match="1.5"):
         Spec((4, 5, 1), keep_prob=(1.5,))                # the dataclass itself validates too
 

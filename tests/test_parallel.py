@@ -86,3 +86,34 @@ def test_nan_on_one_rank_is_skipped_everywhere_when_asked(tmp_path):
     assert code == 0, out + err
     summary = (tmp_path / "run" / "summary.json").read_text()
     assert '"skipped_steps": 1' in summary
+
+
+def test_gradient_check_of_the_global_cost_under_three_ranks(tmp_path):
+    import sys
+
+    from helpers import SCRIPTS_DIR, mpiexec, run_cmd
+
+    code, out, err = run_cmd([mpiexec(), "-n", 3, sys.executable, SCRIPTS_DIR / "gradcheck_dist.py"],
+                             timeout=60, cwd=tmp_path)
+    assert code == 0, out + err
+    diff, gap = (float(v) for v in out.split("GRADCHECK")[1].split()[:2])
+    assert diff < 1e-7, f"relative difference {diff}"
+    assert gap < 1e-12, f"the 3-rank gradient differs from the 1-rank one by {gap}"
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_one_gradient_allreduce_per_step(tmp_path, n):
+    import json
+    import sys
+
+    from helpers import SCRIPTS_DIR, mpiexec, run_cmd
+
+    code, out, err = run_cmd([mpiexec(), "-n", n, sys.executable, SCRIPTS_DIR / "count_allreduce.py"],
+                             timeout=60, cwd=tmp_path)
+    assert code == 0, out + err
+    payload, steps = out.split("COUNTS ", 1)[1].strip().rsplit(" ", 1)
+    counts = json.loads(payload)
+    assert counts["grad"] == int(steps) == 33, counts   # 3 epochs x ceil(203 / 20) steps
+    # Besides the gradient: one small reduction at the start (the parameter check, N > 1 only)
+    # and one per evaluated split at the end (train; no dev split here).
+    assert sum(counts.values()) == counts["grad"] + (n > 1) + 1, counts
