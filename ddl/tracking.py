@@ -103,8 +103,8 @@ def _create_sqlite_once(uri: str, db: Path, lock: Path) -> None:
 def _unreachable(uri: str, err: BaseException) -> TrackingError:
     return TrackingError(
         f"Cannot use the MLflow tracking store at {uri}: {type(err).__name__}: {err}. "
-        "Start the server (e.g. `mlflow server --host 127.0.0.1 --port 5000`), fix tracking.uri, "
-        "or run with tracking.enabled=false."
+        "Start the server (e.g. `mlflow server --host 127.0.0.1 --port 5000`), fix the URI "
+        "(tracking.uri, ddl-report --uri), or train with tracking.enabled=false."
     )
 
 

@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""Training-step benchmark of the [784, 1024, 1024, 10] ReLU/softmax network (Adam, float32).
+
+Two measurements, each against a baseline timed in the same run:
+
+  python scripts/bench_step.py                 # 1 process, batch 256: ddl's full step vs the
+                                               # bare matrix products of that step (GEMM floor)
+  python scripts/bench_step.py --ranks 1,2     # data-parallel, global batch 512, 1 BLAS thread
+                                               # per rank: samples/s of N ranks vs 1 rank, and the
+                                               # step's allreduce vs a bare mpi4py Allreduce
+
+The data-parallel part runs this same script under `mpiexec -n N ... --worker`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+SIZES = [784, 1024, 1024, 10]
+
+
+def build(batch: int, comm, dtype="float32", seed=0):
+    """A ddl Setup/state/batches for the benchmark network on random data."""
+    from ddl.backend import get_backend
+    from ddl.config import Config
+    from ddl.data.dataset import Dataset
+    from ddl.data.splits import Split
+    from ddl.experiment import initial_state
+    from ddl.nn import model
+    from ddl.optim.optimizers import make_optimizer
+    from ddl.optim.schedules import make_schedule
+    from ddl.train import Setup, StepBuffers
+
+    rng = np.random.default_rng(seed)
+    m = batch * 8
+    X, y = rng.standard_normal((m, SIZES[0])).astype(dtype), rng.integers(0, 10, m)
+    ds = Dataset("bench", Split(X, y), None, None, 10, None, None, "random")
+    cfg = Config()
+    cfg.model.init, cfg.train.dtype, cfg.train.batch_size = "he", dtype, batch
+    spec = model.make_spec(SIZES, "relu", "softmax")
+    backend = get_backend("numpy")
+    setup = Setup(backend, comm, spec, make_optimizer("adam"), make_schedule("constant", 1e-3),
+                  cfg.train)
+    state = initial_state(cfg, spec, backend)
+    return ds, setup, state, StepBuffers.make(setup, state.params.layout)
+
+
+def time_steps(ds, setup, state, bufs, steps: int, warmup: int = 3) -> float:
+    """Seconds per data-parallel training step (this rank's slices of the global batches)."""
+    from ddl.data.shard import shard_batches
+    from ddl.train import train_step
+
+    comm, cfg = setup.comm, setup.cfg
+    batches = shard_batches(ds.train.m, cfg.batch_size, 0, 0, comm.rank, comm.size)
+    for i in range(warmup):
+        train_step(ds, setup, state, bufs, batches[i % len(batches)], i, 1e-3)
+    comm.barrier()
+    comm.reset_counters()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        train_step(ds, setup, state, bufs, batches[i % len(batches)], i, 1e-3)
+    comm.barrier()
+    return (time.perf_counter() - t0) / steps
+
+
+def gemm_floor(batch: int, steps: int, dtype="float32") -> float:
+    """Seconds for the step's matrix products alone: 3 forward, 3 dW, 2 dA_prev."""
+    rng = np.random.default_rng(1)
+    W = [rng.standard_normal((SIZES[i + 1], SIZES[i])).astype(dtype) for i in range(3)]
+    A = [rng.standard_normal((SIZES[i], batch)).astype(dtype) for i in range(4)]
+    D = [rng.standard_normal((SIZES[i + 1], batch)).astype(dtype) for i in range(3)]
+
+    def once():
+        for i in range(3):
+            W[i] @ A[i]
+            D[i] @ A[i].T
+        for i in (1, 2):
+            W[i].T @ D[i]
+
+    once()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        once()
+    return (time.perf_counter() - t0) / steps
+
+
+def single(args) -> None:
+    from ddl.dist import SerialComm
+
+    ds, setup, state, bufs = build(args.batch, SerialComm())
+    step = time_steps(ds, setup, state, bufs, args.steps)
+    floor = gemm_floor(args.batch, args.steps)
+    print(f"network {SIZES}, batch {args.batch}, float32, Adam, 1 process, BLAS threads {blas_threads()}")
+    print(f"  ddl training step : {step * 1e3:8.2f} ms  {args.batch / step:10.0f} samples/s")
+    print(f"  GEMM floor        : {floor * 1e3:8.2f} ms  {args.batch / floor:10.0f} samples/s")
+    print(f"  ratio step / GEMM floor: {step / floor:.2f}x")
+
+
+def worker(args) -> None:
+    """Under mpiexec: time the data-parallel step and a bare Allreduce of the same buffer."""
+    from mpi4py import MPI
+
+    from ddl.dist import get_comm
+
+    comm = get_comm("mpi")
+    ds, setup, state, bufs = build(args.batch, comm)
+    step = time_steps(ds, setup, state, bufs, args.steps)
+    allreduce = comm.times.get("grad", 0.0) / args.steps
+    raw = np.zeros(bufs.ext.shape[0], dtype=np.float32)
+    world = MPI.COMM_WORLD
+    for _ in range(3):
+        world.Allreduce(MPI.IN_PLACE, raw, op=MPI.SUM)
+    world.Barrier()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        world.Allreduce(MPI.IN_PLACE, raw, op=MPI.SUM)
+    bare = (time.perf_counter() - t0) / args.steps
+    if comm.rank == 0:
+        print(json.dumps({"ranks": comm.size, "step_s": step, "samples_per_s": args.batch / step,
+                          "allreduce_s": allreduce, "bare_allreduce_s": bare,
+                          "buffer_floats": int(raw.size)}), flush=True)
+
+
+def blas_threads() -> int:
+    from threadpoolctl import threadpool_info
+
+    return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=0)
+
+
+def parallel(args) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    results = []
+    for n in [int(r) for r in args.ranks.split(",")]:
+        cmd = ["mpiexec", "-n", str(n), sys.executable, __file__, "--worker",
+               "--batch", str(args.batch), "--steps", str(args.steps)]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    base = results[0]
+    print(f"network {SIZES}, global batch {args.batch}, float32, Adam, 1 BLAS thread per rank")
+    print(f"{'ranks':>5} {'ms/step':>9} {'samples/s':>10} {'speed-up':>9} {'allreduce ms':>13} "
+          f"{'share':>6} {'bare Allreduce ms':>18} {'ddl/bare':>9}")
+    for r in results:
+        print(f"{r['ranks']:>5} {r['step_s'] * 1e3:9.2f} {r['samples_per_s']:10.0f} "
+              f"{r['samples_per_s'] / base['samples_per_s']:8.2f}x {r['allreduce_s'] * 1e3:13.3f} "
+              f"{r['allreduce_s'] / r['step_s']:6.1%} {r['bare_allreduce_s'] * 1e3:18.3f} "
+              f"{r['allreduce_s'] / max(r['bare_allreduce_s'], 1e-12):8.2f}x")
+    print(f"(gradient buffer: {base['buffer_floats']} float32 = {base['buffer_floats'] * 4 / 2**20:.1f} MiB)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=None, help="(global) batch size")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--ranks", default=None, help="comma-separated world sizes, e.g. 1,2")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+    if args.ranks:
+        args.batch = args.batch or 512
+        return parallel(args)
+    args.batch = args.batch or 256
+    return single(args)
+
+
+if __name__ == "__main__":
+    main()

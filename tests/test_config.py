@@ -1,0 +1,105 @@
+"""Hydra configs: every group option and every experiment composes against its dataclass schema,
+and bad overrides fail fast with Hydra's message and a non-zero status."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from ddl import cli
+from ddl.config import Config
+from helpers import ddl_train
+
+CONF = Path(cli.CONF_DIR)
+GROUPS = ["data", "model", "optimizer", "schedule", "train", "tracking", "checkpoint"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def hydra_ctx():
+    cli.register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        yield
+    GlobalHydra.instance().clear()
+
+
+def build(overrides) -> Config:
+    cfg = compose(config_name="config", overrides=overrides)
+    return OmegaConf.to_object(cfg)
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes(hydra_ctx, group, option):
+    cfg = build([f"{group}={option}"])
+    assert isinstance(cfg, Config)
+    if group in ("data", "optimizer", "schedule"):
+        assert getattr(cfg, group).name == option
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_every_experiment_composes(hydra_ctx, name):
+    cfg = build([f"experiment={name}"])
+    assert cfg.train.epochs > 0 and cfg.optimizer.lr > 0
+
+
+def test_course_experiments_carry_the_course_settings(hydra_ctx):
+    deep = build(["experiment=cat_deep"])
+    assert (deep.data.name, deep.model.hidden, deep.optimizer.lr) == ("catvnoncat", [20, 7, 5], 0.0075)
+    l2 = build(["experiment=football_l2"])
+    assert (l2.model.l2, l2.optimizer.lr, l2.train.epochs) == (0.7, 0.3, 30000)
+    drop = build(["experiment=football_dropout"])
+    assert drop.model.keep_prob == 0.86
+    decay = build(["experiment=moons_momentum_decay"])
+    assert (decay.optimizer.name, decay.schedule.name, decay.schedule.time_interval) == \
+        ("momentum", "scheduled", 1000)
+
+
+def test_the_keys_users_type_exist(hydra_ctx):
+    cfg = build(["data=moons", "data.path=x.npz", "model.hidden=[20,7,5]", "model.activation=tanh",
+                 "model.init=xavier", "model.output=softmax", "model.keep_prob=0.8", "model.l2=0.1",
+                 "model.batchnorm=true", "model.init_from=a.npz", "optimizer.lr=0.5",
+                 "optimizer.beta=0.8", "optimizer.beta1=0.8", "optimizer.beta2=0.99",
+                 "optimizer.epsilon=1e-7", "schedule.decay_rate=0.3", "schedule.time_interval=10",
+                 "train.epochs=3", "train.batch_size=7", "train.seed=4", "train.dtype=float64",
+                 "train.patience=2", "backend=numpy", "tracking.uri=http://x:1",
+                 "tracking.experiment=e", "tracking.enabled=false", "out_dir=/tmp/r"])
+    assert cfg.model.hidden == [20, 7, 5] and cfg.train.batch_size == 7 and cfg.out_dir == "/tmp/r"
+
+
+@pytest.mark.parametrize("override,words", [
+    ("optimizer.lrr=0.1", "lrr"),                   # unknown key
+    ("train.epochs=many", "epochs"),                # wrong type
+    ("optimizer=sgd", "sgd"),                       # unknown option
+])
+def test_bad_overrides_fail_fast_with_hydras_message(tmp_path, override, words):
+    code, out, err = ddl_train(0, override, "tracking=off", cwd=tmp_path, timeout=60)
+    assert code != 0
+    assert words in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists(), "nothing is created for a config that fails"
+
+
+def test_bad_override_under_mpi_is_printed_once_and_every_rank_exits(tmp_path):
+    code, out, err = ddl_train(2, "optimizer.lrr=0.1", "tracking=off", cwd=tmp_path, timeout=60)
+    assert code != 0
+    assert err.count("Key 'lrr' not in") == 1, err
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    code, out, err = ddl_train(0, "--cfg", "job", "optimizer=momentum", cwd=tmp_path, timeout=60)
+    assert code == 0, err
+    assert "name: momentum" in out and "batch_size:" in out
+
+
+def test_help_lists_groups_and_options(tmp_path):
+    code, out, err = ddl_train(0, "--help", cwd=tmp_path, timeout=60)
+    assert code == 0, err
+    for word in ("optimizer: adam, gd, momentum, rmsprop", "schedule:", "experiment:", "ddl-train"):
+        assert word in out, out
