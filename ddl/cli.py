@@ -7,6 +7,7 @@ composition error is printed once by Hydra on rank 0 and every rank exits with i
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import traceback
@@ -194,6 +195,9 @@ def main() -> None:
         hydra_main()
     except SystemExit as e:
         code = exit_code(e)
+    except BrokenPipeError:          # `ddl-train --help | head`: the reader left, nothing to say
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+        code = 0
     finally:
         SESSION.close()
         if SESSION.failed and code == 0:

@@ -78,11 +78,8 @@ def _sqlite_path(uri: str) -> Path:
 @contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle is closed, error or not
+        yield
 
 
 def _create_sqlite_once(uri: str, db: Path, lock: Path) -> None:
@@ -101,19 +98,14 @@ def _create_sqlite_once(uri: str, db: Path, lock: Path) -> None:
 
 
 def _unreachable(uri: str, err: BaseException) -> TrackingError:
-    return TrackingError(
-        f"Cannot use the MLflow tracking store at {uri}: {type(err).__name__}: {err}. "
-        "Start the server (e.g. `mlflow server --host 127.0.0.1 --port 5000`), fix the URI "
-        "(tracking.uri, ddl-report --uri), or train with tracking.enabled=false."
-    )
+    return TrackingError(f"Cannot use the MLflow tracking store at {uri}: {type(err).__name__}: {err}. "
+                         "Start the server (e.g. `mlflow server --host 127.0.0.1 --port 5000`), fix "
+                         "the URI (tracking.uri, ddl-report --uri), or train with tracking.enabled=false.")
 
 
 def ensure_store(uri: str, experiment: str) -> str:
-    """Get or create `experiment` (and, for SQLite, the database) once; returns its id.
-
-    SQLite creation and migration run under an flock on "<db>.lock" so processes started at the
-    same moment (sweeps, SLURM arrays) do not race on the schema.
-    """
+    """Get or create `experiment` (and, for SQLite, the database) once; returns its id. SQLite
+    creation runs under an flock on "<db>.lock": sweeps and SLURM arrays start all at once."""
     if uri.startswith("sqlite:"):
         db = _sqlite_path(uri)
         _create_sqlite_once(uri, db, db.with_name(db.name + ".lock"))
@@ -162,7 +154,7 @@ class Tracker:
             run = client.create_run(experiment_id, tags=run_tags, run_name=cfg.run_name)
             tracker = cls(client, run.info.run_id, cfg, {})
         else:
-            run = client.get_run(run_id)
+            run = _get_run(client, uri, run_id)
             tracker = cls(client, run_id, cfg, _last_steps(client, run))
             if run.info.status != "RUNNING":
                 client.update_run(run_id, status="RUNNING")
@@ -218,6 +210,15 @@ class Tracker:
 
     def end(self, status: str = "FINISHED") -> None:
         self._client.set_terminated(self.run_id, status)
+
+
+def _get_run(client, uri: str, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as err:
+        raise TrackingError(f"cannot resume MLflow run {run_id!r} from {uri}: {err}") from err
 
 
 def _last_steps(client, run) -> dict[str, int]:

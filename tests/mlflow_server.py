@@ -6,6 +6,7 @@ conftest.py imports it with `from mlflow_server import mlflow_server  # noqa: F4
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import signal
 import socket
@@ -61,6 +62,11 @@ def _stop(proc: subprocess.Popen) -> None:
 @contextmanager
 def run_mlflow_server(root: Path, timeout: float = START_TIMEOUT_S) -> Iterator[str]:
     """Start `mlflow server` with its store under `root`, yield its URI, stop it afterwards."""
+    try:  # with mlflow-skinny alone the server's workers die and respawn until the timeout
+        importlib.metadata.version("mlflow")
+    except importlib.metadata.PackageNotFoundError:
+        raise RuntimeError("`mlflow server` needs the full mlflow package, not only mlflow-skinny: "
+                           "pip install '.[ui]'") from None
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),

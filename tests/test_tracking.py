@@ -86,6 +86,11 @@ def test_resume_never_duplicates_epochs(store):
     assert run.info.status == "FINISHED"
 
 
+def test_resuming_an_unknown_run_is_a_clear_error(store):
+    with pytest.raises(T.TrackingError, match="cannot resume MLflow run '0+' from sqlite"):
+        T.Tracker.start(_cfg(store), {}, run_id="0" * 32)
+
+
 def test_parent_with_nested_children(store):
     cfg = _cfg(store, experiment="sweep")
     parent = T.start_parent(cfg, "sweep 1", {"sweep_dir": "multirun/x"}, {"ddl.sweep_dir": "x"})
