@@ -17,7 +17,7 @@ from ddl import stopping
 from ddl.backend import get_backend, set_blas_threads
 from ddl.config import Config
 from ddl.data.dataset import load_dataset
-from ddl.diagnosis import diagnose
+from ddl.diagnosis import Diagnosis, diagnose
 from ddl.nn import model
 from ddl.nn.init import init_params
 from ddl.optim.optimizers import make_optimizer
@@ -79,6 +79,7 @@ def resume_path(cfg: Config, run_dir: Path):
 def run(cfg: Config, comm, run_dir, tracker_factory=None, parent_run_id=None) -> dict:
     """Train one config on every rank of `comm`; rank 0 writes `run_dir` and tracks. Returns the summary."""
     run_dir, rank0 = Path(run_dir), comm.rank == 0
+    rss_start = current_rss_mb()
     set_blas_threads(cfg.train.blas_threads or (1 if comm.size > 1 else None))
     backend = get_backend(cfg.backend, comm.local_rank)
     ds = load_dataset(cfg.data, rank=comm.rank, world_size=comm.size)
@@ -119,7 +120,9 @@ def run(cfg: Config, comm, run_dir, tracker_factory=None, parent_run_id=None) ->
         if tracker:
             tracker.end("KILLED")
         return {"stopped": "signal", "epoch": state.epoch, "step": state.step, "run_id": run_id}
-    summary = finish(cfg, setup, state, ds, run_dir, run_id, seconds)
+    memory = {"rss_start_mb": comm.allreduce_obj(rss_start, op="max"),
+              "peak_rss_mb": comm.allreduce_obj(peak_rss_mb(), op="max")}
+    summary = finish(cfg, setup, state, ds, run_dir, run_id, seconds, memory)
     if tracker:
         track_final(tracker, cfg, summary, state, run_dir)
     return summary
@@ -137,16 +140,14 @@ class EpochHook:
         if not self.enabled:
             return
         self.progress(r)
-        if self.tracker:
-            t = self.cfg.tracking
-            d = diagnose(r["train_error"], r["dev_error"], t.bayes_error, t.bias_threshold,
-                         t.variance_threshold)
+        t = self.cfg.tracking
+        last = r["epoch"] + 1 == self.cfg.train.epochs
+        if self.tracker and (r["epoch"] % max(t.log_every, 1) == 0 or last):
             metrics = {k: r[k] for k in ("train_cost", "dev_cost", "train_error", "dev_error", "lr",
                                          "samples_per_s", "allreduce_share")}
-            metrics.update(avoidable_bias=d.avoidable_bias, variance=d.variance,
-                           train_accuracy=1 - r["train_error"], dev_accuracy=1 - r["dev_error"])
-            if r["epoch"] % max(t.log_every, 1) == 0 or r["epoch"] + 1 == self.cfg.train.epochs:
-                self.tracker.log_epoch(r["epoch"], metrics)
+            metrics.update(train_accuracy=1 - r["train_error"], dev_accuracy=1 - r["dev_error"])
+            # the tracker derives avoidable_bias, variance and the diagnosis tag from the errors
+            self.tracker.log_epoch(r["epoch"], metrics)
 
     def close(self) -> None:
         if self.progress:
@@ -179,13 +180,13 @@ def setup_backend(state):
     return Backend(name, xp)
 
 
-def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_id, seconds) -> dict:
+def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_id, seconds,
+           memory: dict) -> dict:
     """Final metrics on train/dev/test (all ranks), then rank 0 saves final.npz and summary.json."""
     train_cost, train_err = evaluate_split(setup, state, ds.train)
     dev_cost, dev_err = evaluate_split(setup, state, ds.dev)
     test_cost, test_err = evaluate_split(setup, state, ds.test)
-    t = cfg.tracking
-    d = diagnose(train_err, dev_err, t.bayes_error, t.bias_threshold, t.variance_threshold)
+    d = safe_diagnose(cfg.tracking, train_err, dev_err)
     hist = state.history
     summary = {
         "train": {"cost": train_cost, "accuracy": 1 - train_err, "error": train_err},
@@ -198,6 +199,7 @@ def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_
         "backend": setup.backend.name, "dtype": cfg.train.dtype,
         "samples_per_s": mean_rate(hist), "train_seconds": seconds,
         "network": list(setup.spec.sizes), "mlflow_run_id": run_id, "run_dir": str(run_dir),
+        **memory,
     }
     if setup.comm.rank == 0:
         arrays = ckpt.state_arrays(state, setup.backend, ds.normalizer)
@@ -225,6 +227,37 @@ def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> No
         if (run_dir / name).exists():
             tracker.log_artifact(str(run_dir / name))
     tracker.end("FINISHED")
+    uri = cfg.tracking.uri or tracking_uri_default()
+    view = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else uri
+    log.info("MLflow run %s in experiment %r at %s  (view: %s; table: ddl-report --experiment %s)",
+             tracker.run_id, cfg.tracking.experiment, uri, view, cfg.tracking.experiment)
+
+
+def safe_diagnose(t, train_err: float, dev_err: float) -> Diagnosis:
+    """The course's bias/variance diagnosis; not defined for regression (no error rate)."""
+    if math.isnan(train_err):
+        return Diagnosis(math.nan, math.nan, "n/a (regression)")
+    return diagnose(train_err, dev_err, t.bayes_error, t.bias_threshold, t.variance_threshold)
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now (MiB)."""
+    import psutil  # noqa: PLC0415
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB; ru_maxrss is in KiB on Linux)."""
+    import resource  # noqa: PLC0415
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def tracking_uri_default() -> str:
+    from ddl.tracking import default_uri  # noqa: PLC0415
+
+    return default_uri()
 
 
 def spec_dict(spec) -> dict:

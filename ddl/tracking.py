@@ -137,9 +137,12 @@ def _get_or_create(client, name: str, artifact_location: Optional[str]) -> str:
 class Tracker:
     """One MLflow run, created or resumed; steps already logged are never logged twice."""
 
+    FLUSH_METRICS, FLUSH_SECONDS = 900, 3.0  # one log_batch holds at most 1000 metrics
+
     def __init__(self, client, run_id: str, cfg: TrackingConfig, last_steps: dict[str, int]):
         self._client, self.run_id, self.cfg = client, run_id, cfg
         self._last = dict(last_steps)  # metric key -> largest step already in the store
+        self._pending, self._label, self._flushed = [], None, time.monotonic()
 
     @classmethod
     def start(cls, cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[str, str] = {},
@@ -174,7 +177,7 @@ class Tracker:
         """Log one epoch (step=epoch) in one log_batch call, skipping keys whose step is already
         stored. Given train_error, avoidable_bias and variance are added (unless given) and the
         "diagnosis" tag is set. The caller applies cfg.log_every (it knows the last epoch)."""
-        from mlflow.entities import Metric, RunTag
+        from mlflow.entities import Metric
 
         derived, label = self._diagnosis(metrics)
         fresh = {k: float(v) for k, v in {**derived, **metrics}.items()
@@ -182,9 +185,23 @@ class Tracker:
         if not fresh:  # a resumed job replaying epochs that are already in the store
             return
         ts = int(time.time() * 1000)
-        self._client.log_batch(self.run_id, metrics=[Metric(k, v, ts, epoch) for k, v in fresh.items()],
-                               tags=[RunTag("diagnosis", label)] if label else [])
+        self._pending += [Metric(k, v, ts, epoch) for k, v in fresh.items()]
+        self._label = label or self._label
         self._last.update(dict.fromkeys(fresh, epoch))
+        if (len(self._pending) >= self.FLUSH_METRICS
+                or time.monotonic() - self._flushed >= self.FLUSH_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        """Send buffered epochs: a store round trip per epoch would slow short epochs down."""
+        from mlflow.entities import RunTag
+
+        tags = [RunTag("diagnosis", self._label)] if self._label else []
+        while self._pending or tags:
+            batch, self._pending = self._pending[:self.FLUSH_METRICS], self._pending[self.FLUSH_METRICS:]
+            self._client.log_batch(self.run_id, metrics=batch, tags=tags)
+            tags = []
+        self._label, self._flushed = None, time.monotonic()
 
     def _diagnosis(self, metrics: Mapping[str, float]) -> tuple[dict[str, float], Optional[str]]:
         train, dev = metrics.get("train_error"), metrics.get("dev_error")
@@ -199,16 +216,20 @@ class Tracker:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
+        self.flush()
         if tags:
             self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: Optional[str] = None) -> None:
+        self.flush()
         self._client.log_artifact(self.run_id, os.fspath(path), artifact_path)
 
     def log_text(self, text: str, name: str) -> None:
+        self.flush()
         self._client.log_text(self.run_id, text, name)
 
     def end(self, status: str = "FINISHED") -> None:
+        self.flush()
         self._client.set_terminated(self.run_id, status)
 
 
@@ -237,7 +258,7 @@ class NullTracker:
     def _nothing(self, *args: Any, **kwargs: Any) -> None:
         """Accept any Tracker call and drop it."""
 
-    log_epoch = set_tags = log_artifact = log_text = end = _nothing
+    log_epoch = set_tags = log_artifact = log_text = end = flush = _nothing
 
 
 def open_tracker(cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[str, str] = {},

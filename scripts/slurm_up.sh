@@ -27,9 +27,9 @@ install_packages() {
     export DEBIAN_FRONTEND=noninteractive
     local pkgs=(slurmctld slurmd slurm-client munge)
     # Try the existing package lists first; refresh them only if that fails (empty or stale lists).
-    if ! apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/tmp/slurm_up_apt.log 2>&1; then
-        apt-get update -qq >>/tmp/slurm_up_apt.log 2>&1 || die "apt-get update failed, see /tmp/slurm_up_apt.log"
-        apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >>/tmp/slurm_up_apt.log 2>&1 \
+    if ! apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/tmp/slurm_up_apt.log 2>&1 9>&-; then
+        apt-get update -qq >>/tmp/slurm_up_apt.log 2>&1 9>&- || die "apt-get update failed, see /tmp/slurm_up_apt.log"
+        apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >>/tmp/slurm_up_apt.log 2>&1 9>&- \
             || die "apt-get install failed, see /tmp/slurm_up_apt.log"
     fi
 }
@@ -46,7 +46,7 @@ start_munge() {
     munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return 0
     rm -f /run/munge/munged.pid
     # munged refuses to run as root without --force, so run it as its own user; --force as a fallback.
-    runuser -u munge -- /usr/sbin/munged 2>/dev/null || /usr/sbin/munged --force \
+    runuser -u munge -- /usr/sbin/munged 2>/dev/null 9>&- || /usr/sbin/munged --force 9>&- \
         || die "munged failed to start, see /var/log/munge/munged.log"
     for _ in $(seq 50); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return 0; sleep 0.1; done
     die "munged started but munge -n | unmunge fails, see /var/log/munge/munged.log"
@@ -115,8 +115,8 @@ node_state() { sinfo -h -n "$NODE" -o %t 2>/dev/null | head -n1; }
 
 start_slurm() {
     install -d -m 0755 /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
-    pid_alive /run/slurmctld.pid slurmctld || slurmctld || die "slurmctld failed, see /var/log/slurm/slurmctld.log"
-    pid_alive /run/slurmd.pid slurmd || slurmd || die "slurmd failed, see /var/log/slurm/slurmd.log"
+    pid_alive /run/slurmctld.pid slurmctld || slurmctld 9>&- || die "slurmctld failed, see /var/log/slurm/slurmctld.log"
+    pid_alive /run/slurmd.pid slurmd || slurmd 9>&- || die "slurmd failed, see /var/log/slurm/slurmd.log"
 }
 
 # Waits until the node is usable; resumes it once if a previous run left it down or drained.
@@ -138,6 +138,7 @@ wait_idle() {
 [[ $(id -u) -eq 0 ]] || die "must run as root (installs packages and starts daemons)"
 t_start=$SECONDS
 # Two concurrent runs (e.g. CI and a developer) would race on apt and the daemons: serialize them.
+# Every command that may leave a daemon behind gets `9>&-`, or the daemon would hold the lock forever.
 exec 9>/run/ddl_slurm_up.lock
 flock -w 300 9 || die "another slurm_up.sh held /run/ddl_slurm_up.lock for 300 s"
 install_packages

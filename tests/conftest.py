@@ -80,3 +80,4 @@ def backend(request) -> BK:
 @pytest.fixture(params=FLOAT64)
 def backend64(request) -> BK:
     return _make(request.param)
+from mlflow_server import mlflow_server  # noqa: F401,E402 - a real server for the MLflow tests

@@ -58,11 +58,13 @@ def test_sqlite_round_trip(store, tmp_path):
 def test_diagnosis_metrics_and_tag(store):
     tracker = T.Tracker.start(_cfg(store, bayes_error=0.005), {})
     tracker.log_epoch(0, {"train_error": 0.01, "dev_error": 0.11})
+    tracker.flush()  # epochs are buffered for up to Tracker.FLUSH_SECONDS
     run = MlflowClient(store).get_run(tracker.run_id)
     assert run.data.tags["diagnosis"] == "high variance"
     assert run.data.metrics["avoidable_bias"] == pytest.approx(0.005, abs=1e-12)
     assert run.data.metrics["variance"] == pytest.approx(0.10, abs=1e-12)
     tracker.log_epoch(1, {"train_error": 0.15, "dev_error": float("nan"), "train_cost": float("nan")})
+    tracker.flush()
     run = MlflowClient(store).get_run(tracker.run_id)
     assert run.data.tags["diagnosis"] == "high bias"  # no dev error: judged on bias only
     assert run.data.metrics["train_cost"] != run.data.metrics["train_cost"]  # NaN kept as NaN
@@ -172,3 +174,16 @@ def test_real_server_round_trip(mlflow_server, tmp_path):  # noqa: F811 - pytest
     assert client.get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:")
     local = client.download_artifacts(run_id, "extra/notes.txt", str(tmp_path / "down"))
     assert open(local).read() == "hello"
+
+
+def test_epochs_are_buffered_and_flushed_in_few_calls(store, monkeypatch):
+    tracker = T.Tracker.start(_cfg(store), {})
+    calls = []
+    real = tracker._client.log_batch
+    monkeypatch.setattr(tracker._client, "log_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for epoch in range(300):
+        tracker.log_epoch(epoch, {"train_cost": 1.0 / (epoch + 1), "train_error": 0.1})
+    tracker.end()
+    assert len(calls) <= 6, f"{len(calls)} store round trips for 300 epochs"
+    history = MlflowClient(store).get_metric_history(tracker.run_id, "train_cost")
+    assert sorted(m.step for m in history) == list(range(300))
