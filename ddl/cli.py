@@ -87,6 +87,8 @@ def hydra_main(dcfg) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(dcfg, run_dir / "config.yaml", resolve=True)
     cfg = OmegaConf.to_object(dcfg)
+    if cfg.tracking.run_name is None:  # name runs by what was overridden: readable side by side
+        cfg.tracking.run_name = hc.job.override_dirname or None
     parent = SESSION.parent_for(cfg, hc.sweep.dir) if multirun else None
     job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": parent, "multirun": multirun}
     if SESSION.comm.size > 1:

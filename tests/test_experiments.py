@@ -1,0 +1,71 @@
+"""End to end: `ddl-train` under real `mpiexec`, tracked in a real MLflow store (a real
+`mlflow server` on loopback, or the embedded SQLite file), sweeps and `ddl-report`."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from helpers import ddl_train, run_cmd
+
+pytestmark = pytest.mark.mpi
+QUICK = ["data=moons", "data.m=200", "model.hidden=[6]", "train.epochs=5", "train.batch_size=32",
+         "train.progress=false"]
+
+
+def test_two_ranks_log_to_a_real_mlflow_server(tmp_path, mlflow_server):
+    out = tmp_path / "run"
+    code, so, se = ddl_train(2, *QUICK, "tracking=server", f"tracking.uri={mlflow_server}",
+                             "tracking.experiment=e2e", f"out_dir={out}", cwd=tmp_path, timeout=180)
+    assert code == 0, so + se
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["mlflow_run_id"]
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optimizer.name"] == "adam" and run.data.params["train.epochs"] == "5"
+    for key in ("train_cost", "dev_cost", "train_error", "dev_error", "lr", "samples_per_s",
+                "avoidable_bias", "variance", "allreduce_share"):
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+        assert steps == [0, 1, 2, 3, 4], (key, steps)
+    assert run.data.tags["diagnosis"] in ("high bias", "high variance", "high bias + high variance", "ok")
+    assert run.data.tags["ddl.world_size"] == "2"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "summary.json", "final.npz", "learning_curves.png",
+            "lr_schedule.png"} <= artifacts, artifacts
+
+
+def test_sweep_under_two_ranks_is_one_parent_with_four_children(tmp_path):
+    code, so, se = ddl_train(2, "-m", *QUICK, "optimizer=gd,adam", "schedule=inverse_time",
+                             "schedule.decay_rate=0,1", cwd=tmp_path, timeout=300)
+    assert code == 0, so + se
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("ddl")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("ddl.sweep") == "true"]
+    assert len(parents) == 1, [r.data.tags for r in runs]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    points = {(r.data.params["optimizer.name"], r.data.params["schedule.decay_rate"]) for r in children}
+    assert points == {("gd", "0.0"), ("gd", "1.0"), ("adam", "0.0"), ("adam", "1.0")}
+    assert all(r.data.tags["ddl.world_size"] == "2" for r in children)
+    code, table, err = run_cmd([sys.executable, "-m", "ddl.report", "--uri", uri, "--experiment", "ddl"],
+                               timeout=60)
+    assert code == 0, err
+    assert sum(name in table for name in (r.info.run_name for r in children)) == 4, table
+
+
+def test_readme_first_command_default_run(tmp_path):
+    """The README's quick start: the default experiment, local store, useful accuracy. (Its
+    duration, about 10 s here, is reported by the benchmarks, not asserted: the timeout only
+    guards against a hang.)"""
+    code, so, se = ddl_train(0, cwd=tmp_path, timeout=120)
+    assert code == 0, so + se
+    summary = json.loads(next(tmp_path.glob("runs/*/*/summary.json")).read_text())
+    assert summary["train"]["accuracy"] >= 0.85 and summary["dev"]["accuracy"] >= 0.8, summary
+    text = so + se
+    assert "run directory" in text and "mlflow ui --backend-store-uri sqlite:///" in text
+    assert (tmp_path / "mlflow.db").exists()
