@@ -44,6 +44,14 @@ start_munge() {
     fi
     chown munge:munge /etc/munge/munge.key && chmod 0400 /etc/munge/munge.key
     munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return 0
+    # A munged that is alive but does not answer (e.g. its socket was deleted) is stopped first:
+    # on exit it unlinks the socket path, which would break a new munged started before it.
+    local old
+    if pid_alive /run/munge/munged.pid munged; then
+        old=$(cat /run/munge/munged.pid)
+        kill -TERM "$old"
+        for _ in $(seq 50); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+    fi
     rm -f /run/munge/munged.pid
     # munged refuses to run as root without --force, so run it as its own user; --force as a fallback.
     runuser -u munge -- /usr/sbin/munged 2>/dev/null 9>&- || /usr/sbin/munged --force 9>&- \
@@ -59,6 +67,9 @@ start_munge() {
 #   proctrack/linuxproc + task/none: there is no usable cgroup hierarchy in this container.
 #   JobRequeue=1: batch jobs are requeueable by default; RequeueExit=75: a batch script that exits 75
 #     (EX_TEMPFAIL, e.g. after checkpointing on SIGUSR1) is put back in the queue automatically.
+#   cred_expire=10: a requeued job may restart after this many seconds (default 120 s).
+#   batch_sched_delay=0,sched_interval=2,bf_interval=5: jobs start ~1 s after submission, not ~3-60 s.
+#   SlurmUser=root, RealMemory = total - 10%: a private test cluster; no slurm-owned state to fix up.
 render_conf() {
     local cpus mem_total mem
     cpus=${DDL_SLURM_CPUS:-$(( $(nproc) > 4 ? $(nproc) : 4 ))}

@@ -53,10 +53,11 @@ def cluster_up() -> None:
 
 
 def submit(tmp_path, body: str, *opts: str) -> str:
-    """Write `body` as a batch script in tmp_path, submit it from there; the job id."""
+    """Write `body` as a batch script in tmp_path, submit it from there; the job id.
+    Jobs run as the submitting user, so they can write to pytest's tmp_path."""
     script = tmp_path / "job.sbatch"
     script.write_text("#!/bin/bash\nset -u\n" + body)
-    return run("sbatch", "--parsable", f"--chdir={tmp_path}", "--output=slurm-%A_%a.out",
+    return run("sbatch", "--parsable", f"--chdir={tmp_path}", "--output=slurm-%j.out",
                *opts, str(script)).strip().split(";")[0]
 
 
@@ -73,7 +74,9 @@ def wait_until(cond, what: str, job: str, timeout: float = TIMEOUT) -> None:
 def gone(job: str) -> bool:
     """True once squeue no longer lists any part of the job (array tasks included)."""
     out = subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True, timeout=30)
-    return out.returncode != 0 or not out.stdout.strip()
+    if out.returncode != 0:  # a purged job id is an error; anything else (controller busy) means "ask again"
+        return "Invalid job id" in out.stderr
+    return not out.stdout.strip()
 
 
 def finished(job: str) -> list[dict[str, str]]:
