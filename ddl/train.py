@@ -151,15 +151,16 @@ def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key:
     backend.synchronize()
     comm.allreduce_sum(bufs.ext, tag="grad")                    # the ONE gradient allreduce
     count, loss_sum, bad, stop = (float(v) for v in backend.to_numpy(bufs.ext[-TAIL:]))
-    if not bad and not bool(backend.to_numpy(xp.all(xp.isfinite(bufs.grads.buf)))):
-        bad = 1.0   # finite losses but a non-finite gradient: identical verdict on every rank
+    if not bad and not math.isfinite(float(backend.to_numpy(xp.sum(bufs.ext)))):
+        bad = 1.0   # finite losses but a NaN/Inf gradient: the same verdict on every rank
     if bad or count == 0:
         return count, loss_sum, bad, stop
-    g = bufs.grads.buf / count
+    g = bufs.grads.buf
+    g /= count                      # scratch buffer: overwritten by the next step's gradients
     if setup.l2 > 0:
         g = add_l2(g, state.params.buf, bufs.mask, setup.l2 / count)
-    delta, state.opt_state = setup.opt.update(g, state.opt_state, lr)
-    state.params.buf[...] = state.params.buf - delta
+    delta, state.opt_state = setup.opt.update(g, state.opt_state, lr, donate=True)
+    state.params.buf -= delta
     if bn_new is not None:
         state.bn_state = bn_new
     return count, loss_sum, bad, stop

@@ -242,3 +242,19 @@ def test_check_lr():
                        (True, "True")]:
         with pytest.raises(ValueError, match=f"got {shown}$"):
             check_lr(bad)
+
+
+@pytest.mark.parametrize("name", ["gd", "momentum", "rmsprop", "adam"])
+def test_donated_update_equals_the_pure_one(name):
+    """donate=True may reuse the old state's memory but must compute the same step."""
+    opt = make_optimizer(name)
+    rng = np.random.default_rng(0)
+    g1, g2 = rng.standard_normal(50), rng.standard_normal(50)
+    pure = opt.init(np.zeros(50))
+    donated = opt.init(np.zeros(50))
+    for g in (g1, g2):
+        d_pure, pure = opt.update(g, pure, 0.01)
+        d_don, donated = opt.update(g, donated, 0.01, donate=True)
+        np.testing.assert_array_equal(d_don, d_pure)
+    for k in pure:
+        np.testing.assert_array_equal(np.asarray(donated[k]), np.asarray(pure[k]))

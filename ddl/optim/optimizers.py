@@ -1,9 +1,12 @@
 """Optimizers as pure (init, update) pairs over ONE flat buffer (course 2, week 2 formulas).
 
-`init(buf) -> state` and `update(g, state, lr) -> (delta, new_state)`; the caller applies the step
-as `params.buf -= delta`. Each update is one vectorized expression over the whole flat buffer
-(every layer at once), state arrays start at zero, and a state is never mutated: every update
-returns a new dict. Scalars stay Python floats so a float32 buffer stays float32.
+`init(buf) -> state` and `update(g, state, lr, donate=False) -> (delta, new_state)`; the caller
+applies the step as `params.buf -= delta`. Each update is a few vectorized operations over the
+whole flat buffer (every layer at once); state arrays start at zero. By default a state is never
+mutated: every update returns a new dict. `donate=True` (JAX's buffer donation) lets the update
+reuse the old state's arrays, for a caller that never reads the old state again: the trainer
+does this, which halves the update's memory traffic. Scalars stay Python floats so a float32
+buffer stays float32.
 """
 from __future__ import annotations
 
@@ -20,11 +23,11 @@ HYPER_PARAMETERS = ("beta", "beta1", "beta2", "epsilon")
 
 
 class Optimizer(NamedTuple):
-    """`init(buf) -> state`; `update(g, state, lr) -> (delta, new_state)`, with W -= delta."""
+    """`init(buf) -> state`; `update(g, state, lr, donate=False) -> (delta, new_state)`, W -= delta."""
 
     name: str
     init: Callable[[Any], dict]
-    update: Callable[[Any, dict, float], tuple[Any, dict]]
+    update: Callable[..., tuple[Any, dict]]  # (g, state, lr, donate=False)
 
 
 def gd() -> Optimizer:
@@ -33,7 +36,7 @@ def gd() -> Optimizer:
     def init(buf) -> dict:
         return {}
 
-    def update(g, state: dict, lr: float):
+    def update(g, state: dict, lr: float, donate: bool = False):
         return float(lr) * g, {}
 
     return Optimizer("gd", init, update)
@@ -46,9 +49,11 @@ def momentum(beta: float = 0.9) -> Optimizer:
     def init(buf) -> dict:
         return {"v": _zeros(buf)}
 
-    def update(g, state: dict, lr: float):
-        v = beta * state["v"] + (1.0 - beta) * g
-        return float(lr) * v, {"v": v}
+    def update(g, state: dict, lr: float, donate: bool = False):
+        v = _own(state["v"], donate)
+        v *= beta
+        v += (1.0 - beta) * g
+        return v * float(lr), {"v": v}
 
     return Optimizer("momentum", init, update)
 
@@ -60,10 +65,14 @@ def rmsprop(beta2: float = 0.999, epsilon: float = 1e-8) -> Optimizer:
     def init(buf) -> dict:
         return {"s": _zeros(buf)}
 
-    def update(g, state: dict, lr: float):
+    def update(g, state: dict, lr: float, donate: bool = False):
         xp = array_namespace(g)
-        s = beta2 * state["s"] + (1.0 - beta2) * (g * g)
-        return float(lr) * g / (xp.sqrt(s) + epsilon), {"s": s}
+        s = _ema_of_square(_own(state["s"], donate), g, beta2)
+        d = xp.sqrt(s)
+        d += epsilon
+        delta = g * float(lr)
+        delta /= d
+        return delta, {"s": s}
 
     return Optimizer("rmsprop", init, update)
 
@@ -77,13 +86,23 @@ def adam(beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8) -> Opt
     def init(buf) -> dict:
         return {"v": _zeros(buf), "s": _zeros(buf), "t": 0}
 
-    def update(g, state: dict, lr: float):
+    def update(g, state: dict, lr: float, donate: bool = False):
+        # The bias corrections are folded into two scalars, which is the same formula:
+        #   vhat / (sqrt(shat) + eps) = c * v / (sqrt(s) + eps * sqrt(1 - beta2^t)),
+        #   c = sqrt(1 - beta2^t) / (1 - beta1^t)
+        # and saves two full-buffer passes (the update is a large part of a step).
         xp = array_namespace(g)
         t = state["t"] + 1
-        v = beta1 * state["v"] + (1.0 - beta1) * g
-        s = beta2 * state["s"] + (1.0 - beta2) * (g * g)
-        vhat, shat = v / (1.0 - beta1**t), s / (1.0 - beta2**t)
-        return float(lr) * vhat / (xp.sqrt(shat) + epsilon), {"v": v, "s": s, "t": t}
+        root = math.sqrt(1.0 - beta2**t)
+        v = _own(state["v"], donate)
+        v *= beta1
+        v += (1.0 - beta1) * g
+        s = _ema_of_square(_own(state["s"], donate), g, beta2)
+        d = xp.sqrt(s)
+        d += epsilon * root
+        delta = v * (float(lr) * root / (1.0 - beta1**t))
+        delta /= d
+        return delta, {"v": v, "s": s, "t": t}
 
     return Optimizer("adam", init, update)
 
@@ -132,6 +151,21 @@ def state_from_numpy(d: dict, backend, dtype: str) -> dict:
         else:
             state[key[4:]] = backend.asarray(np.array(arr, dtype=dtype, copy=True))
     return state
+
+
+def _own(a, donate: bool):
+    """The state array to update in place: the caller's own when donated (it promises never to
+    read the old state again, as the trainer does), else a copy, so `update` stays pure."""
+    return a if donate else a * 1.0
+
+
+def _ema_of_square(s, g, beta2: float):
+    """s <- beta2 * s + (1 - beta2) * g^2, in place on `s` (already owned), one temporary."""
+    s *= beta2
+    gg = g * g
+    gg *= 1.0 - beta2
+    s += gg
+    return s
 
 
 def _zeros(buf):
