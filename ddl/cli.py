@@ -27,7 +27,7 @@ from ddl.train import NonFiniteError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("ddl")
-EXIT_STOPPED = 3   # stopped by a signal after writing a checkpoint: rerun with checkpoint.resume=auto
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerun with checkpoint.resume=auto
 
 
 def register_schemas() -> None:

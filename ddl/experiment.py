@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ddl import checkpoint as ckpt
 from ddl import stopping
-from ddl.backend import get_backend, set_blas_threads
+from ddl.backend import get_backend, gpu_count, set_blas_threads
+from ddl.dist.preflight import check_launch
 from ddl.config import Config
 from ddl.data.dataset import load_dataset
 from ddl.diagnosis import Diagnosis, diagnose
@@ -81,6 +82,9 @@ def run(cfg: Config, comm, run_dir, tracker_factory=None, parent_run_id=None) ->
     run_dir, rank0 = Path(run_dir), comm.rank == 0
     rss_start = current_rss_mb()
     set_blas_threads(cfg.train.blas_threads or (1 if comm.size > 1 else None))
+    for warning in check_launch(comm.size, comm.local_size, gpu_count(), cfg.backend):
+        if rank0:
+            log.warning("preflight: %s", warning)
     backend = get_backend(cfg.backend, comm.local_rank)
     ds = load_dataset(cfg.data, rank=comm.rank, world_size=comm.size)
     spec = build_spec(cfg, ds)
@@ -105,6 +109,8 @@ def run(cfg: Config, comm, run_dir, tracker_factory=None, parent_run_id=None) ->
                  run_dir, comm.size, backend.name, list(spec.sizes), ds.train.m,
                  ds.dev.m if ds.dev is not None else 0)
     hooks = make_hooks(cfg, comm, run_dir, ds, run_id, tracker)
+    for record in state.history if tracker else []:
+        hooks.on_epoch.track(record)   # a job killed before its metrics were sent loses none
     stopping.install_signal_handlers()
     t0 = time.perf_counter()
     try:
@@ -140,6 +146,10 @@ class EpochHook:
         if not self.enabled:
             return
         self.progress(r)
+        self.track(r)
+
+    def track(self, r: dict) -> None:
+        """Log one record; the tracker skips epochs its run already holds."""
         t = self.cfg.tracking
         last = r["epoch"] + 1 == self.cfg.train.epochs
         if self.tracker and (r["epoch"] % max(t.log_every, 1) == 0 or last):

@@ -1,0 +1,31 @@
+"""Launch checks against the scheduler's view (pure: the environment is passed in)."""
+import pytest
+
+from ddl.dist.preflight import LaunchError, check_launch
+
+
+def test_srun_without_mpi_plugin_is_refused_with_the_fix():
+    env = {"SLURM_NTASKS": "4", "SLURM_STEP_NUM_TASKS": "4"}
+    with pytest.raises(LaunchError, match="srun --mpi=pmi2"):
+        check_launch(size=1, local_size=1, gpus=0, backend="numpy", env=env)
+
+
+def test_a_proper_launch_passes_quietly():
+    env = {"SLURM_NTASKS": "4", "SLURM_STEP_NUM_TASKS": "4"}
+    assert check_launch(size=4, local_size=4, gpus=0, backend="auto", env=env) == []
+    assert check_launch(size=1, local_size=1, gpus=0, backend="auto", env={}) == []
+
+
+def test_more_ranks_than_gpus_on_a_node_warns():
+    (w,) = check_launch(size=4, local_size=4, gpus=2, backend="auto", env={})
+    assert "4 ranks on this node share 2 GPU" in w
+
+
+def test_world_size_against_the_allocation_warns():
+    (w,) = check_launch(size=2, local_size=2, gpus=0, backend="numpy", env={"SLURM_NTASKS": "4"})
+    assert "4 tasks" in w and "2 ranks" in w
+
+
+def test_cupy_without_gpu_is_refused():
+    with pytest.raises(LaunchError, match="no visible GPU"):
+        check_launch(size=1, local_size=1, gpus=0, backend="cupy", env={})

@@ -1,0 +1,102 @@
+"""Preemption-safe training under real `mpiexec -n 2`: a SIGUSR1 (what SLURM's --signal sends)
+makes every rank stop at the same step, rank 0 checkpoints atomically, the job exits 75; a rerun
+with checkpoint.resume=auto ends bit-identical (float64) to the uninterrupted run, in the same
+MLflow run with every epoch logged exactly once. `kill -9` mid-training, then a rerun, too."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from helpers import clean_env, ddl_train, load_final, mpiexec
+
+pytestmark = pytest.mark.mpi
+EPOCHS = 12
+CFG = ["data=synthetic", "data.m=6000", "data.n_x=20", "data.classes=3", "model.hidden=[32,16]",
+       "model.keep_prob=0.9", "model.batchnorm=true", "train.dtype=float64",
+       f"train.epochs={EPOCHS}", "train.batch_size=50", "train.progress=false", "checkpoint.every=1"]
+
+
+def start(tmp_path, out):
+    cmd = [mpiexec(), "-n", "2", sys.executable, "-m", "ddl", *CFG, f"out_dir={out}"]
+    return subprocess.Popen(cmd, cwd=tmp_path, env=clean_env(), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_checkpoint(out, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if list((out / "checkpoints").glob("ckpt-e000002-*.npz")):
+            return
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail("no checkpoint appeared")
+
+
+def finish(proc, timeout=180):
+    try:
+        return proc.wait(timeout=timeout), proc.communicate()[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("training did not end")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    code, out, err = ddl_train(2, *CFG, "tracking=off", f"out_dir={tmp / 'run'}", cwd=tmp, timeout=300)
+    assert code == 0, out + err
+    return load_final(tmp / "run")[0]
+
+
+def assert_identical(run_dir, reference):
+    arrays, meta = load_final(run_dir)
+    assert sorted(arrays) == sorted(reference)
+    for k in reference:
+        np.testing.assert_array_equal(arrays[k], reference[k], err_msg=k)
+    assert [r["epoch"] for r in meta["history"]] == list(range(EPOCHS))
+
+
+def test_signal_checkpoints_then_resume_is_bit_identical(tmp_path, reference):
+    out = tmp_path / "run"
+    proc = start(tmp_path, out)
+    wait_for_checkpoint(out, proc)
+    os.killpg(proc.pid, signal.SIGUSR1)   # mpiexec forwards it to every rank
+    code, text = finish(proc)
+    assert code == 75, text
+    assert "stopped by a signal" in text and "checkpoint.resume=auto" in text
+    assert not (out / "final.npz").exists()
+    code, so, se = ddl_train(2, *CFG, f"out_dir={out}", "checkpoint.resume=auto", cwd=tmp_path, timeout=300)
+    assert code == 0, so + se
+    assert "resuming from" in so + se
+    assert_identical(out, reference)
+    summary = json.loads((out / "summary.json").read_text())
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert len(client.search_runs([run.info.experiment_id])) == 1, "the resumed job reuses its run"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_cost")]
+    assert sorted(steps) == list(range(EPOCHS)), steps   # no epoch missing, none twice
+
+
+def test_kill_9_then_rerun_with_resume_auto_is_bit_identical(tmp_path, reference):
+    out = tmp_path / "run"
+    proc = start(tmp_path, out)
+    wait_for_checkpoint(out, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    code, so, se = ddl_train(2, *CFG, f"out_dir={out}", "checkpoint.resume=auto", cwd=tmp_path, timeout=300)
+    assert code == 0, so + se
+    assert_identical(out, reference)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    summary = json.loads((out / "summary.json").read_text())
+    steps = [m.step for m in client.get_metric_history(summary["mlflow_run_id"], "train_cost")]
+    assert sorted(steps) == list(range(EPOCHS)), steps
