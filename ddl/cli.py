@@ -88,12 +88,22 @@ def hydra_main(dcfg) -> None:
     OmegaConf.save(dcfg, run_dir / "config.yaml", resolve=True)
     cfg = OmegaConf.to_object(dcfg)
     if cfg.tracking.run_name is None:  # name runs by what was overridden: readable side by side
-        cfg.tracking.run_name = hc.job.override_dirname or None
+        cfg.tracking.run_name = run_name(hc.overrides.task)
     parent = SESSION.parent_for(cfg, hc.sweep.dir) if multirun else None
     job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": parent, "multirun": multirun}
     if SESSION.comm.size > 1:
         SESSION.comm.bcast(job, root=0)
     execute(job, SESSION.comm)
+
+
+NOT_IN_NAMES = ("out_dir", "checkpoint.", "tracking.", "train.blas_threads", "train.progress",
+                "hydra.", "backend", "allreduce")
+
+
+def run_name(overrides) -> str | None:
+    """'optimizer=adam,schedule.decay_rate=0.3' from the overrides that change the model."""
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(NOT_IN_NAMES)]
+    return ",".join(kept)[:250] or None
 
 
 def execute(job: dict, comm) -> dict | None:

@@ -1,0 +1,88 @@
+"""ddl's batch scripts on the real single-node SLURM (scripts/slurm_up.sh): a 2-task data-parallel
+job, a 3-task array sweep under one MLflow parent, and a job signalled mid-training that
+checkpoints, requeues itself, resumes and ends bit-identical (float64) to an uninterrupted run.
+Skipped, with the reason printed, where `sbatch` is absent."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from helpers import REPO, load_final
+from slurm_util import cluster_up, finished, run, wait_until
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(shutil.which("sbatch") is None,
+                       reason="sbatch not on PATH (run `bash scripts/slurm_up.sh` to get a SLURM)"),
+]
+QUICK = ["data=moons", "train.epochs=5", "train.progress=false"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cluster():
+    cluster_up()
+
+
+def sbatch(tmp_path, script: str, *args: str, opts=()) -> str:
+    return run("sbatch", "--parsable", f"--chdir={tmp_path}", *opts, str(REPO / "slurm" / script),
+               *args).strip().split(";")[0]
+
+
+def test_train_sbatch_two_tasks_is_one_data_parallel_run(tmp_path):
+    job = sbatch(tmp_path, "train.sbatch", *QUICK, opts=["--ntasks-per-node=2"])
+    assert finished(job) == [{"JobState": "COMPLETED", "ExitCode": "0:0", "Restarts": "0"}]
+    summary = json.loads((tmp_path / "runs" / f"slurm-{job}" / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    run_ = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(summary["mlflow_run_id"])
+    assert run_.info.status == "FINISHED" and run_.data.tags["ddl.world_size"] == "2"
+
+
+def test_array_sweep_is_one_parent_with_three_children(tmp_path):
+    out = subprocess.run(["bash", str(REPO / "slurm" / "submit_sweep.sh"), "optimizer=gd,momentum,adam",
+                          *QUICK], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    job = out.stdout.split("array job ")[1].split()[0]
+    parent = out.stdout.strip().split()[-1]
+    assert all(r["JobState"] == "COMPLETED" for r in finished(job)), job
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ddl")
+    wait_until(lambda: client.get_run(parent).info.status != "RUNNING", "parent closed", job, 60)
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(r.data.params["optimizer.name"] for r in children) == ["adam", "gd", "momentum"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert client.get_run(parent).info.status == "FINISHED"
+
+
+CKPT = ["data=synthetic", "data.m=6000", "data.n_x=20", "data.classes=3", "model.hidden=[32,16]",
+        "model.batchnorm=true", "model.keep_prob=0.9", "train.dtype=float64", "train.epochs=12",
+        "train.batch_size=50", "train.progress=false", "checkpoint.every=1"]
+
+
+def test_signalled_job_checkpoints_requeues_and_ends_bit_identical(tmp_path):
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    job = sbatch(ref, "train.sbatch", *CKPT, "tracking=off", opts=["--ntasks-per-node=2"])
+    assert finished(job)[0]["JobState"] == "COMPLETED"
+    reference, _ = load_final(ref / "runs" / f"slurm-{job}")
+
+    job = sbatch(tmp_path, "train.sbatch", *CKPT, opts=["--ntasks-per-node=2"])
+    ckpts = tmp_path / "runs" / f"slurm-{job}" / "checkpoints"
+    wait_until(lambda: ckpts.is_dir() and any(ckpts.glob("ckpt-e000002-*")), "a checkpoint", job)
+    run("scancel", "--signal=USR1", job)           # what --signal=USR1@N sends before the limit
+    records = finished(job)
+    assert records[0]["JobState"] == "COMPLETED" and records[0]["Restarts"] == "1", records
+    out = (tmp_path / f"slurm-ddl-train-{job}.out").read_text()
+    assert "requeueing" in out and "resuming from" in out, out
+    arrays, meta = load_final(tmp_path / "runs" / f"slurm-{job}")
+    for k in reference:
+        np.testing.assert_array_equal(arrays[k], reference[k], err_msg=k)
+    assert [r["epoch"] for r in meta["history"]] == list(range(12))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    steps = [m.step for m in client.get_metric_history(meta["run_id"], "train_cost")]
+    assert sorted(steps) == list(range(12)), steps     # no epoch missing, none twice
+    assert client.get_run(meta["run_id"]).info.status == "FINISHED"
