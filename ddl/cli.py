@@ -17,6 +17,7 @@ from pathlib import Path
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
@@ -57,8 +58,8 @@ class Session:
             from ddl import tracking  # noqa: PLC0415
 
             self.sweep_cfg = cfg.tracking
-            self.parent = tracking.start_parent(cfg.tracking, f"sweep {sweep_dir}",
-                                                {"sweep_dir": sweep_dir}, {"ddl.sweep_dir": sweep_dir})
+            key = str(Path(sweep_dir).resolve())   # jobs of one sweep launched elsewhere share it
+            self.parent = tracking.parent_for_key(cfg.tracking, f"sweep {sweep_dir}", key)
             log.info("sweep parent run %s in experiment %r", self.parent, cfg.tracking.experiment)
         return self.parent
 
@@ -79,8 +80,35 @@ def tracker_factory(cfg: C.Config, run_id=None, nested_in=None, tags=None):
     return tracking.open_tracker(cfg.tracking, params, tags or {}, run_id=run_id, nested_in=nested_in)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def hydra_main(dcfg) -> None:
+def standalone_session() -> Session:
+    """A job started by a Hydra launcher in a process of its own (e.g. submitit on SLURM, every
+    task running this function): build the communicator here; every rank has the config."""
+    comm = get_comm("auto")
+    install_abort_handler(comm)
+    setup_logging(comm)
+    return Session(comm)
+
+
+class SweepCallback(Callback):
+    """Closes a sweep's parent run when a launcher ran its points in other processes."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        if (SESSION is not None and SESSION.parent) or not config.tracking.enabled:
+            return                  # the points ran here: Session.close() ends the parent
+        from ddl import tracking  # noqa: PLC0415
+
+        cfg = OmegaConf.to_object(config.tracking)
+        parent = cfg.parent_run_id or tracking.find_parent(
+            cfg, str(Path(config.hydra.sweep.dir).resolve()))
+        if parent and not cfg.parent_run_id:
+            tracking.close_parent(cfg, parent)
+
+
+def task(dcfg):
+    """One job (a single run or one sweep point) on rank 0, or in a launcher's own process."""
+    global SESSION
+    if SESSION is None:
+        SESSION = standalone_session()
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
@@ -89,11 +117,28 @@ def hydra_main(dcfg) -> None:
     cfg = OmegaConf.to_object(dcfg)
     if cfg.tracking.run_name is None:  # name runs by what was overridden: readable side by side
         cfg.tracking.run_name = run_name(hc.overrides.task)
-    parent = SESSION.parent_for(cfg, hc.sweep.dir) if multirun else None
+    parent = SESSION.parent_for(cfg, hc.sweep.dir) if multirun and SESSION.comm.rank == 0 else None
     job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": parent, "multirun": multirun}
     if SESSION.comm.size > 1:
-        SESSION.comm.bcast(job, root=0)
-    execute(job, SESSION.comm)
+        job = SESSION.comm.bcast(job, root=0)
+    summary = execute(job, SESSION.comm)
+    return objective(summary)
+
+
+# Kept apart from `task` so launchers that pickle the task (submitit) find it by reference.
+hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(task)
+
+
+def objective(summary: dict | None) -> float:
+    """What a search sweeper (Optuna) minimizes: the final dev error (train error without a dev
+    split); a failed point scores +inf."""
+    if not summary:
+        return float("inf")
+    for split in ("dev", "train"):
+        v = summary[split]["error"]
+        if v is not None and v == v:
+            return float(v)
+    return float(summary["train"]["cost"])
 
 
 NOT_IN_NAMES = ("out_dir", "checkpoint.", "tracking.", "train.blas_threads", "train.progress",
@@ -210,6 +255,9 @@ def main() -> None:
     except BrokenPipeError:          # `ddl-train --help | head`: the reader left, nothing to say
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115
         code = 0
+    except Exception as e:  # noqa: BLE001 - Hydra's usage errors, outside any job
+        print(f"ddl-train: error: {e}\n(see ddl-train --help)", file=sys.stderr)
+        code = 2
     finally:
         SESSION.close()
         if SESSION.failed and code == 0:

@@ -22,7 +22,7 @@ from ddl.diagnosis import Diagnosis, diagnose
 from ddl.nn import model
 from ddl.nn.init import init_params
 from ddl.optim.optimizers import make_optimizer
-from ddl.optim.schedules import make_schedule, schedule_values
+from ddl.optim.schedules import make_schedule
 from ddl.params import Flat
 from ddl.progress import Progress
 from ddl.train import Hooks, Setup, TrainState, evaluate_split, train

@@ -104,12 +104,8 @@ def run(args) -> int:
     else:
         from ddl import tracking  # noqa: PLC0415
 
-        cfg = _tracking_cfg(args)
-        statuses = [r["status"] for r in tracking.fetch_runs(cfg.uri or tracking.default_uri(),
-                                                             cfg.experiment, parent=args.run_id)]
-        failed = any(s != "FINISHED" for s in statuses) or not statuses
-        tracking.end_run(cfg, args.run_id, "FAILED" if failed else "FINISHED")
-        print(f"{args.run_id}: {len(statuses)} children, {'FAILED' if failed else 'FINISHED'}")
+        status = tracking.close_parent(_tracking_cfg(args), args.run_id)
+        print(f"{args.run_id}: {status}")
     return 0
 
 

@@ -7,131 +7,18 @@ lr, samples_per_s, allreduce_share, avoidable_bias, variance; test_cost, test_er
 """
 from __future__ import annotations
 
-import fcntl
 import math
 import os
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from ddl.diagnosis import diagnose
 
-MAX_PARAMS_PER_BATCH = 100  # MLflow's limits for one log_batch call and one param value
-MAX_PARAM_VALUE = 6000
-# Fail fast on an unreachable server instead of MLflow's default 7 retries x 120 s timeout.
-_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used (unreachable server, missing store or experiment)."""
-
-
-@dataclass
-class TrackingConfig:
-    enabled: bool = True
-    uri: Optional[str] = None  # None: sqlite:///<cwd>/mlflow.db
-    experiment: str = "ddl"
-    run_name: Optional[str] = None
-    parent_run_id: Optional[str] = None  # join an existing parent (SLURM arrays, other processes)
-    bayes_error: float = 0.0
-    bias_threshold: float = 0.05
-    variance_threshold: float = 0.05
-    log_every: int = 1  # epochs
-
-
-def default_uri() -> str:
-    """The embedded local store: `sqlite:///<abs cwd>/mlflow.db`."""
-    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-
-
-def flatten_config(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """{"optimizer": {"lr": 0.1}} -> {"optimizer.lr": "0.1"}; lists become their string."""
-    flat: dict[str, str] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_config(value, prefix=f"{name}."))
-        else:
-            flat[name] = str(value)
-    return flat
-
-
-def _client(uri: str):
-    from mlflow import MlflowClient
-
-    if uri.startswith(("http://", "https://")):
-        for name, value in _HTTP_DEFAULTS.items():
-            os.environ.setdefault(name, value)
-    return MlflowClient(tracking_uri=uri)
-
-
-def _sqlite_path(uri: str) -> Path:
-    path = uri[len("sqlite:///"):].split("?")[0] if uri.startswith("sqlite:///") else ""
-    if not path or path == ":memory:":
-        raise ValueError(f"tracking.uri must name an SQLite file (sqlite:///path/to.db), got {uri!r}")
-    return Path(path).resolve()
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle is closed, error or not
-        yield
-
-
-def _create_sqlite_once(uri: str, db: Path, lock: Path) -> None:
-    """Create tables and run migrations in the first process only; "created" in the lock file
-    lets later processes skip the lock (opening an existing store is safe in parallel)."""
-    def created() -> bool:
-        return db.is_file() and lock.is_file() and lock.read_text().startswith("created")
-
-    if created():
-        return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(lock):
-        if not created():
-            _client(uri).search_experiments(max_results=1)  # the first query builds the schema
-            lock.write_text("created\n")
-
-
-def _unreachable(uri: str, err: BaseException) -> TrackingError:
-    return TrackingError(f"Cannot use the MLflow tracking store at {uri}: {type(err).__name__}: {err}. "
-                         "Start the server (e.g. `mlflow server --host 127.0.0.1 --port 5000`), fix "
-                         "the URI (tracking.uri, ddl-report --uri), or train with tracking.enabled=false.")
-
-
-def ensure_store(uri: str, experiment: str) -> str:
-    """Get or create `experiment` (and, for SQLite, the database) once; returns its id. SQLite
-    creation runs under an flock on "<db>.lock": sweeps and SLURM arrays start all at once."""
-    if uri.startswith("sqlite:"):
-        db = _sqlite_path(uri)
-        _create_sqlite_once(uri, db, db.with_name(db.name + ".lock"))
-        return _get_or_create(_client(uri), experiment, (db.parent / "mlartifacts").as_uri())
-    try:
-        return _get_or_create(_client(uri), experiment, None)
-    except TrackingError:
-        raise
-    except Exception as err:  # MLflow wraps connection errors in several exception types
-        raise _unreachable(uri, err) from err
-
-
-def _get_or_create(client, name: str, artifact_location: Optional[str]) -> str:
-    from mlflow.exceptions import MlflowException
-
-    found = client.get_experiment_by_name(name)
-    if found is None:
-        try:
-            return client.create_experiment(name, artifact_location=artifact_location)
-        except MlflowException as err:  # another process created it between get and create
-            found = client.get_experiment_by_name(name)
-            if found is None:
-                raise err
-    if found.lifecycle_stage == "deleted":
-        raise TrackingError(f"MLflow experiment {name!r} is deleted; restore it or pick another name")
-    return found.experiment_id
+from ddl.tracking_runs import (close_parent, end_run, fetch_runs, find_parent,  # noqa: F401
+                               log_params, parent_for_key, start_parent)
+from ddl.tracking_store import (MAX_PARAM_VALUE, MAX_PARAMS_PER_BATCH,  # noqa: F401
+                                TrackingConfig, TrackingError, _client, _sqlite_path,
+                                default_uri, ensure_store, flatten_config)
 
 
 class Tracker:
@@ -166,12 +53,7 @@ class Tracker:
         return tracker
 
     def _log_params(self, params: Mapping[str, Any], already: Mapping[str, str]) -> None:
-        from mlflow.entities import Param
-
-        # A resumed run keeps its params: MLflow refuses to change a logged value.
-        todo = [Param(k, str(v)[:MAX_PARAM_VALUE]) for k, v in params.items() if k not in already]
-        for i in range(0, len(todo), MAX_PARAMS_PER_BATCH):
-            self._client.log_batch(self.run_id, params=todo[i:i + MAX_PARAMS_PER_BATCH])
+        log_params(self._client, self.run_id, params, already)
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Log one epoch (step=epoch) in one log_batch call, skipping keys whose step is already
@@ -269,49 +151,3 @@ def open_tracker(cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[s
     return Tracker.start(cfg, params, tags, run_id=run_id, nested_in=nested_in)
 
 
-def start_parent(cfg: TrackingConfig, name: str, params: Mapping[str, Any],
-                 tags: Mapping[str, str] = {}) -> str:
-    """Create a sweep's parent run (tag ddl.sweep=true); children join it via nested_in."""
-    uri = cfg.uri or default_uri()
-    experiment_id = ensure_store(uri, cfg.experiment)
-    client = _client(uri)
-    run = client.create_run(experiment_id, tags={**tags, "ddl.sweep": "true"}, run_name=name)
-    Tracker(client, run.info.run_id, cfg, {})._log_params(params, already={})
-    return run.info.run_id
-
-
-def end_run(cfg: TrackingConfig, run_id: str, status: str = "FINISHED") -> None:
-    _client(cfg.uri or default_uri()).set_terminated(run_id, status)
-
-
-def fetch_runs(uri: str, experiment: str, parent: Optional[str] = None) -> list[dict[str, Any]]:
-    """Runs of `experiment` (or of one parent) as plain dicts: run_id, name, status, start_time,
-    params, metrics (latest values), tags. Never creates a store or an experiment."""
-    if uri.startswith("sqlite:") and not _sqlite_path(uri).is_file():
-        raise TrackingError(f"no MLflow store at {_sqlite_path(uri)} (from {uri})")
-    client = _client(uri)
-    try:
-        found = client.get_experiment_by_name(experiment)
-    except Exception as err:  # unreachable server, unreadable database
-        raise _unreachable(uri, err) from err
-    if found is None:
-        raise TrackingError(f"no experiment named {experiment!r} in {uri}")
-    where = f"tags.mlflow.parentRunId = '{parent}'" if parent else ""
-    return [_as_dict(run) for run in _search_all(client, found.experiment_id, where)]
-
-
-def _search_all(client, experiment_id: str, where: str) -> Iterator[Any]:
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], where, max_results=1000, page_token=token)
-        yield from page
-        token = page.token
-        if not token:
-            return
-
-
-def _as_dict(run) -> dict[str, Any]:
-    info, data = run.info, run.data
-    return {"run_id": info.run_id, "name": info.run_name, "status": info.status,
-            "start_time": info.start_time, "params": dict(data.params),
-            "metrics": dict(data.metrics), "tags": dict(data.tags)}

@@ -106,3 +106,24 @@ def test_help_lists_groups_and_options(tmp_path):
     for group in GROUPS + ["experiment"]:
         assert all(o in lines[group] for o in options(group)), (group, out)
     assert "ddl-train" in out
+
+
+def test_optuna_lr_search_runs_trials_on_a_log_scale(tmp_path):
+    code, out, err = ddl_train(0, "-m", "hydra/sweeper=lr_search", "hydra.sweeper.n_trials=3",
+                               "data=moons", "train.epochs=2", "tracking=off", cwd=tmp_path, timeout=180)
+    assert code == 0, out + err
+    runs = sorted(tmp_path.glob("multirun/*/*/*/config.yaml"))
+    assert len(runs) == 3
+    lrs = [OmegaConf.load(p).optimizer.lr for p in runs]
+    assert len(set(lrs)) == 3 and all(1e-4 <= lr <= 1.0 for lr in lrs), lrs
+
+
+def test_submitit_slurm_launcher_config_composes(tmp_path):
+    code, out, err = ddl_train(0, "hydra/launcher=slurm", "--cfg", "hydra", cwd=tmp_path, timeout=60)
+    assert code == 0, err
+    assert "submitit_slurm" in out and "tasks_per_node: 2" in out and "SLURM_MPI_TYPE=pmi2" in out
+
+
+def test_usage_error_is_one_paragraph(tmp_path):
+    code, out, err = ddl_train(0, "-m", "--cfg", "job", cwd=tmp_path, timeout=60)
+    assert code == 2 and "ddl-train: error: Only one of" in err and "Traceback" not in err, err

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 
 from ddl.data.generated import write_synthetic
 

@@ -4,11 +4,8 @@ They check what the ddl batch scripts rely on: one MPI world across `srun --mpi=
 job arrays, and the requeue paths used for checkpoint-and-resume (SLURM_RESTART_COUNT increments).
 Skipped when `sbatch` is not on PATH; fail with a hint when sbatch exists but the cluster is down.
 """
-import re
 import shutil
-import subprocess
 import sys
-import time
 
 import pytest
 

@@ -6,6 +6,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ddl import tracking as T
+from ddl import tracking_store as TS
 from mlflow_server import free_port, mlflow_server  # noqa: F401 - the module-scoped fixture
 
 EPOCHS = [{"train_cost": 0.9 - 0.1 * e, "dev_cost": 1.0 - 0.1 * e, "train_error": 0.2 - 0.05 * e,
@@ -153,7 +154,7 @@ def test_ensure_store_from_four_processes_at_once(tmp_path):
 
 
 def test_unreachable_server_fails_fast_naming_the_uri(monkeypatch):
-    for name in T._HTTP_DEFAULTS:
+    for name in TS._HTTP_DEFAULTS:
         monkeypatch.delenv(name, raising=False)  # the library's fail-fast defaults apply
     uri = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()

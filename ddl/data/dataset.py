@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 
 from ddl.data import course, files, generated
 from ddl.data.config import NAMES, DataConfig

@@ -1,0 +1,100 @@
+"""Sweep parents and run listings in the MLflow store (used by the CLI, ddl.sweep, ddl-report)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Optional
+
+from ddl.tracking_store import (MAX_PARAM_VALUE, MAX_PARAMS_PER_BATCH, TrackingConfig, TrackingError,
+                                _client, _file_lock, _sqlite_path, _unreachable, default_uri,
+                                ensure_store)
+
+
+def start_parent(cfg: TrackingConfig, name: str, params: Mapping[str, Any],
+                 tags: Mapping[str, str] = {}) -> str:
+    """Create a sweep's parent run (tag ddl.sweep=true); children join it via nested_in."""
+    uri = cfg.uri or default_uri()
+    experiment_id = ensure_store(uri, cfg.experiment)
+    client = _client(uri)
+    run = client.create_run(experiment_id, tags={**tags, "ddl.sweep": "true"}, run_name=name)
+    log_params(client, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_params(client, run_id: str, params: Mapping[str, Any], already: Mapping[str, str] = {}) -> None:
+    """Params in batches within MLflow's limits; a resumed run keeps the ones it has (MLflow
+    refuses to change a logged value)."""
+    from mlflow.entities import Param  # noqa: PLC0415
+
+    todo = [Param(k, str(v)[:MAX_PARAM_VALUE]) for k, v in params.items() if k not in already]
+    for i in range(0, len(todo), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=todo[i:i + MAX_PARAMS_PER_BATCH])
+
+
+def parent_for_key(cfg: TrackingConfig, name: str, key: str) -> str:
+    """Get or create the parent run tagged ddl.sweep_key=key: jobs of one sweep that start in
+    separate processes (a launcher, an array) find the same parent. Serialized by a file lock
+    for a local store; against a server two jobs starting in the same instant could race."""
+    uri = cfg.uri or default_uri()
+    lock = _sqlite_path(uri).with_suffix(".sweeps.lock") if uri.startswith("sqlite:") else None
+    with (_file_lock(lock) if lock else _no_lock()):
+        return find_parent(cfg, key) or start_parent(cfg, name, {"sweep": name},
+                                                       {"ddl.sweep_key": key})
+
+
+@contextmanager
+def _no_lock() -> Iterator[None]:
+    yield
+
+
+def end_run(cfg: TrackingConfig, run_id: str, status: str = "FINISHED") -> None:
+    _client(cfg.uri or default_uri()).set_terminated(run_id, status)
+
+
+def close_parent(cfg: TrackingConfig, run_id: str) -> str:
+    """End a sweep parent: FAILED when a child did not finish (or there is none), else FINISHED."""
+    uri = cfg.uri or default_uri()
+    statuses = [r["status"] for r in fetch_runs(uri, cfg.experiment, parent=run_id)]
+    status = "FINISHED" if statuses and all(s == "FINISHED" for s in statuses) else "FAILED"
+    end_run(cfg, run_id, status)
+    return status
+
+
+def find_parent(cfg: TrackingConfig, key: str) -> Optional[str]:
+    """The parent run tagged ddl.sweep_key=key, if any (never creates one)."""
+    uri = cfg.uri or default_uri()
+    found = list(_search_all(_client(uri), ensure_store(uri, cfg.experiment),
+                             f"tags.`ddl.sweep_key` = '{key}'"))
+    return found[0].info.run_id if found else None
+
+
+def fetch_runs(uri: str, experiment: str, parent: Optional[str] = None) -> list[dict[str, Any]]:
+    """Runs of `experiment` (or of one parent) as plain dicts: run_id, name, status, start_time,
+    params, metrics (latest values), tags. Never creates a store or an experiment."""
+    if uri.startswith("sqlite:") and not _sqlite_path(uri).is_file():
+        raise TrackingError(f"no MLflow store at {_sqlite_path(uri)} (from {uri})")
+    client = _client(uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+    except Exception as err:  # unreachable server, unreadable database
+        raise _unreachable(uri, err) from err
+    if found is None:
+        raise TrackingError(f"no experiment named {experiment!r} in {uri}")
+    where = f"tags.mlflow.parentRunId = '{parent}'" if parent else ""
+    return [_as_dict(run) for run in _search_all(client, found.experiment_id, where)]
+
+
+def _search_all(client, experiment_id: str, where: str) -> Iterator[Any]:
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], where, max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _as_dict(run) -> dict[str, Any]:
+    info, data = run.info, run.data
+    return {"run_id": info.run_id, "name": info.run_name, "status": info.status,
+            "start_time": info.start_time, "params": dict(data.params),
+            "metrics": dict(data.metrics), "tags": dict(data.tags)}

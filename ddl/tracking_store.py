@@ -1,0 +1,127 @@
+"""The MLflow store: where it is (`./mlflow.db` by default), creating it once safely, and the
+TrackingConfig schema. Part of the tracking edge: only the tracking modules import mlflow."""
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+MAX_PARAMS_PER_BATCH = 100  # MLflow's limits for one log_batch call and one param value
+MAX_PARAM_VALUE = 6000
+# Fail fast on an unreachable server instead of MLflow's default 7 retries x 120 s timeout.
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (unreachable server, missing store or experiment)."""
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: Optional[str] = None  # None: sqlite:///<cwd>/mlflow.db
+    experiment: str = "ddl"
+    run_name: Optional[str] = None
+    parent_run_id: Optional[str] = None  # join an existing parent (SLURM arrays, other processes)
+    bayes_error: float = 0.0
+    bias_threshold: float = 0.05
+    variance_threshold: float = 0.05
+    log_every: int = 1  # epochs
+
+
+def default_uri() -> str:
+    """The embedded local store: `sqlite:///<abs cwd>/mlflow.db`."""
+    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def flatten_config(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"optimizer": {"lr": 0.1}} -> {"optimizer.lr": "0.1"}; lists become their string."""
+    flat: dict[str, str] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_config(value, prefix=f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    if uri.startswith(("http://", "https://")):
+        for name, value in _HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _sqlite_path(uri: str) -> Path:
+    path = uri[len("sqlite:///"):].split("?")[0] if uri.startswith("sqlite:///") else ""
+    if not path or path == ":memory:":
+        raise ValueError(f"tracking.uri must name an SQLite file (sqlite:///path/to.db), got {uri!r}")
+    return Path(path).resolve()
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle is closed, error or not
+        yield
+
+
+def _create_sqlite_once(uri: str, db: Path, lock: Path) -> None:
+    """Create tables and run migrations in the first process only; "created" in the lock file
+    lets later processes skip the lock (opening an existing store is safe in parallel)."""
+    def created() -> bool:
+        return db.is_file() and lock.is_file() and lock.read_text().startswith("created")
+
+    if created():
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(lock):
+        if not created():
+            _client(uri).search_experiments(max_results=1)  # the first query builds the schema
+            lock.write_text("created\n")
+
+
+def _unreachable(uri: str, err: BaseException) -> TrackingError:
+    return TrackingError(f"Cannot use the MLflow tracking store at {uri}: {type(err).__name__}: {err}. "
+                         "Start the server (e.g. `mlflow server --host 127.0.0.1 --port 5000`), fix "
+                         "the URI (tracking.uri, ddl-report --uri), or train with tracking.enabled=false.")
+
+
+def ensure_store(uri: str, experiment: str) -> str:
+    """Get or create `experiment` (and, for SQLite, the database) once; returns its id. SQLite
+    creation runs under an flock on "<db>.lock": sweeps and SLURM arrays start all at once."""
+    if uri.startswith("sqlite:"):
+        db = _sqlite_path(uri)
+        _create_sqlite_once(uri, db, db.with_name(db.name + ".lock"))
+        return _get_or_create(_client(uri), experiment, (db.parent / "mlartifacts").as_uri())
+    try:
+        return _get_or_create(_client(uri), experiment, None)
+    except TrackingError:
+        raise
+    except Exception as err:  # MLflow wraps connection errors in several exception types
+        raise _unreachable(uri, err) from err
+
+
+def _get_or_create(client, name: str, artifact_location: Optional[str]) -> str:
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException as err:  # another process created it between get and create
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise err
+    if found.lifecycle_stage == "deleted":
+        raise TrackingError(f"MLflow experiment {name!r} is deleted; restore it or pick another name")
+    return found.experiment_id
+
+
