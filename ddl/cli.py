@@ -193,6 +193,7 @@ def fail(job, comm, err: BaseException, fatal: bool, consistent: bool) -> None:
             time.sleep(1.0)  # a global error: let rank 0 report and abort for everyone
         print(msg, file=sys.stderr, flush=True)
         comm.abort(1)
+        raise SystemExit(1)   # abort normally does not return
     if comm.rank == 0:
         print(msg, file=sys.stderr, flush=True)
     if fatal:

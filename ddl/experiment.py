@@ -86,6 +86,7 @@ def run(cfg: Config, comm, run_dir, tracker_factory=None, parent_run_id=None) ->
         if rank0:
             log.warning("preflight: %s", warning)
     backend = get_backend(cfg.backend, comm.local_rank)
+    comm.use_allreduce(cfg.allreduce, backend)
     ds = load_dataset(cfg.data, rank=comm.rank, world_size=comm.size)
     spec = build_spec(cfg, ds)
     opt = make_optimizer(cfg.optimizer.name, **optimizer_hyper(cfg))

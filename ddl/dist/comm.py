@@ -93,6 +93,11 @@ class Comm:
         """End every rank now with exit status `code` (never returns)."""
         raise NotImplementedError
 
+    def use_allreduce(self, mode: str, backend=None) -> None:
+        """How device buffers are reduced (host | cuda_aware | nccl); nothing to do without MPI."""
+        check_mode(mode)
+        self.allreduce_mode = mode
+
 
 class SerialComm(Comm):
     """One process, no MPI: every collective is the identity, but the counters still count."""

@@ -37,6 +37,14 @@ class MPIComm(Comm):
         if getattr(backend, "name", None) == "cupy":
             self._device()  # device already bound by get_backend: set NCCL up now
 
+    def use_allreduce(self, mode: str, backend=None) -> None:
+        """Choose how CuPy buffers are reduced (the config arrives after the communicator)."""
+        check_backend(mode, backend)
+        if mode != self.allreduce_mode:
+            self.allreduce_mode, self._reducer = mode, None
+        if getattr(backend, "name", None) == "cupy":
+            self._device()
+
     def _device(self):
         """The CuPy strategy, built on the first CuPy buffer when no cupy backend was given.
 
