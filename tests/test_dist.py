@@ -7,9 +7,6 @@ import io
 import logging
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,32 +17,19 @@ import pytest
 
 from ddl.backend import gpu_count
 from ddl.dist import SerialComm, get_comm, setup_logging, world_info
+from helpers import mpiexec, run_cmd
 
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
 TIMEOUT = 30.0
-LAUNCHER_VARS = ("PMI_", "PMIX_", "OMPI_", "MPI_LOCAL", "HYDRA_", "MV2_")
 
 
 def run(cmd, timeout=TIMEOUT):
-    """Run `cmd` in its own process group (so a hung mpiexec and its ranks can all be killed)."""
-    # Drop launcher variables in case pytest itself runs under mpiexec: children start fresh.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCHER_VARS)}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{cmd} did not end within {timeout} s\nstdout:\n{out}\nstderr:\n{err}")
-    return proc.returncode, out, err
+    """(returncode, stdout, stderr) of `cmd` in its own process group, killed on timeout."""
+    return run_cmd(cmd, timeout=timeout)
 
 
 def mpirun(n, script, *args, timeout=TIMEOUT):
-    mpiexec = shutil.which("mpiexec")
-    assert mpiexec, "mpiexec is not on PATH; it is a dependency (pip install mpich)"
-    return run([mpiexec, "-n", str(n), sys.executable, str(SCRIPTS / script), *args], timeout)
+    return run([mpiexec(), "-n", str(n), sys.executable, str(SCRIPTS / script), *args], timeout)
 
 
 # ---- SerialComm ------------------------------------------------------------------------------
