@@ -58,6 +58,7 @@ class TrainConfig:
     on_nonfinite: str = "stop"      # stop | skip: what every rank does when a step is NaN/Inf
     eval_every: int = 1             # epochs between train/dev evaluations (and metric records)
     eval_batch: int = 8192          # columns per evaluation chunk
+    cache_mb: float = 512           # splits up to this size live on the device, transposed, once
     log_every: int = 0              # epochs between log lines; 0 = about 20 lines per run
     blas_threads: int = 0           # BLAS threads per rank; 0 = leave as is (1 under MPI)
     progress: bool = True           # progress bar on rank 0 when attached to a terminal

@@ -19,6 +19,7 @@ import numpy as np
 from ddl.backend import Backend, make_key
 from ddl.config import TrainConfig
 from ddl.data.shard import eval_shard, shard_batches
+from ddl.feed import feeder
 from ddl.nn import losses, model
 from ddl.optim.optimizers import Optimizer
 from ddl.optim.transforms import add_l2
@@ -72,6 +73,12 @@ class Setup:
     cfg: TrainConfig
     l2: float = 0.0
     sync_bn: bool = True
+    feeders: dict = field(default_factory=dict)   # split -> Feeder, built on first use
+
+    def batch(self, split, idx):
+        """Rows `idx` of `split` as backend columns (X (n_x, b), y)."""
+        f = feeder(self.feeders, self.backend, split, self.cfg.dtype, self.cfg.cache_mb)
+        return f.batch(idx)
 
 
 def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) -> TrainState:
@@ -136,7 +143,7 @@ def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key:
     """
     backend, comm, spec, cfg = setup.backend, setup.comm, setup.spec, setup.cfg
     xp = backend.xp
-    X, y = batch_to_device(backend, ds.train, idx, cfg.dtype)
+    X, y = setup.batch(ds.train, idx)
     ZL, caches, bn_new = model.forward(xp, state.params, X, spec, train=True, bn_state=state.bn_state,
                                        key=key, idx=backend.asarray(idx), reduce=bufs.bn_reduce)
     Y = losses.encode_targets(xp, y, spec.output, spec.sizes[-1], ZL.dtype)
@@ -181,14 +188,6 @@ def handle_nonfinite(setup: Setup, state: TrainState, epoch: int, step: int, bad
     )
 
 
-def batch_to_device(backend: Backend, split, idx, dtype: str):
-    """Rows `idx` of a split -> (X columns (n_x, b), y) on the backend (`take` has already
-    normalized them with the training split's statistics)."""
-    rows, y = split.take(idx)
-    X = backend.asarray(np.ascontiguousarray(np.asarray(rows, dtype=dtype).T))
-    return X, backend.asarray(y)
-
-
 def evaluate_split(setup: Setup, state: TrainState, split):
     """Exact global (cost, error) of a split: per-rank sums reduced, never per-rank means."""
     if split is None or split.m == 0:
@@ -196,7 +195,7 @@ def evaluate_split(setup: Setup, state: TrainState, split):
     backend, comm, cfg = setup.backend, setup.comm, setup.cfg
     rows, sums = eval_shard(split.m, comm.rank, comm.size), np.zeros(3)
     for a in range(0, len(rows), cfg.eval_batch):
-        X, y = batch_to_device(backend, split, rows[a:a + cfg.eval_batch], cfg.dtype)
+        X, y = setup.batch(split, rows[a:a + cfg.eval_batch])
         out = model.evaluate(backend.xp, state.params, X, y, setup.spec, state.bn_state)
         sums += [float(backend.to_numpy(v)) for v in out]
     loss, correct, count = comm.allreduce_sum(sums, tag="eval")

@@ -1,0 +1,41 @@
+"""Getting a split's rows onto the backend as columns (n_x, b).
+
+Small splits are moved to the device ONCE, cast, and each batch is a gather of whole rows there
+(contiguous copies; on a GPU the data then never crosses PCIe again). Splits larger than
+`cache_mb` (memory-mapped .npy files) are read row by row on demand, so memory stays flat. Either
+way the batch is the transposed VIEW of its rows, (n_x, b): the matrix products read it in place,
+and both paths give identical arrays, so the choice never changes a result.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Feeder:
+    """Batches of one split for one backend and dtype."""
+
+    def __init__(self, backend, split, dtype: str, cache_mb: float):
+        self.backend, self.split, self.dtype = backend, split, dtype
+        self.X = self.y = None
+        nbytes = split.m * split.n_x * np.dtype(dtype).itemsize
+        if 0 < nbytes <= cache_mb * 2**20:
+            rows, y = split.take(np.arange(split.m))
+            self.X = backend.asarray(rows, dtype)
+            self.y = backend.asarray(y)
+
+    def batch(self, idx: np.ndarray):
+        """(X (n_x, b), y (b,) or (b, k)) of the split's rows `idx` (host int64 array)."""
+        xp, backend = self.backend.xp, self.backend
+        if self.X is not None:
+            i = backend.asarray(idx)
+            return xp.take(self.X, i, axis=0).T, xp.take(self.y, i, axis=0)
+        rows, y = self.split.take(idx)
+        return backend.asarray(np.ascontiguousarray(rows, dtype=self.dtype)).T, backend.asarray(y)
+
+
+def feeder(cache: dict, backend, split, dtype: str, cache_mb: float) -> Feeder:
+    """The Feeder of `split`, built on first use and kept in `cache`."""
+    key = id(split)
+    if key not in cache:
+        cache[key] = Feeder(backend, split, dtype, cache_mb)
+    return cache[key]
