@@ -1,8 +1,8 @@
 """Getting a split's rows onto the backend as columns (n_x, b).
 
 Small splits are moved to the device ONCE, cast, and each batch is a gather of whole rows there
-(contiguous copies; on a GPU the data then never crosses PCIe again). Splits larger than
-`cache_mb` (memory-mapped .npy files) are read row by row on demand, so memory stays flat. Either
+(contiguous copies; on a GPU the data then never crosses PCIe again). File-backed
+splits (.npy) and splits larger than `cache_mb` are read row by row on demand, so memory stays flat. Either
 way the batch is the transposed VIEW of its rows, (n_x, b): the matrix products read it in place,
 and both paths give identical arrays, so the choice never changes a result.
 """
@@ -18,7 +18,8 @@ class Feeder:
         self.backend, self.split, self.dtype = backend, split, dtype
         self.X = self.y = None
         nbytes = split.m * split.n_x * np.dtype(dtype).itemsize
-        if 0 < nbytes <= cache_mb * 2**20:
+        in_memory = isinstance(getattr(split, "source", None), np.ndarray)  # not a file on disk
+        if in_memory and 0 < nbytes <= cache_mb * 2**20:
             rows, y = split.take(np.arange(split.m))
             self.X = backend.asarray(rows, dtype)
             self.y = backend.asarray(y)
