@@ -62,6 +62,32 @@ def initial_bn(spec, backend, dtype):
             for n, s in bn_layout.entries}
 
 
+RESUME_KEYS = ("seed", "batch_size", "dtype", "network", "optimizer")
+
+
+def stream_meta(cfg: Config, sizes) -> dict:
+    """What fixes the rest of a run besides the arrays: the shuffle is default_rng([seed, epoch])
+    and dropout keys are (seed, epoch, step), so (seed, epoch, step) is the whole RNG position.
+    The world size is not here: any number of ranks continues the same run."""
+    return {"seed": cfg.train.seed, "batch_size": cfg.train.batch_size, "dtype": cfg.train.dtype,
+            "network": list(sizes), "optimizer": cfg.optimizer.name}
+
+
+def check_resumable(meta: dict, now: dict, path) -> None:
+    """Refuse to continue a checkpoint with settings that would silently change the run."""
+    diff = [f"{k}: checkpoint {meta[k]!r}, config {now[k]!r}" for k in RESUME_KEYS
+            if k in meta and meta[k] != now[k]]
+    if diff:
+        raise ckpt.CheckpointError(f"cannot resume from {path}: {'; '.join(diff)}. Use the "
+                                   f"checkpoint's settings, or a new out_dir to start afresh.")
+
+
+def spec_of(state) -> list:
+    """Layer sizes [n_x, ..., n_out] read off the parameter shapes W1..WL."""
+    ws = [state.params[n] for n in state.params.keys() if n[0] == "W"]
+    return [ws[0].shape[1], *(w.shape[0] for w in ws)]
+
+
 def optimizer_hyper(cfg: Config) -> dict:
     o = cfg.optimizer
     return {"beta": o.beta, "beta1": o.beta1, "beta2": o.beta2, "epsilon": o.epsilon}
@@ -98,6 +124,7 @@ def run(cfg: Config, comm, run_dir, tracker_factory=None, parent_run_id=None) ->
     if found is not None:
         state, meta = ckpt.restore(found, TrainState, model.layout(spec), model.bn_state_layout(spec),
                                    backend, cfg.train.dtype)
+        check_resumable(meta, stream_meta(cfg, spec.sizes), found)
         if rank0:
             log.info("resuming from %s at epoch %d, step %d", found, state.epoch, state.step)
     tracker = None
@@ -172,7 +199,8 @@ def make_hooks(cfg: Config, comm, run_dir: Path, ds, run_id, tracker) -> Hooks:
         if rank0:
             path = run_dir / "checkpoints" / ckpt.checkpoint_name(state.epoch, state.step)
             ckpt.save_npz(path, ckpt.state_arrays(state, setup_backend(state), ds.normalizer),
-                          ckpt.state_meta(state, {"run_id": run_id, "reason": reason}))
+                          ckpt.state_meta(state, {"run_id": run_id, "reason": reason,
+                                                  **stream_meta(cfg, spec_of(state))}))
             if reason == "periodic":
                 ckpt.prune(run_dir, cfg.checkpoint.keep)
             log.info("checkpoint (%s) written: %s", reason, path)

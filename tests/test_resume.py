@@ -100,3 +100,14 @@ def test_kill_9_then_rerun_with_resume_auto_is_bit_identical(tmp_path, reference
     summary = json.loads((out / "summary.json").read_text())
     steps = [m.step for m in client.get_metric_history(summary["mlflow_run_id"], "train_cost")]
     assert sorted(steps) == list(range(EPOCHS)), steps
+
+
+def test_resume_with_a_changed_batch_size_is_refused(tmp_path):
+    out = tmp_path / "run"
+    short = [c if not c.startswith("train.epochs") else "train.epochs=2" for c in CFG]
+    code, so, se = ddl_train(0, *short, "tracking=off", f"out_dir={out}", cwd=tmp_path, timeout=120)
+    assert code == 0, so + se
+    code, so, se = ddl_train(0, *short, "tracking=off", f"out_dir={out}", "checkpoint.resume=auto",
+                             "train.batch_size=64", cwd=tmp_path, timeout=120)
+    assert code != 0
+    assert "cannot resume" in se and "batch_size: checkpoint 50, config 64" in se, se
