@@ -19,6 +19,8 @@ class ModelConfig:
     output: str = "auto"            # auto | sigmoid | softmax | linear
     init: str = "he"                # zeros | random | he | xavier
     init_scale: float = 0.01        # scale of `random` init (the course's 0.01)
+    init_seed: Optional[int] = None # seed of the initial weights (None: train.seed)
+    init_stream: str = "default"    # default | course (np.random.seed + randn, as the assignments)
     keep_prob: Any = 1.0            # float, or a list with one value per hidden layer
     l2: float = 0.0                 # lambda of L2 regularization
     batchnorm: bool = False

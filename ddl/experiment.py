@@ -46,7 +46,8 @@ def initial_state(cfg: Config, spec, backend) -> TrainState:
         arrays, _ = ckpt.load_npz(cfg.model.init_from)
         params = ckpt.params_from(arrays, layout, backend, dtype, path=cfg.model.init_from)
     else:
-        host = init_params(spec, cfg.model.init, cfg.train.seed, cfg.model.init_scale)
+        seed = cfg.train.seed if cfg.model.init_seed is None else cfg.model.init_seed
+        host = init_params(spec, cfg.model.init, seed, cfg.model.init_scale, cfg.model.init_stream)
         params = Flat.from_numpy(layout, host, backend, dtype)
     opt = make_optimizer(cfg.optimizer.name, **optimizer_hyper(cfg))
     return TrainState(params=params, opt_state=opt.init(params.buf), bn_state=initial_bn(spec, backend, dtype))

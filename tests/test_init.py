@@ -63,3 +63,17 @@ def test_bn_state_starts_at_mean0_var1():
     assert list(state) == bn_state_layout(spec).names == ["mean1", "var1", "mean2", "var2"]
     assert not state["mean1"].any() and np.all(state["var2"] == 1.0)
     assert init_bn_state(make_spec([4, 5, 1])) == {}
+
+
+def test_course_stream_gives_the_assignments_starting_weights():
+    """stream="course" equals np.random.seed(s) followed by randn per layer (C2W1 He init)."""
+    from ddl.nn.init import init_params
+    from ddl.nn.model import make_spec
+
+    spec = make_spec([2, 10, 5, 1], "relu", "sigmoid")
+    got = init_params(spec, "he", seed=3, stream="course")
+    np.random.seed(3)
+    for l, (n, n_prev) in enumerate([(10, 2), (5, 10), (1, 5)], start=1):
+        expected = np.random.randn(n, n_prev) * np.sqrt(2.0 / n_prev)
+        np.testing.assert_array_equal(got[f"W{l}"], expected)
+        np.testing.assert_array_equal(got[f"b{l}"], np.zeros((n, 1)))
