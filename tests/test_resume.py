@@ -18,10 +18,11 @@ from mlflow import MlflowClient
 from helpers import clean_env, ddl_train, load_final, mpiexec
 
 pytestmark = pytest.mark.mpi
-EPOCHS = 12
+EPOCHS = 40  # long enough (several seconds) that the signal lands mid-training
 CFG = ["data=synthetic", "data.m=6000", "data.n_x=20", "data.classes=3", "model.hidden=[32,16]",
        "model.keep_prob=0.9", "model.batchnorm=true", "train.dtype=float64",
-       f"train.epochs={EPOCHS}", "train.batch_size=50", "train.progress=false", "checkpoint.every=1"]
+       f"train.epochs={EPOCHS}", "train.batch_size=50", "train.progress=false", "checkpoint.every=1",
+       "checkpoint.keep=1000"]
 
 
 def start(tmp_path, out):
@@ -33,7 +34,7 @@ def start(tmp_path, out):
 def wait_for_checkpoint(out, proc, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if list((out / "checkpoints").glob("ckpt-e000002-*.npz")):
+        if list((out / "checkpoints").glob("ckpt-*.npz")):
             return
         assert proc.poll() is None, proc.communicate()[0]
         time.sleep(0.05)

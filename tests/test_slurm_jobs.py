@@ -59,8 +59,9 @@ def test_array_sweep_is_one_parent_with_three_children(tmp_path):
 
 
 CKPT = ["data=synthetic", "data.m=6000", "data.n_x=20", "data.classes=3", "model.hidden=[32,16]",
-        "model.batchnorm=true", "model.keep_prob=0.9", "train.dtype=float64", "train.epochs=12",
-        "train.batch_size=50", "train.progress=false", "checkpoint.every=1"]
+        "model.batchnorm=true", "model.keep_prob=0.9", "train.dtype=float64", "train.epochs=40",
+        "train.batch_size=50", "train.progress=false", "checkpoint.every=1",
+       "checkpoint.keep=1000"]
 
 
 def test_signalled_job_checkpoints_requeues_and_ends_bit_identical(tmp_path):
@@ -72,7 +73,7 @@ def test_signalled_job_checkpoints_requeues_and_ends_bit_identical(tmp_path):
 
     job = sbatch(tmp_path, "train.sbatch", *CKPT, opts=["--ntasks-per-node=2"])
     ckpts = tmp_path / "runs" / f"slurm-{job}" / "checkpoints"
-    wait_until(lambda: ckpts.is_dir() and any(ckpts.glob("ckpt-e000002-*")), "a checkpoint", job)
+    wait_until(lambda: ckpts.is_dir() and any(ckpts.glob("ckpt-*")), "a checkpoint", job)
     run("scancel", "--signal=USR1", job)           # what --signal=USR1@N sends before the limit
     records = finished(job)
     assert records[0]["JobState"] == "COMPLETED" and records[0]["Restarts"] == "1", records
@@ -81,8 +82,8 @@ def test_signalled_job_checkpoints_requeues_and_ends_bit_identical(tmp_path):
     arrays, meta = load_final(tmp_path / "runs" / f"slurm-{job}")
     for k in reference:
         np.testing.assert_array_equal(arrays[k], reference[k], err_msg=k)
-    assert [r["epoch"] for r in meta["history"]] == list(range(12))
+    assert [r["epoch"] for r in meta["history"]] == list(range(40))
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     steps = [m.step for m in client.get_metric_history(meta["run_id"], "train_cost")]
-    assert sorted(steps) == list(range(12)), steps     # no epoch missing, none twice
+    assert sorted(steps) == list(range(40)), steps     # no epoch missing, none twice
     assert client.get_run(meta["run_id"]).info.status == "FINISHED"
