@@ -5,11 +5,8 @@ Knows nothing of Hydra (the CLI hands it a plain `Config`); MLflow is reached on
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from ddl import checkpoint as ckpt
@@ -18,14 +15,14 @@ from ddl.backend import get_backend, gpu_count, set_blas_threads
 from ddl.dist.preflight import check_launch
 from ddl.config import Config
 from ddl.data.dataset import load_dataset
-from ddl.diagnosis import Diagnosis, diagnose
 from ddl.nn import model
 from ddl.nn.init import init_params
 from ddl.optim.optimizers import make_optimizer
 from ddl.optim.schedules import make_schedule
 from ddl.params import Flat
 from ddl.progress import Progress
-from ddl.train import Hooks, Setup, TrainState, evaluate_split, train
+from ddl.summary import current_rss_mb, finish, peak_rss_mb, track_final
+from ddl.train import Hooks, Setup, TrainState, train
 
 log = logging.getLogger("ddl")
 
@@ -83,12 +80,6 @@ def check_resumable(meta: dict, now: dict, path) -> None:
                                    f"checkpoint's settings, or a new out_dir to start afresh.")
 
 
-def spec_of(state) -> list:
-    """Layer sizes [n_x, ..., n_out] read off the parameter shapes W1..WL."""
-    ws = [state.params[n] for n in state.params.keys() if n[0] == "W"]
-    return [ws[0].shape[1], *(w.shape[0] for w in ws)]
-
-
 def optimizer_hyper(cfg: Config) -> dict:
     o = cfg.optimizer
     return {"beta": o.beta, "beta1": o.beta1, "beta2": o.beta2, "epsilon": o.epsilon}
@@ -137,7 +128,7 @@ def run(cfg: Config, comm, run_dir, tracker_factory=None, parent_run_id=None) ->
         log.info("run directory: %s  (world size %d, backend %s, network %s, %d train / %s dev examples)",
                  run_dir, comm.size, backend.name, list(spec.sizes), ds.train.m,
                  ds.dev.m if ds.dev is not None else 0)
-    hooks = make_hooks(cfg, comm, run_dir, ds, run_id, tracker)
+    hooks = make_hooks(cfg, comm, backend, run_dir, ds, run_id, tracker, stream_meta(cfg, spec.sizes))
     for record in state.history if tracker else []:
         hooks.on_epoch.track(record)   # a job killed before its metrics were sent loses none
     stopping.install_signal_handlers()
@@ -193,15 +184,17 @@ class EpochHook:
             self.progress.close()
 
 
-def make_hooks(cfg: Config, comm, run_dir: Path, ds, run_id, tracker) -> Hooks:
+def make_hooks(cfg: Config, comm, backend, run_dir: Path, ds, run_id, tracker, fixed: dict) -> Hooks:
+    """Rank 0's edges: progress and tracking per epoch; checkpoints (with `fixed`, the settings a
+    resume must keep) written by rank 0 while the other ranks wait."""
     rank0 = comm.rank == 0
 
     def save(state, reason: str) -> None:
         if rank0:
             path = run_dir / "checkpoints" / ckpt.checkpoint_name(state.epoch, state.step)
-            ckpt.save_npz(path, ckpt.state_arrays(state, setup_backend(state), ds.normalizer),
+            ckpt.save_npz(path, ckpt.state_arrays(state, backend, ds.normalizer),
                           ckpt.state_meta(state, {"run_id": run_id, "reason": reason,
-                                                  **stream_meta(cfg, spec_of(state))}))
+                                                  **fixed}))
             if reason == "periodic":
                 ckpt.prune(run_dir, cfg.checkpoint.keep)
             log.info("checkpoint (%s) written: %s", reason, path)
@@ -211,112 +204,3 @@ def make_hooks(cfg: Config, comm, run_dir: Path, ds, run_id, tracker) -> Hooks:
                  checkpoint_every=cfg.checkpoint.every)
 
 
-def setup_backend(state):
-    """The backend that owns a state's arrays (checkpointing needs only its host copy)."""
-    from ddl.backend import Backend  # noqa: PLC0415
-
-    xp = state.params.xp
-    name = "cupy" if "cupy" in xp.__name__ else ("array_api_strict" if "strict" in xp.__name__ else "numpy")
-    return Backend(name, xp)
-
-
-def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_id, seconds,
-           memory: dict) -> dict:
-    """Final metrics on train/dev/test (all ranks), then rank 0 saves final.npz and summary.json."""
-    train_cost, train_err = evaluate_split(setup, state, ds.train)
-    dev_cost, dev_err = evaluate_split(setup, state, ds.dev)
-    test_cost, test_err = evaluate_split(setup, state, ds.test)
-    d = safe_diagnose(cfg.tracking, train_err, dev_err)
-    hist = state.history
-    summary = {
-        "train": {"cost": train_cost, "accuracy": 1 - train_err, "error": train_err},
-        "dev": {"cost": dev_cost, "accuracy": 1 - dev_err, "error": dev_err},
-        "test": {"cost": test_cost, "accuracy": 1 - test_err, "error": test_err},
-        "avoidable_bias": d.avoidable_bias, "variance": d.variance, "diagnosis": d.label,
-        "epochs_run": state.epoch, "stopped": state.stopped or "completed",
-        "best_epoch": state.best["epoch"] if state.best else None,
-        "skipped_steps": state.skipped_steps, "world_size": setup.comm.size,
-        "backend": setup.backend.name, "dtype": cfg.train.dtype,
-        "samples_per_s": mean_rate(hist), "train_seconds": seconds,
-        "network": list(setup.spec.sizes), "mlflow_run_id": run_id, "run_dir": str(run_dir),
-        **memory,
-    }
-    if setup.comm.rank == 0:
-        arrays = ckpt.state_arrays(state, setup.backend, ds.normalizer)
-        arrays = {k: v for k, v in arrays.items() if not k.startswith(("opt/", "best/"))}
-        ckpt.save_npz(run_dir / "final.npz", arrays,
-                      {"spec": spec_dict(setup.spec), "class_names": ds.class_names, "run_id": run_id,
-                       "epoch": state.epoch, "history": hist})
-        (run_dir / "summary.json").write_text(json.dumps(clean(summary), indent=2) + "\n")
-        log.info("done: train acc %s, dev acc %s, test acc %s (%s); run directory %s",
-                 pct(1 - train_err), pct(1 - dev_err), pct(1 - test_err), d.label, run_dir)
-    return summary
-
-
-def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> None:
-    """Final metrics, the diagnosis tag and the artifacts (config, plots, final parameters)."""
-    from ddl import plots  # noqa: PLC0415 - matplotlib only when tracking
-
-    final = {"test_cost": summary["test"]["cost"], "test_error": summary["test"]["error"]}
-    tracker.log_epoch(max(state.epoch - 1, 0), {k: v for k, v in final.items() if not math.isnan(v)})
-    tracker.set_tags({"diagnosis": summary["diagnosis"], "ddl.stopped": summary["stopped"]})
-    plots.learning_curves_png(state.history, run_dir / "learning_curves.png", title=summary["diagnosis"])
-    plots.schedule_png([r["lr"] for r in state.history], run_dir / "lr_schedule.png",
-                       f"{cfg.schedule.name} schedule, lr0={cfg.optimizer.lr}")
-    for name in ("config.yaml", "summary.json", "final.npz", "learning_curves.png", "lr_schedule.png"):
-        if (run_dir / name).exists():
-            tracker.log_artifact(str(run_dir / name))
-    tracker.end("FINISHED")
-    uri = cfg.tracking.uri or tracking_uri_default()
-    view = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else uri
-    log.info("MLflow run %s in experiment %r at %s  (view: %s; table: ddl-report --experiment %s)",
-             tracker.run_id, cfg.tracking.experiment, uri, view, cfg.tracking.experiment)
-
-
-def safe_diagnose(t, train_err: float, dev_err: float) -> Diagnosis:
-    """The course's bias/variance diagnosis; not defined for regression (no error rate)."""
-    if math.isnan(train_err):
-        return Diagnosis(math.nan, math.nan, "n/a (regression)")
-    return diagnose(train_err, dev_err, t.bayes_error, t.bias_threshold, t.variance_threshold)
-
-
-def current_rss_mb() -> float:
-    """Resident memory of this process now (MiB)."""
-    import psutil  # noqa: PLC0415
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MiB; ru_maxrss is in KiB on Linux)."""
-    import resource  # noqa: PLC0415
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def tracking_uri_default() -> str:
-    from ddl.tracking import default_uri  # noqa: PLC0415
-
-    return default_uri()
-
-
-def spec_dict(spec) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(spec).items()}
-
-
-def mean_rate(history) -> float:
-    rates = [r["samples_per_s"] for r in history if not math.isnan(r["samples_per_s"])]
-    return sum(rates) / len(rates) if rates else math.nan
-
-
-def pct(x) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.2f}%"
-
-
-def clean(o):
-    """NaN -> None so summary.json is strict JSON."""
-    if isinstance(o, dict):
-        return {k: clean(v) for k, v in o.items()}
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return o

@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections import defaultdict
 
 from array_api_compat import array_namespace
 
 
-class Comm:
+class Comm(ABC):
     """Base communicator: counters, timing and `reduce_list`; subclasses supply the transport."""
 
     rank: int = 0
@@ -71,27 +72,29 @@ class Comm:
             start += n
         return out
 
+    @abstractmethod
     def _allreduce_sum(self, buf) -> None:
-        raise NotImplementedError
+        """The transport's in-place sum (MPI, host-staged CuPy, NCCL, or nothing when serial)."""
 
+    @abstractmethod
     def allreduce_obj(self, obj, op: str = "sum"):
         """Reduce a picklable Python object (numbers, NumPy scalars) over ranks with sum/max/min."""
-        raise NotImplementedError
 
+    @abstractmethod
     def bcast(self, obj, root: int = 0):
         """Return root's picklable `obj` (e.g. a config dict) on every rank."""
-        raise NotImplementedError
 
+    @abstractmethod
     def bcast_array(self, buf, root: int = 0):
         """IN PLACE buf <- root's buf (flat 1-D backend array). Returns `buf`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def barrier(self) -> None:
-        raise NotImplementedError
+        """Wait until every rank arrives."""
 
+    @abstractmethod
     def abort(self, code: int = 1) -> None:
         """End every rank now with exit status `code` (never returns)."""
-        raise NotImplementedError
 
     def use_allreduce(self, mode: str, backend=None) -> None:
         """How device buffers are reduced (host | cuda_aware | nccl); nothing to do without MPI."""

@@ -212,7 +212,7 @@ def backward(xp, dZL, caches, spec: Spec, *, reduce=None) -> dict:
     arrays are this rank's local sums (no 1/m: the trainer divides after the allreduce).
     """
     _, act_backward = get_activation(spec.hidden)
-    grads, dZ = {}, dZL
+    grads, dZ, dA = {}, dZL, None   # dA: from the layer above, set before it is read
     for l in range(spec.n_layers, 0, -1):
         A_prev, W, Z, H, D, bn_cache = caches[l - 1]
         if l < spec.n_layers:

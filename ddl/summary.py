@@ -1,0 +1,118 @@
+"""The end of a run: final train/dev/test metrics with the course's diagnosis, `summary.json`,
+`final.npz` (course keys), and the MLflow artifacts (config, plots, final parameters)."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+from ddl import checkpoint as ckpt
+from ddl.config import Config
+from ddl.diagnosis import Diagnosis, diagnose
+from ddl.train import Setup, TrainState, evaluate_split
+
+log = logging.getLogger("ddl")
+
+
+def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_id, seconds,
+           memory: dict) -> dict:
+    """Final metrics on train/dev/test (all ranks), then rank 0 saves final.npz and summary.json."""
+    train_cost, train_err = evaluate_split(setup, state, ds.train)
+    dev_cost, dev_err = evaluate_split(setup, state, ds.dev)
+    test_cost, test_err = evaluate_split(setup, state, ds.test)
+    d = safe_diagnose(cfg.tracking, train_err, dev_err)
+    hist = state.history
+    summary = {
+        "train": {"cost": train_cost, "accuracy": 1 - train_err, "error": train_err},
+        "dev": {"cost": dev_cost, "accuracy": 1 - dev_err, "error": dev_err},
+        "test": {"cost": test_cost, "accuracy": 1 - test_err, "error": test_err},
+        "avoidable_bias": d.avoidable_bias, "variance": d.variance, "diagnosis": d.label,
+        "epochs_run": state.epoch, "stopped": state.stopped or "completed",
+        "best_epoch": state.best["epoch"] if state.best else None,
+        "skipped_steps": state.skipped_steps, "world_size": setup.comm.size,
+        "backend": setup.backend.name, "dtype": cfg.train.dtype,
+        "samples_per_s": mean_rate(hist), "train_seconds": seconds,
+        "network": list(setup.spec.sizes), "mlflow_run_id": run_id, "run_dir": str(run_dir),
+        **memory,
+    }
+    if setup.comm.rank == 0:
+        arrays = ckpt.state_arrays(state, setup.backend, ds.normalizer)
+        arrays = {k: v for k, v in arrays.items() if not k.startswith(("opt/", "best/"))}
+        ckpt.save_npz(run_dir / "final.npz", arrays,
+                      {"spec": spec_dict(setup.spec), "class_names": ds.class_names, "run_id": run_id,
+                       "epoch": state.epoch, "history": hist})
+        (run_dir / "summary.json").write_text(json.dumps(clean(summary), indent=2) + "\n")
+        log.info("done: train acc %s, dev acc %s, test acc %s (%s); run directory %s",
+                 pct(1 - train_err), pct(1 - dev_err), pct(1 - test_err), d.label, run_dir)
+    return summary
+
+
+def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> None:
+    """Final metrics, the diagnosis tag and the artifacts (config, plots, final parameters)."""
+    from ddl import plots  # noqa: PLC0415 - matplotlib only when tracking
+
+    final = {"test_cost": summary["test"]["cost"], "test_error": summary["test"]["error"]}
+    tracker.log_epoch(max(state.epoch - 1, 0), {k: v for k, v in final.items() if not math.isnan(v)})
+    tracker.set_tags({"diagnosis": summary["diagnosis"], "ddl.stopped": summary["stopped"]})
+    plots.learning_curves_png(state.history, run_dir / "learning_curves.png", title=summary["diagnosis"])
+    plots.schedule_png([r["lr"] for r in state.history], run_dir / "lr_schedule.png",
+                       f"{cfg.schedule.name} schedule, lr0={cfg.optimizer.lr}")
+    for name in ("config.yaml", "summary.json", "final.npz", "learning_curves.png", "lr_schedule.png"):
+        if (run_dir / name).exists():
+            tracker.log_artifact(str(run_dir / name))
+    tracker.end("FINISHED")
+    uri = cfg.tracking.uri or tracking_uri_default()
+    view = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else uri
+    log.info("MLflow run %s in experiment %r at %s  (view: %s; table: ddl-report --experiment %s)",
+             tracker.run_id, cfg.tracking.experiment, uri, view, cfg.tracking.experiment)
+
+
+def safe_diagnose(t, train_err: float, dev_err: float) -> Diagnosis:
+    """The course's bias/variance diagnosis; not defined for regression (no error rate)."""
+    if math.isnan(train_err):
+        return Diagnosis(math.nan, math.nan, "n/a (regression)")
+    return diagnose(train_err, dev_err, t.bayes_error, t.bias_threshold, t.variance_threshold)
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now (MiB)."""
+    import psutil  # noqa: PLC0415
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB; ru_maxrss is in KiB on Linux)."""
+    import resource  # noqa: PLC0415
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def tracking_uri_default() -> str:
+    from ddl.tracking import default_uri  # noqa: PLC0415
+
+    return default_uri()
+
+
+def spec_dict(spec) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(spec).items()}
+
+
+def mean_rate(history) -> float:
+    rates = [r["samples_per_s"] for r in history if not math.isnan(r["samples_per_s"])]
+    return sum(rates) / len(rates) if rates else math.nan
+
+
+def pct(x) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.2f}%"
+
+
+def clean(o):
+    """NaN -> None so summary.json is strict JSON."""
+    if isinstance(o, dict):
+        return {k: clean(v) for k, v in o.items()}
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
