@@ -36,7 +36,19 @@ def build_spec(cfg: Config, ds) -> model.Spec:
                            cfg.model.batchnorm, cfg.model.bn_eps, cfg.model.bn_momentum)
 
 
-def initial_state(cfg: Config, spec, backend) -> TrainState:
+def build_optimization(cfg: Config):
+    """(optimizer, schedule) from the config; errors name the config keys the user types."""
+    o, s = cfg.optimizer, cfg.schedule
+    try:
+        opt = make_optimizer(o.name, **optimizer_hyper(cfg))
+        schedule = make_schedule(s.name, o.lr, s.decay_rate, s.base, s.k, s.time_interval)
+    except ValueError as e:
+        raise ValueError(f"optimizer/schedule config (optimizer.name={o.name}, optimizer.lr={o.lr}, "
+                         f"schedule.name={s.name}): {e}") from None
+    return opt, schedule
+
+
+def initial_state(cfg: Config, spec, backend, opt) -> TrainState:
     """Fresh parameters (or `model.init_from`), zero optimizer state, BN stats mean 0 / var 1."""
     layout, dtype = model.layout(spec), cfg.train.dtype
     if cfg.model.init_from:
@@ -46,7 +58,6 @@ def initial_state(cfg: Config, spec, backend) -> TrainState:
         seed = cfg.train.seed if cfg.model.init_seed is None else cfg.model.init_seed
         host = init_params(spec, cfg.model.init, seed, cfg.model.init_scale, cfg.model.init_stream)
         params = Flat.from_numpy(layout, host, backend, dtype)
-    opt = make_optimizer(cfg.optimizer.name, **optimizer_hyper(cfg))
     return TrainState(params=params, opt_state=opt.init(params.buf), bn_state=initial_bn(spec, backend, dtype))
 
 
@@ -105,13 +116,11 @@ def run(cfg: Config, comm, run_dir, tracker_factory=None, parent_run_id=None) ->
             log.warning("preflight: %s", warning)
     backend = get_backend(cfg.backend, comm.local_rank)
     comm.use_allreduce(cfg.allreduce, backend)
+    opt, schedule = build_optimization(cfg)          # before the data: fail fast on a typo
     ds = load_dataset(cfg.data, rank=comm.rank, world_size=comm.size)
     spec = build_spec(cfg, ds)
-    opt = make_optimizer(cfg.optimizer.name, **optimizer_hyper(cfg))
-    schedule = make_schedule(cfg.schedule.name, cfg.optimizer.lr, cfg.schedule.decay_rate,
-                             cfg.schedule.base, cfg.schedule.k, cfg.schedule.time_interval)
     setup = Setup(backend, comm, spec, opt, schedule, cfg.train, cfg.model.l2, cfg.model.sync_bn)
-    state, meta = initial_state(cfg, spec, backend), {}
+    state, meta = initial_state(cfg, spec, backend, opt), {}
     found = resume_path(cfg, run_dir)
     if found is not None:
         state, meta = ckpt.restore(found, TrainState, model.layout(spec), model.bn_state_layout(spec),

@@ -47,7 +47,7 @@ def build(batch: int, comm, dtype="float32", seed=0):
     backend = get_backend("numpy")
     setup = Setup(backend, comm, spec, make_optimizer("adam"), make_schedule("constant", 1e-3),
                   cfg.train)
-    state = initial_state(cfg, spec, backend)
+    state = initial_state(cfg, spec, backend, setup.opt)
     return ds, setup, state, StepBuffers.make(setup, state.params.layout)
 
 

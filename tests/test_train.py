@@ -26,7 +26,7 @@ def make(cfg: Config, backend_name="numpy"):
     setup = Setup(backend, SerialComm(), spec, make_optimizer(cfg.optimizer.name, **optimizer_hyper(cfg)),
                   make_schedule(cfg.schedule.name, cfg.optimizer.lr, cfg.schedule.decay_rate),
                   cfg.train, cfg.model.l2)
-    return ds, setup, initial_state(cfg, spec, backend)
+    return ds, setup, initial_state(cfg, spec, backend, setup.opt)
 
 
 def flower_cfg(hidden, epochs) -> Config:
@@ -153,3 +153,16 @@ def test_array_api_strict_backend_trains_the_same_model():
     got = arrays_of(train(ds, setup, state), setup.backend)
     for k in ref:
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(__import__("ddl.backend", fromlist=["gpu_count"]).gpu_count() == 0,
+                    reason="needs a CUDA GPU (CuPy); none is visible")
+def test_cupy_backend_trains_the_same_model_on_the_gpu():
+    ds, setup, state = make(small_cfg(epochs=2))
+    ref = arrays_of(train(ds, setup, state), setup.backend)
+    ds, setup, state = make(small_cfg(epochs=2), "cupy")
+    assert setup.backend.name == "cupy" and type(state.params.buf).__module__.startswith("cupy")
+    got = arrays_of(train(ds, setup, state), setup.backend)
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-9, atol=1e-12, err_msg=k)

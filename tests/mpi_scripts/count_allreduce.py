@@ -22,7 +22,7 @@ ds = load_dataset(cfg.data)
 spec = build_spec(cfg, ds)
 setup = Setup(backend, comm, spec, make_optimizer("adam", **optimizer_hyper(cfg)),
               make_schedule("constant", 0.01), cfg.train, cfg.model.l2)
-state = initial_state(cfg, spec, backend)
+state = initial_state(cfg, spec, backend, setup.opt)
 comm.reset_counters()
 train(ds, setup, state)
 if comm.rank == 0:
