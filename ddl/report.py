@@ -51,6 +51,8 @@ def _row(run: Mapping[str, Any]) -> dict[str, Any]:
             kind, name = source
             value = metrics.get(name) if kind == "metric" else params.get(name)
             row[key] = value if kind == "text" else _number(value)
+    if row["schedule"] in ("constant", "exponential", "sqrt"):
+        row["decay"] = None         # decay_rate plays no part in these schedules
     row["diagnosis"] = run.get("tags", {}).get("diagnosis") or _fallback_label(row, params)
     row["status"] = run.get("status", "")
     return row

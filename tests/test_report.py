@@ -23,7 +23,7 @@ def _run(name, train=None, dev=None, tags=None, **params):
 
 RUNS = [
     _run("adam", 0.01, 0.11, {"diagnosis": "high variance"}, **{"optimizer.name": "adam",
-         "optimizer.lr": "0.001", "schedule.name": "exponential", "schedule.decay_rate": "0.5"}),
+         "optimizer.lr": "0.001", "schedule.name": "inverse_time", "schedule.decay_rate": "0.5"}),
     _run("sgd", 0.15, 0.16, **{"optimizer.name": "sgd", "optimizer.lr": "0.1"}),
     _run("train-only", 0.005),
     _run("momentum", 0.005, 0.01, **{"optimizer.name": "momentum"}),
@@ -38,7 +38,7 @@ def test_rows_best_first_without_sweep_parents():
     assert [r["run"] for r in rows] == ["momentum", "adam", "sgd", "train-only", "nan dev", "crashed"]
     adam = rows[1]
     assert (adam["optimizer"], adam["schedule"], adam["lr0"], adam["decay"]) == (
-        "adam", "exponential", 0.001, 0.5)
+        "adam", "inverse_time", 0.001, 0.5)
     assert adam["diagnosis"] == "high variance"  # from the run's tag
     assert rows[2]["diagnosis"] == "high bias"  # no tag: diagnosed from the final errors
     assert rows[3]["diagnosis"] == "ok" and rows[3]["variance"] is None
@@ -120,3 +120,16 @@ def test_learning_curves_png(tmp_path):
 def test_schedule_png(tmp_path):
     plots.schedule_png([0.1 / (1 + 0.5 * e) for e in range(10)], tmp_path / "lr.png", "inverse time")
     assert _is_png(tmp_path / "lr.png")
+
+
+def test_decay_rate_is_blank_for_schedules_that_ignore_it():
+    from ddl.report import rows_from_runs
+
+    runs = [{"run_id": "a" * 8, "name": "c", "status": "FINISHED", "tags": {},
+             "params": {"schedule.name": "constant", "schedule.decay_rate": "1.0"},
+             "metrics": {"train_error": 0.1}},
+            {"run_id": "b" * 8, "name": "i", "status": "FINISHED", "tags": {},
+             "params": {"schedule.name": "inverse_time", "schedule.decay_rate": "0.3"},
+             "metrics": {"train_error": 0.2}}]
+    rows = {r["run"]: r for r in rows_from_runs(runs)}
+    assert rows["c"]["decay"] is None and rows["i"]["decay"] == 0.3
