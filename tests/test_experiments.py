@@ -69,3 +69,13 @@ def test_readme_first_command_default_run(tmp_path):
     text = so + se
     assert "run directory" in text and "mlflow ui --backend-store-uri sqlite:///" in text
     assert (tmp_path / "mlflow.db").exists()
+
+
+def test_a_failing_sweep_point_is_reported_and_the_sweep_goes_on(tmp_path):
+    code, so, se = ddl_train(0, "-m", "model.activation=tanh,nope,relu", "train.epochs=2",
+                             "data=moons", "train.progress=false", "tracking=off", cwd=tmp_path,
+                             timeout=120)
+    assert code == 1
+    assert "unknown hidden activation 'nope'" in se and "1 sweep point(s) failed" in se, se
+    done = sorted(p.parent.name for p in tmp_path.glob("multirun/*/*/*/summary.json"))
+    assert done == ["0", "2"], done
