@@ -116,14 +116,38 @@ def test_make_synthetic_script_matches_in_memory_set(tmp_path):
 
 
 def test_make_synthetic_leaves_nothing_half_written(tmp_path, monkeypatch):
-    real = generated.synthetic_block
+    from ddl.data import synthetic
+
+    real = synthetic.synthetic_block
 
     def dies_on_second_block(k, *a):
         if k == 1:
             raise RuntimeError("disk full")
         return real(k, *a)
 
-    monkeypatch.setattr(generated, "synthetic_block", dies_on_second_block)
+    monkeypatch.setattr(synthetic, "synthetic_block", dies_on_second_block)
     with pytest.raises(RuntimeError, match="disk full"):
         generated.write_synthetic(tmp_path, m=2000, n_x=2000, classes=2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_large_synthetic_is_generated_on_demand_and_equals_the_in_memory_set(monkeypatch):
+    from ddl.data import synthetic
+
+    cfg = DataConfig(name="synthetic", m=3000, n_x=7, classes=3, noise=0.1, dev_fraction=0.2)
+    small = load_dataset(cfg)
+    monkeypatch.setattr(synthetic, "LAZY_BYTES", 1000)      # force the on-demand source
+    lazy = load_dataset(cfg)
+    assert isinstance(lazy.train.source, synthetic.SyntheticRows)
+    assert isinstance(small.train.source, np.ndarray)
+    idx = np.array([5, 0, 2399, 17, 1000])
+    for a, b in ((small.train, lazy.train), (small.dev, lazy.dev)):
+        np.testing.assert_array_equal(a.take(idx[idx < a.m])[0], b.take(idx[idx < b.m])[0])
+        np.testing.assert_array_equal(a.y, b.y)
+
+
+def test_synthetic_features_are_standard_normal_and_classes_balanced():
+    X, y = synthetic_rows(0, 50000, seed=1, n_x=4, classes=3)
+    assert abs(X.mean()) < 0.01 and abs(X.std() - 1) < 0.01      # 200k draws: se ~0.002
+    counts = np.bincount(y, minlength=3) / len(y)
+    assert counts.min() > 0.15, counts

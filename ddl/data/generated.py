@@ -5,16 +5,17 @@ flower, moons and circles reproduce the course exactly when given its parameters
 NumPy's legacy RandomState(seed) stream, the stream `np.random.seed(seed)` sets. moons and circles
 re-implement scikit-learn 1.9's make_moons/make_circles step by step (same draws, same order), so
 the course fingerprints hold without scikit-learn. blobs and spirals (any number of classes) and
-synthetic use NumPy's modern Generator.
+`synthetic` lives in ddl/data/synthetic.py.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from ddl.data.errors import DataError, fail
-from ddl.data.files import NpyWriter
+from ddl.data import synthetic
+from ddl.data.synthetic import (block_rows, synthetic_block, synthetic_rows,  # noqa: F401
+                                write_synthetic)
 from ddl.data.splits import Raw
 
 # None in DataConfig means "this dataset's default"; these are the course's values where it has one.
@@ -97,78 +98,6 @@ def spirals(m=300, seed=0, noise=0.2, classes=3):
     return np.concatenate(X), np.concatenate(y)
 
 
-def block_rows(n_x: int) -> int:
-    """Rows per synthetic block (<= 16384 rows, <= 8 MB of float64): fixed by n_x, not by m."""
-    return max(1, min(1 << 14, (1 << 20) // n_x))
-
-
-def teacher(seed: int, n_x: int, classes: int, hidden: int) -> tuple[np.ndarray, ...]:
-    """The fixed random labelling network: logits = tanh(x W1^T + b1) W2^T + b2.
-
-    b2 centres each logit on a calibration sample so that no class is (nearly) empty.
-    """
-    rng = np.random.default_rng([seed, 0, 0x7EAC])
-    W1 = rng.standard_normal((hidden, n_x)) / np.sqrt(n_x)
-    b1 = 0.5 * rng.standard_normal(hidden)
-    W2 = rng.standard_normal((classes, hidden)) / np.sqrt(hidden)
-    hid = np.tanh(rng.standard_normal((4096, n_x)) @ W1.T + b1)
-    return W1, b1, W2, -(hid @ W2.T).mean(axis=0)
-
-
-def synthetic_block(k: int, seed: int, n_x: int, classes: int, noise: float, net) -> tuple:
-    """Block k = rows k*B..(k+1)*B-1: X ~ N(0, 1); y = teacher argmax, random with prob. noise."""
-    rng = np.random.default_rng([seed, k, 0xB10C])
-    X = rng.standard_normal((block_rows(n_x), n_x))
-    W1, b1, W2, b2 = net
-    y = np.argmax(np.tanh(X @ W1.T + b1) @ W2.T + b2, axis=1)
-    flip = rng.random(len(y)) < noise
-    y[flip] = rng.integers(0, classes, int(flip.sum()))
-    return X, y.astype(np.int64)
-
-
-def synthetic_rows(start: int, stop: int, seed=0, n_x=20, classes=2, noise=0.0, hidden=32,
-                   dtype="float64"):
-    """Rows start..stop-1 of the synthetic set, generating only the blocks they touch."""
-    net, B = teacher(seed, n_x, classes, hidden), block_rows(n_x)
-    X, y = np.empty((stop - start, n_x), dtype), np.empty(stop - start, np.int64)
-    for k in range(start // B, -(-stop // B)):
-        Xb, yb = synthetic_block(k, seed, n_x, classes, noise, net)
-        lo, hi = max(start, k * B), min(stop, (k + 1) * B)
-        dst, src = slice(lo - start, hi - start), slice(lo - k * B, hi - k * B)
-        X[dst], y[dst] = Xb[src], yb[src]
-    return X, y
-
-
-def write_synthetic(out, m: int, n_x: int, classes: int, seed=0, noise=0.0, hidden=32,
-                    dtype="float32") -> None:
-    """Write out/X.npy (m, n_x), out/y.npy (m,) block by block; both appear only when complete."""
-    check_synthetic(m, n_x, classes, noise, hidden, dtype)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    wx, wy = NpyWriter(out / "X.npy", (m, n_x), dtype), NpyWriter(out / "y.npy", (m,), np.int64)
-    try:
-        net, B = teacher(seed, n_x, classes, hidden), block_rows(n_x)
-        for k in range(-(-m // B)):
-            X, y = synthetic_block(k, seed, n_x, classes, noise, net)
-            wx.write(X[:m - k * B])
-            wy.write(y[:m - k * B])
-        wx.commit()
-        wy.commit()
-    except BaseException:
-        wx.abort()
-        wy.abort()
-        raise
-
-
-def check_synthetic(m, n_x, classes, noise, hidden, dtype) -> None:
-    if m < 1 or n_x < 1 or classes < 2 or hidden < 1 or not 0 <= noise <= 1:
-        raise DataError(f"synthetic needs m >= 1, n_x >= 1, classes >= 2, teacher_hidden >= 1 and "
-                        f"noise in [0, 1], got m={m}, n_x={n_x}, classes={classes}, "
-                        f"teacher_hidden={hidden}, noise={noise}")
-    if dtype not in ("float32", "float64"):
-        raise DataError(f"synthetic dtype must be float32 or float64, got {dtype!r}")
-
-
 def load_generated(cfg) -> Raw:
     """DataConfig -> Raw for a generated set (circles also gets the course's own test set)."""
     p = _params(cfg)
@@ -176,9 +105,8 @@ def load_generated(cfg) -> Raw:
     if p["m"] < 1 or p["noise"] < 0 or p.get("classes", 2) < 2 or p.get("n_x", 2) < 1:
         raise fail(where, "needs m >= 1, noise >= 0, classes >= 2 and n_x >= 1")
     if cfg.name == "synthetic":
-        check_synthetic(p["m"], p["n_x"], p["classes"], p["noise"], cfg.teacher_hidden, cfg.dtype)
-        kw = {k: v for k, v in p.items() if k != "m"}
-        X, y = synthetic_rows(0, p["m"], **kw, hidden=cfg.teacher_hidden, dtype=cfg.dtype)
+        X, y = synthetic.dataset(p["m"], p["n_x"], p["classes"], p["seed"], p["noise"],
+                                 cfg.teacher_hidden, cfg.dtype)
         return Raw(where, X, y, n_classes=p["classes"])
     if cfg.name == "circles" and not 0 < p["factor"] < 1:
         raise fail(where, "circles needs 0 < factor < 1")
