@@ -8,6 +8,7 @@ The library works on a CLONE of COMM_WORLD so user code on COMM_WORLD can never 
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 from array_api_compat import array_namespace
@@ -17,6 +18,9 @@ from ddl.dist.comm import Comm, check_op, check_root
 from ddl.dist.gpu import check_backend, make_device_reducer
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+
+
+ABORT_GRACE_S = 0.5
 
 
 class MPIComm(Comm):
@@ -86,6 +90,9 @@ class MPIComm(Comm):
     def abort(self, code: int = 1) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+        # The launcher forwards our output through its proxies; tearing the job down at once can
+        # drop the last lines (the very error message). A moment lets them reach the user.
+        time.sleep(ABORT_GRACE_S)
         # Abort COMM_WORLD (not our clone) so the launcher tears down every rank.
         MPI.COMM_WORLD.Abort(code)
 
