@@ -16,7 +16,7 @@ from ddl.dist.preflight import check_launch
 from ddl.config import Config
 from ddl.data.dataset import load_dataset
 from ddl.nn import model
-from ddl.nn.init import init_params
+from ddl.nn.init import init_bn_state, init_params
 from ddl.optim.optimizers import make_optimizer
 from ddl.optim.schedules import make_schedule
 from ddl.params import Flat
@@ -58,17 +58,14 @@ def initial_state(cfg: Config, spec, backend, opt) -> TrainState:
         seed = cfg.train.seed if cfg.model.init_seed is None else cfg.model.init_seed
         host = init_params(spec, cfg.model.init, seed, cfg.model.init_scale, cfg.model.init_stream)
         params = Flat.from_numpy(layout, host, backend, dtype)
-    return TrainState(params=params, opt_state=opt.init(params.buf), bn_state=initial_bn(spec, backend, dtype))
+    return TrainState(params=params, opt_state=opt.init(params.buf),
+                      bn_state=initial_bn(spec, backend, dtype))
 
 
 def initial_bn(spec, backend, dtype):
-    bn_layout = model.bn_state_layout(spec)
-    if not bn_layout.names:
-        return None
-    import numpy as np  # noqa: PLC0415
-
-    return {n: backend.asarray(np.zeros(s) if n.startswith("mean") else np.ones(s), dtype)
-            for n, s in bn_layout.entries}
+    """Running statistics mean 0 / var 1 on the backend, or None without batch norm."""
+    host = init_bn_state(spec)
+    return {n: backend.asarray(v, dtype) for n, v in host.items()} or None
 
 
 RESUME_KEYS = ("seed", "batch_size", "dtype", "network", "optimizer")

@@ -146,7 +146,8 @@ def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key:
     X, y = setup.batch(ds.train, idx)
     ZL, caches, bn_new = model.forward(xp, state.params, X, spec, train=True, bn_state=state.bn_state,
                                        key=key, idx=backend.asarray(idx), reduce=bufs.bn_reduce)
-    Y = losses.encode_targets(xp, y, spec.output, spec.sizes[-1], ZL.dtype, check=False)  # checked at load
+    # labels were checked when the data was loaded: no per-step check (a device sync on a GPU)
+    Y = losses.encode_targets(xp, y, spec.output, spec.sizes[-1], ZL.dtype, check=False)
     loss = float(backend.to_numpy(losses.loss_sum(xp, ZL, Y, spec.output)))
     bufs.grads.assign(model.backward(xp, losses.loss_grad(xp, ZL, Y, spec.output), caches, spec,
                                      reduce=bufs.bn_reduce))
