@@ -9,6 +9,8 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ddl import checkpoint as ckpt
 from ddl import stopping
 from ddl.backend import get_backend, gpu_count, set_blas_threads
@@ -29,7 +31,7 @@ log = logging.getLogger("ddl")
 
 def build_spec(cfg: Config, ds) -> model.Spec:
     """The network for this dataset: input size from the data, output resolved from `model.output`."""
-    n_targets = 1 if ds.n_classes else getattr(ds, "n_targets", 1)
+    n_targets = 1 if ds.n_classes else int(np.prod(ds.train.y.shape[1:], dtype=int))
     output, n_out = model.resolve_output(cfg.model.output, ds.n_classes, n_targets)
     sizes = [ds.n_x, *cfg.model.hidden, n_out]
     return model.make_spec(sizes, cfg.model.activation, output, cfg.model.slope, cfg.model.keep_prob,

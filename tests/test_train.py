@@ -166,3 +166,15 @@ def test_cupy_backend_trains_the_same_model_on_the_gpu():
     got = arrays_of(train(ds, setup, state), setup.backend)
     for k in ref:
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+def test_regression_with_two_targets_gets_two_linear_outputs(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 3))
+    np.savez(tmp_path / "reg.npz", X=X, y=np.c_[X @ [1.0, 2.0, 3.0], X @ [0.0, 1.0, -1.0]])
+    cfg = Config(data=DataConfig(name="npz", path=str(tmp_path / "reg.npz"), regression=True))
+    cfg.model.hidden, cfg.optimizer.lr, cfg.train.epochs = [], 0.05, 60
+    ds, setup, state = make(cfg)
+    assert setup.spec.output == "linear" and setup.spec.sizes[-1] == 2
+    history = train(ds, setup, state).history
+    assert history[-1]["train_cost"] < 0.01 * history[0]["train_cost"]   # a linear map is learnable
