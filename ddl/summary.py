@@ -19,8 +19,13 @@ log = logging.getLogger("ddl")
 def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_id, seconds,
            memory: dict) -> dict:
     """Final metrics on train/dev/test (all ranks), then rank 0 saves final.npz and summary.json."""
-    train_cost, train_err = evaluate_split(setup, state, ds.train)
-    dev_cost, dev_err = evaluate_split(setup, state, ds.dev)
+    last = final_record(state)
+    if last is not None:   # the last epoch record already evaluated these very parameters
+        train_cost, train_err, dev_cost, dev_err = (last[k] for k in (
+            "train_cost", "train_error", "dev_cost", "dev_error"))
+    else:
+        train_cost, train_err = evaluate_split(setup, state, ds.train)
+        dev_cost, dev_err = evaluate_split(setup, state, ds.dev)
     test_cost, test_err = evaluate_split(setup, state, ds.test)
     d = safe_diagnose(cfg.tracking, train_err, dev_err)
     hist = state.history
@@ -94,6 +99,17 @@ def tracking_uri_default() -> str:
     from ddl.tracking import default_uri  # noqa: PLC0415
 
     return default_uri()
+
+
+def final_record(state: TrainState):
+    """The history record that evaluated the final parameters (the best epoch's when early
+    stopping restored it, else the last epoch's), or None when no record did."""
+    if not state.history:
+        return None
+    if state.best is not None and state.stopped != "signal":
+        return next((r for r in state.history if r["epoch"] == state.best["epoch"]), None)
+    last = state.history[-1]
+    return last if last["epoch"] == state.epoch - 1 else None
 
 
 def spec_dict(spec) -> dict:
