@@ -9,9 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
-import traceback
-from dataclasses import asdict
 from pathlib import Path
 
 import hydra
@@ -22,13 +19,14 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from ddl import config as C
-from ddl.dist import get_comm, install_abort_handler, setup_logging
-from ddl.progress import hide_while_bar
-from ddl.train import NonFiniteError
+from ddl.parallel import get_comm, install_abort_handler, setup_logging
+from ddl.run.progress import hide_while_bar
+from ddl.run.ranks import execute, exit_code, worker_loop
+from ddl.run.session import Session, objective, run_name, standalone_session
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("ddl")
-EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerun with checkpoint.resume=auto
+SESSION: Session | None = None   # this process's invocation (Hydra calls `task` with the config only)
 
 
 def register_schemas() -> None:
@@ -40,53 +38,6 @@ def register_schemas() -> None:
                         ("train", C.TrainConfig), ("tracking", C.TrackingConfig),
                         ("checkpoint", C.CheckpointConfig)):
         cs.store(group=group, name=f"base_{group}", node=node)
-
-
-class Session:
-    """State of one `ddl-train` invocation on rank 0: the comm, the sweep's parent run, failures."""
-
-    def __init__(self, comm):
-        self.comm, self.parent, self.failed, self.sweep_cfg = comm, None, [], None
-
-    def parent_for(self, cfg: C.Config, sweep_dir: str):
-        """A sweep is one MLflow parent run with a nested child per point."""
-        if not cfg.tracking.enabled:
-            return None
-        if cfg.tracking.parent_run_id:
-            return cfg.tracking.parent_run_id
-        if self.parent is None:
-            from ddl import tracking  # noqa: PLC0415
-
-            self.sweep_cfg = cfg.tracking
-            key = str(Path(sweep_dir).resolve())   # jobs of one sweep launched elsewhere share it
-            self.parent = tracking.parent_for_key(cfg.tracking, f"sweep {sweep_dir}", key)
-            log.info("sweep parent run %s in experiment %r", self.parent, cfg.tracking.experiment)
-        return self.parent
-
-    def close(self) -> None:
-        if self.parent and self.sweep_cfg is not None and not self.sweep_cfg.parent_run_id:
-            from ddl import tracking  # noqa: PLC0415
-
-            tracking.end_run(self.sweep_cfg, self.parent, "FAILED" if self.failed else "FINISHED")
-
-
-SESSION: Session | None = None
-
-
-def tracker_factory(cfg: C.Config, run_id=None, nested_in=None, tags=None):
-    from ddl import tracking  # noqa: PLC0415 - MLflow only on rank 0, only when tracking
-
-    params = tracking.flatten_config(asdict(cfg))
-    return tracking.open_tracker(cfg.tracking, params, tags or {}, run_id=run_id, nested_in=nested_in)
-
-
-def standalone_session() -> Session:
-    """A job started by a Hydra launcher in a process of its own (e.g. submitit on SLURM, every
-    task running this function): build the communicator here; every rank has the config."""
-    comm = get_comm("auto")
-    install_abort_handler(comm)
-    setup_logging(comm)
-    return Session(comm)
 
 
 class SweepCallback(Callback):
@@ -122,121 +73,13 @@ def task(dcfg):
     if SESSION.comm.size > 1:
         job = SESSION.comm.bcast(job, root=0)
     summary = execute(job, SESSION.comm)
+    if summary is None:
+        SESSION.failed.append(job["run_dir"])
     return objective(summary)
 
 
 # Kept apart from `task` so launchers that pickle the task (submitit) find it by reference.
 hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(task)
-
-
-def objective(summary: dict | None) -> float:
-    """What a search sweeper (Optuna) minimizes: the final dev error (train error without a dev
-    split); a failed point scores +inf."""
-    if not summary:
-        return float("inf")
-    for split in ("dev", "train"):
-        v = summary[split]["error"]
-        if v is not None and v == v:
-            return float(v)
-    return float(summary["train"]["cost"])
-
-
-NOT_IN_NAMES = ("out_dir", "checkpoint.", "tracking.", "train.blas_threads", "train.progress",
-                "hydra.", "backend", "allreduce")
-
-
-def run_name(overrides) -> str | None:
-    """'optimizer=adam,schedule.decay_rate=0.3' from the overrides that change the model."""
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(NOT_IN_NAMES)]
-    return ",".join(kept)[:250] or None
-
-
-def execute(job: dict, comm) -> dict | None:
-    """Run one job on this rank; errors become one clear paragraph (traceback in the run's log)."""
-    from ddl import experiment  # noqa: PLC0415
-
-    run_dir = Path(job["run_dir"])
-    handler = attach_file_log(run_dir) if comm.rank == 0 else None
-    factory = tracker_factory if job["cfg"].tracking.enabled else None
-    try:
-        summary = experiment.run(job["cfg"], comm, run_dir, factory, job["parent"])
-        if summary.get("stopped") == "signal":
-            log.warning("stopped by a signal at epoch %d step %d; checkpoint written in %s. Rerun "
-                        "with out_dir=%s checkpoint.resume=auto to continue.", summary["epoch"],
-                        summary["step"], run_dir, run_dir)
-            raise SystemExit(EXIT_STOPPED)
-        return summary
-    except NonFiniteError as e:            # decided from allreduced values: the same on every rank
-        fail(job, comm, e, fatal=not job["multirun"], consistent=True)
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as e:  # noqa: BLE001 - every other error is reported once and ends the job
-        fail(job, comm, e, fatal=not job["multirun"] or comm.size > 1, consistent=False)
-    finally:
-        if handler:
-            log.removeHandler(handler)
-            handler.close()
-    return None
-
-
-def fail(job, comm, err: BaseException, fatal: bool, consistent: bool) -> None:
-    """Print one paragraph; keep the traceback in the log. Under MPI an error seen by one rank only
-    aborts every rank (they may be waiting in a collective), after giving rank 0 the first word."""
-    keep_traceback(Path(job["run_dir"]), comm, err)
-    where = f"[rank {comm.rank}] " if comm.size > 1 else ""
-    msg = (f"ddl: error: {where}{type(err).__name__}: {err}\n"
-           f"(run directory {job['run_dir']}; the full traceback is in its train.log)")
-    if SESSION is not None:
-        SESSION.failed.append(job["run_dir"])
-    if comm.size > 1 and not consistent:
-        if comm.rank != 0:
-            time.sleep(1.0)  # a global error: let rank 0 report and abort for everyone
-        print(msg, file=sys.stderr, flush=True)
-        comm.abort(1)
-        raise SystemExit(1)   # abort normally does not return
-    if comm.rank == 0:
-        print(msg, file=sys.stderr, flush=True)
-    if fatal:
-        raise SystemExit(1)
-
-
-def keep_traceback(run_dir: Path, comm, err: BaseException) -> None:
-    """The traceback goes to the run's log file, not the console."""
-    name = "train.log" if comm.rank == 0 else f"train.rank{comm.rank}.log"
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / name, "a") as f:
-            f.write("".join(traceback.format_exception(err)))
-    except OSError:
-        traceback.print_exception(err)  # nowhere to keep it: show it rather than lose it
-
-
-def attach_file_log(run_dir: Path) -> logging.Handler:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    h = logging.FileHandler(run_dir / "train.log")
-    h.setLevel(logging.DEBUG)
-    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    log.addHandler(h)
-    return h
-
-
-def worker_loop(comm) -> int:
-    """Ranks > 0: run each job rank 0 broadcasts, until told to exit (rank 0 decides what follows
-    an error: the next sweep point or "exit")."""
-    while True:
-        job = comm.bcast(None, root=0)
-        if job["op"] == "exit":
-            return int(job["code"])
-        try:
-            execute(job, comm)
-        except SystemExit:
-            pass
-
-
-def exit_code(e: SystemExit) -> int:
-    if e.code is None:
-        return 0
-    return e.code if isinstance(e.code, int) else 1
 
 
 def main() -> None:

@@ -19,12 +19,13 @@ import numpy as np
 from ddl.backend import Backend, make_key
 from ddl.config import TrainConfig
 from ddl.data.shard import eval_shard, shard_batches
-from ddl.feed import feeder
+from ddl.data.feed import feeder
 from ddl.nn import losses, model
 from ddl.optim.optimizers import Optimizer
 from ddl.optim.transforms import add_l2
 from ddl.params import Flat
-from ddl import stopping
+from ddl import early_stopping
+from ddl.parallel import signals
 
 
 log = logging.getLogger("ddl")
@@ -108,11 +109,11 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
             state.history.append(record)
             hooks.on_epoch(record)
             timer.restart()
-            if stopping.update(state, record, cfg):
+            if early_stopping.update(state, record, cfg):
                 break
         if hooks.checkpoint_every and state.epoch % hooks.checkpoint_every == 0:
             hooks.checkpoint(state, "periodic")
-    stopping.restore_best(state)
+    early_stopping.restore_best(state)
     return state
 
 
@@ -154,7 +155,7 @@ def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key:
     local_bad = not math.isfinite(loss)
     if local_bad:
         log.warning("non-finite loss %s on %d local examples (epoch %d)", loss, len(idx), state.epoch)
-    tail = [len(idx), loss if not local_bad else 0.0, float(local_bad), float(stopping.requested())]
+    tail = [len(idx), loss if not local_bad else 0.0, float(local_bad), float(signals.requested())]
     bufs.ext[-TAIL:] = backend.asarray(np.array(tail), cfg.dtype)
     backend.synchronize()
     comm.allreduce_sum(bufs.ext, tag="grad")                    # the ONE gradient allreduce

@@ -31,7 +31,7 @@ def build(batch: int, comm, dtype="float32", seed=0):
     from ddl.config import Config
     from ddl.data.dataset import Dataset
     from ddl.data.splits import Split
-    from ddl.experiment import initial_state
+    from ddl.run.experiment import initial_state
     from ddl.nn import model
     from ddl.optim.optimizers import make_optimizer
     from ddl.optim.schedules import make_schedule
@@ -91,7 +91,7 @@ def gemm_floor(batch: int, steps: int, dtype="float32") -> float:
 
 
 def single(args) -> None:
-    from ddl.dist import SerialComm
+    from ddl.parallel import SerialComm
 
     ds, setup, state, bufs = build(args.batch, SerialComm())
     step = time_steps(ds, setup, state, bufs, args.steps)
@@ -106,7 +106,7 @@ def worker(args) -> None:
     """Under mpiexec: time the data-parallel step and a bare Allreduce of the same buffer."""
     from mpi4py import MPI
 
-    from ddl.dist import get_comm
+    from ddl.parallel import get_comm
 
     comm = get_comm("mpi")
     ds, setup, state, bufs = build(args.batch, comm)

@@ -52,7 +52,7 @@ def test_sweep_under_two_ranks_is_one_parent_with_four_children(tmp_path):
     points = {(r.data.params["optimizer.name"], r.data.params["schedule.decay_rate"]) for r in children}
     assert points == {("gd", "0.0"), ("gd", "1.0"), ("adam", "0.0"), ("adam", "1.0")}
     assert all(r.data.tags["ddl.world_size"] == "2" for r in children)
-    code, table, err = run_cmd([sys.executable, "-m", "ddl.report", "--uri", uri, "--experiment", "ddl"],
+    code, table, err = run_cmd([sys.executable, "-m", "ddl.tracking.report", "--uri", uri, "--experiment", "ddl"],
                                timeout=60)
     assert code == 0, err
     assert sum(name in table for name in (r.info.run_name for r in children)) == 4, table

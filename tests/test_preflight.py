@@ -1,7 +1,7 @@
 """Launch checks against the scheduler's view (pure: the environment is passed in)."""
 import pytest
 
-from ddl.dist.preflight import LaunchError, check_launch
+from ddl.parallel.preflight import LaunchError, check_launch
 
 
 def test_srun_without_mpi_plugin_is_refused_with_the_fix():

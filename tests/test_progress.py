@@ -5,7 +5,7 @@ import pty
 import subprocess
 import sys
 
-from ddl.progress import Progress
+from ddl.run.progress import Progress
 
 RECORD = {"epoch": 0, "lr": 0.01, "train_cost": 0.5, "dev_cost": 0.6, "train_error": 0.1,
           "dev_error": 0.2, "samples_per_s": 1234.0}

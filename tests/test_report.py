@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from ddl import plots, tracking
-from ddl.report import format_table, main, rows_from_runs, to_csv, to_markdown
+from ddl import tracking
+from ddl.run import plots
+from ddl.tracking.report import format_table, main, rows_from_runs, to_csv, to_markdown
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -70,7 +71,7 @@ def test_markdown_is_a_pipe_table():
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ddl.report", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ddl.tracking.report", *args], capture_output=True,
                           text=True, timeout=120, cwd=cwd)
 
 
@@ -123,7 +124,7 @@ def test_schedule_png(tmp_path):
 
 
 def test_decay_rate_is_blank_for_schedules_that_ignore_it():
-    from ddl.report import rows_from_runs
+    from ddl.tracking.report import rows_from_runs
 
     runs = [{"run_id": "a" * 8, "name": "c", "status": "FINISHED", "tags": {},
              "params": {"schedule.name": "constant", "schedule.decay_rate": "1.0"},

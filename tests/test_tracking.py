@@ -6,7 +6,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ddl import tracking as T
-from ddl import tracking_store as TS
+from ddl.tracking import store as TS
 from mlflow_server import free_port, mlflow_server  # noqa: F401 - the module-scoped fixture
 
 EPOCHS = [{"train_cost": 0.9 - 0.1 * e, "dev_cost": 1.0 - 0.1 * e, "train_error": 0.2 - 0.05 * e,

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from ddl import checkpoint as ckpt
-from ddl import stopping
+from ddl.parallel import signals
 from ddl.backend import get_backend
 from ddl.config import Config
 from ddl.data.config import DataConfig
 from ddl.data.dataset import load_dataset
-from ddl.dist import SerialComm
-from ddl.experiment import build_spec, initial_state, optimizer_hyper
+from ddl.parallel import SerialComm
+from ddl.run.experiment import build_spec, initial_state, optimizer_hyper
 from ddl.nn import model
 from ddl.optim.optimizers import make_optimizer
 from ddl.optim.schedules import make_schedule
@@ -103,10 +103,10 @@ def test_resume_after_a_stop_is_bit_identical(tmp_path, monkeypatch, stop_at):
                                       ckpt.state_meta(st))
 
     ds, setup, state = make(small_cfg())
-    monkeypatch.setattr(stopping, "requested", stop_once)
+    monkeypatch.setattr(signals, "requested", stop_once)
     stopped = train(ds, setup, state, Hooks(checkpoint=save))
     assert stopped.stopped == "signal" and stopped.epoch < 6
-    monkeypatch.setattr(stopping, "requested", lambda: False)
+    monkeypatch.setattr(signals, "requested", lambda: False)
     resumed, _ = ckpt.restore(saved["path"], TrainState, model.layout(setup.spec),
                               model.bn_state_layout(setup.spec), setup.backend, "float64")
     final = arrays_of(train(ds, setup, resumed), setup.backend)

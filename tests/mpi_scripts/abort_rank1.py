@@ -4,7 +4,7 @@ Without the abort handler this job hangs forever; with it, mpiexec ends at once,
 """
 import numpy as np
 
-from ddl.dist import get_comm, install_abort_handler
+from ddl.parallel import get_comm, install_abort_handler
 
 
 def main():

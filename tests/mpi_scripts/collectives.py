@@ -1,4 +1,4 @@
-"""Every collective of ddl.dist, checked against values computed from the world size.
+"""Every collective of ddl.parallel, checked against values computed from the world size.
 
 Holds at any size: run it as `python collectives.py` or `mpiexec -n N python collectives.py`.
 A failed assert aborts all ranks (abort handler); success prints "OK rank R of N <CommClass>".
@@ -6,7 +6,7 @@ A failed assert aborts all ranks (abort handler); success prints "OK rank R of N
 import numpy as np
 
 from ddl.backend import get_backend
-from ddl.dist import get_comm, install_abort_handler, world_info
+from ddl.parallel import get_comm, install_abort_handler, world_info
 
 
 def check_allreduce(comm, r, n):

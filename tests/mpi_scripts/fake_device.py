@@ -25,7 +25,7 @@ class DeviceArray:
         self.host = host
         self.ndim, self.shape, self.dtype = host.ndim, host.shape, host.dtype
 
-    # Present (so ddl.dist routes it to the GPU strategy) but unusable: if the host strategy
+    # Present (so ddl.parallel routes it to the GPU strategy) but unusable: if the host strategy
     # handed this object to MPI, mpi4py would fail on it.
     __cuda_array_interface__ = None
 
@@ -41,7 +41,7 @@ class DeviceArray:
 def main():
     sys.modules["cupy"] = types.SimpleNamespace(
         cuda=types.SimpleNamespace(get_current_stream=lambda: FakeStream()))
-    from ddl.dist import get_comm, install_abort_handler
+    from ddl.parallel import get_comm, install_abort_handler
 
     comm = get_comm("mpi", allreduce="host")
     install_abort_handler(comm)

@@ -5,7 +5,7 @@ KIND "nan":   that batch's features are NaN on that rank only.
 """
 import sys
 
-from ddl import feed
+from ddl.data import feed
 
 RANK, CALL, KIND = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 sys.argv = [sys.argv[0], *sys.argv[4:]]

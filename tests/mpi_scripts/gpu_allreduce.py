@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from ddl.backend import get_backend
-from ddl.dist import get_comm, install_abort_handler
+from ddl.parallel import get_comm, install_abort_handler
 
 
 def main(mode):

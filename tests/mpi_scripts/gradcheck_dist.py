@@ -7,7 +7,7 @@ import numpy as np
 
 from ddl.backend import get_backend
 from ddl.data.shard import rank_slice
-from ddl.dist import get_comm, install_abort_handler
+from ddl.parallel import get_comm, install_abort_handler
 from ddl.nn import losses, model
 from ddl.nn.gradcheck import cost_and_grad, gradient_check
 from ddl.nn.init import init_params

@@ -1,7 +1,7 @@
 """Each rank logs one INFO and one WARNING line through the "ddl" logger."""
 import logging
 
-from ddl.dist import get_comm, setup_logging
+from ddl.parallel import get_comm, setup_logging
 
 
 def main():

@@ -9,8 +9,8 @@ import os
 import socket
 import warnings
 
-from ddl.dist.comm import MODES, Comm, SerialComm, check_mode
-from ddl.dist.safety import install_abort_handler, setup_logging
+from ddl.parallel.comm import MODES, Comm, SerialComm, check_mode
+from ddl.parallel.safety import install_abort_handler, setup_logging
 
 KINDS = ("auto", "mpi", "serial")
 # Set by MPICH/Intel MPI (Hydra), Open MPI and MVAPICH launchers for every rank they start.
@@ -46,7 +46,7 @@ def get_comm(kind: str = "auto", backend=None, allreduce: str = "host") -> Comm:
         warnings.warn(f"mpi4py could not be imported ({err}); running as one process (SerialComm)",
                       RuntimeWarning, stacklevel=2)
         return SerialComm()
-    from ddl.dist.mpi import MPIComm  # noqa: PLC0415 - imports mpi4py, which initializes MPI
+    from ddl.parallel.mpi import MPIComm  # noqa: PLC0415 - imports mpi4py, which initializes MPI
 
     return MPIComm(backend=backend, allreduce=allreduce)
 

@@ -56,7 +56,7 @@ def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_
 
 def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> None:
     """Final metrics, the diagnosis tag and the artifacts (config, plots, final parameters)."""
-    from ddl import plots  # noqa: PLC0415 - matplotlib only when tracking
+    from ddl.run import plots  # noqa: PLC0415 - matplotlib only when tracking
 
     final = {"test_cost": summary["test"]["cost"], "test_error": summary["test"]["error"]}
     tracker.log_epoch(max(state.epoch - 1, 0), {k: v for k, v in final.items() if not math.isnan(v)})

@@ -14,8 +14,8 @@ import numpy as np
 from array_api_compat import array_namespace
 from mpi4py import MPI
 
-from ddl.dist.comm import Comm, check_op, check_root
-from ddl.dist.gpu import check_backend, make_device_reducer
+from ddl.parallel.comm import Comm, check_op, check_root
+from ddl.parallel.gpu import check_backend, make_device_reducer
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 

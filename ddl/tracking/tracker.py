@@ -1,4 +1,4 @@
-"""MLflow tracking, rank 0 only: the only module that imports mlflow (mlflow-skinny suffices).
+"""One MLflow run, rank 0 only: params, buffered per-epoch metrics with the diagnosis, artifacts.
 
 Everything goes through `mlflow.MlflowClient` with explicit run ids, never the fluent global-state
 API, so nothing leaks between runs or sweep points in one process. Metric names are fixed (the
@@ -14,11 +14,8 @@ from typing import Any, Mapping, Optional
 
 from ddl.diagnosis import diagnose
 
-from ddl.tracking_runs import (close_parent, end_run, fetch_runs, find_parent,  # noqa: F401
-                               log_params, parent_for_key, start_parent)
-from ddl.tracking_store import (MAX_PARAM_VALUE, MAX_PARAMS_PER_BATCH,  # noqa: F401
-                                TrackingConfig, TrackingError, _client, _sqlite_path,
-                                default_uri, ensure_store, flatten_config)
+from ddl.tracking.runs import log_params
+from ddl.tracking.store import TrackingConfig, TrackingError, _client, default_uri, ensure_store
 
 
 class Tracker:

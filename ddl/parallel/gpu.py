@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from mpi4py import MPI
 
-from ddl.dist.comm import check_mode
+from ddl.parallel.comm import check_mode
 
 
 def check_backend(mode: str, backend) -> None:

@@ -1,4 +1,4 @@
-"""ddl.dist: SerialComm in process, MPIComm under real `mpiexec -n 1/2/3` runs of tests/mpi_scripts.
+"""ddl.parallel: SerialComm in process, MPIComm under real `mpiexec -n 1/2/3` runs of tests/mpi_scripts.
 
 The MPI scripts assert values computed from the world size (they hold at any size) and print one
 "OK rank R of N" line per rank; a failed assert aborts the job with a non-zero status.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ddl.backend import gpu_count
-from ddl.dist import SerialComm, get_comm, setup_logging, world_info
+from ddl.parallel import SerialComm, get_comm, setup_logging, world_info
 from helpers import mpiexec, run_cmd
 
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
@@ -124,11 +124,11 @@ def test_logging_rank0_info_others_warning_with_prefix(ddl_logger):
 
 
 def test_serial_abort_handler_and_abort_exit_codes():
-    code = ("from ddl.dist import SerialComm, install_abort_handler\n"
+    code = ("from ddl.parallel import SerialComm, install_abort_handler\n"
             "install_abort_handler(SerialComm())\nraise KeyError('no such layer')\n")
     rc, _, err = run([sys.executable, "-c", code])
     assert rc == 1 and "[rank 0] KeyError: 'no such layer'" in err and "Traceback" in err
-    rc, out, _ = run([sys.executable, "-c", "from ddl.dist import SerialComm\n"
+    rc, out, _ = run([sys.executable, "-c", "from ddl.parallel import SerialComm\n"
                       "print('before', flush=True)\nSerialComm().abort(3)\nprint('after')"])
     assert rc == 3 and out == "before\n"
 

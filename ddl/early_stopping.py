@@ -1,33 +1,10 @@
-"""When to stop: early stopping on the dev cost, and stop requests from signals (preemption)."""
+"""Early stopping on the dev cost (the course's "early stopping": keep the best dev epoch)."""
 from __future__ import annotations
 
 import logging
 import math
-import signal
 
 log = logging.getLogger("ddl")
-
-_REQUESTED = {"flag": False, "signal": None}
-
-
-def requested() -> bool:
-    """True once a stop signal arrived on this rank (folded into the step's allreduce)."""
-    return _REQUESTED["flag"]
-
-
-def _on_signal(signum, _frame) -> None:
-    _REQUESTED["flag"], _REQUESTED["signal"] = True, signum
-
-
-def install_signal_handlers(signals=(signal.SIGUSR1, signal.SIGTERM)) -> None:
-    """SLURM's `--signal=USR1@N` and a plain `kill` ask for a checkpoint at the next step."""
-    _REQUESTED["flag"] = False
-    for s in signals:
-        signal.signal(s, _on_signal)
-
-
-def reset() -> None:
-    _REQUESTED["flag"], _REQUESTED["signal"] = False, None
 
 
 def update(state, record: dict, cfg) -> bool:

@@ -1,0 +1,62 @@
+"""Rank 0's edges of the training loop: progress and metrics per epoch, checkpoints."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ddl import checkpoint as ckpt
+from ddl.config import Config
+from ddl.run.progress import Progress
+from ddl.train import Hooks
+
+log = logging.getLogger("ddl")
+
+
+class EpochHook:
+    """Per-epoch edge on rank 0: progress/log lines and MLflow metrics with the diagnosis."""
+
+    def __init__(self, cfg: Config, tracker, enabled: bool):
+        self.cfg, self.tracker, self.enabled = cfg, tracker, enabled
+        self.progress = Progress(cfg.train.epochs, cfg.train.log_every,
+                                 bar=None if cfg.train.progress else False) if enabled else None
+
+    def __call__(self, r: dict) -> None:
+        if not self.enabled:
+            return
+        self.progress(r)
+        self.track(r)
+
+    def track(self, r: dict) -> None:
+        """Log one record; the tracker skips epochs its run already holds."""
+        t = self.cfg.tracking
+        last = r["epoch"] + 1 == self.cfg.train.epochs
+        if self.tracker and (r["epoch"] % max(t.log_every, 1) == 0 or last):
+            metrics = {k: r[k] for k in ("train_cost", "dev_cost", "train_error", "dev_error", "lr",
+                                         "samples_per_s", "allreduce_share")}
+            metrics.update(train_accuracy=1 - r["train_error"], dev_accuracy=1 - r["dev_error"])
+            # the tracker derives avoidable_bias, variance and the diagnosis tag from the errors
+            self.tracker.log_epoch(r["epoch"], metrics)
+
+    def close(self) -> None:
+        if self.progress:
+            self.progress.close()
+
+
+def make_hooks(cfg: Config, comm, backend, run_dir: Path, ds, run_id, tracker, fixed: dict) -> Hooks:
+    """Rank 0's edges: progress and tracking per epoch; checkpoints (with `fixed`, the settings a
+    resume must keep) written by rank 0 while the other ranks wait."""
+    rank0 = comm.rank == 0
+
+    def save(state, reason: str) -> None:
+        if rank0:
+            path = run_dir / "checkpoints" / ckpt.checkpoint_name(state.epoch, state.step)
+            ckpt.save_npz(path, ckpt.state_arrays(state, backend, ds.normalizer),
+                          ckpt.state_meta(state, {"run_id": run_id, "reason": reason,
+                                                  **fixed}))
+            if reason == "periodic":
+                ckpt.prune(run_dir, cfg.checkpoint.keep)
+            log.info("checkpoint (%s) written: %s", reason, path)
+        comm.barrier()
+
+    return Hooks(on_epoch=EpochHook(cfg, tracker, rank0), checkpoint=save,
+                 checkpoint_every=cfg.checkpoint.every)

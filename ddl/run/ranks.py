@@ -1,0 +1,114 @@
+"""The rank protocol of one job: every rank executes it, an error becomes one paragraph (and, when
+only some ranks saw it, an abort of all), ranks > 0 wait for rank 0's next job, exit codes.
+
+    rank 0:    execute(job) for each job it composes, then bcast {"op": "exit", "code": c}
+    rank > 0:  worker_loop(): job = bcast(); execute(job) ... until "exit"
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+from ddl.config import Config
+from ddl.train import NonFiniteError
+
+log = logging.getLogger("ddl")
+
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerun with checkpoint.resume=auto
+
+
+def tracker_factory(cfg: Config, run_id=None, nested_in=None, tags=None):
+    from ddl import tracking  # noqa: PLC0415 - MLflow only on rank 0, only when tracking
+
+    params = tracking.flatten_config(asdict(cfg))
+    return tracking.open_tracker(cfg.tracking, params, tags or {}, run_id=run_id, nested_in=nested_in)
+
+
+def execute(job: dict, comm) -> dict | None:
+    """Run one job on this rank; errors become one clear paragraph (traceback in the run's log)."""
+    from ddl.run import experiment  # noqa: PLC0415
+
+    run_dir = Path(job["run_dir"])
+    handler = attach_file_log(run_dir) if comm.rank == 0 else None
+    factory = tracker_factory if job["cfg"].tracking.enabled else None
+    try:
+        summary = experiment.run(job["cfg"], comm, run_dir, factory, job["parent"])
+        if summary.get("stopped") == "signal":
+            log.warning("stopped by a signal at epoch %d step %d; checkpoint written in %s. Rerun "
+                        "with out_dir=%s checkpoint.resume=auto to continue.", summary["epoch"],
+                        summary["step"], run_dir, run_dir)
+            raise SystemExit(EXIT_STOPPED)
+        return summary
+    except NonFiniteError as e:            # decided from allreduced values: the same on every rank
+        fail(job, comm, e, fatal=not job["multirun"], consistent=True)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as e:  # noqa: BLE001 - every other error is reported once and ends the job
+        fail(job, comm, e, fatal=not job["multirun"] or comm.size > 1, consistent=False)
+    finally:
+        if handler:
+            log.removeHandler(handler)
+            handler.close()
+    return None
+
+
+def fail(job, comm, err: BaseException, fatal: bool, consistent: bool) -> None:
+    """Print one paragraph; keep the traceback in the log. Under MPI an error seen by one rank only
+    aborts every rank (they may be waiting in a collective), after giving rank 0 the first word."""
+    keep_traceback(Path(job["run_dir"]), comm, err)
+    where = f"[rank {comm.rank}] " if comm.size > 1 else ""
+    msg = (f"ddl: error: {where}{type(err).__name__}: {err}\n"
+           f"(run directory {job['run_dir']}; the full traceback is in its train.log)")
+    if comm.size > 1 and not consistent:
+        if comm.rank != 0:
+            time.sleep(1.0)  # a global error: let rank 0 report and abort for everyone
+        print(msg, file=sys.stderr, flush=True)
+        comm.abort(1)
+        raise SystemExit(1)   # abort normally does not return
+    if comm.rank == 0:
+        print(msg, file=sys.stderr, flush=True)
+    if fatal:
+        raise SystemExit(1)
+
+
+def keep_traceback(run_dir: Path, comm, err: BaseException) -> None:
+    """The traceback goes to the run's log file, not the console."""
+    name = "train.log" if comm.rank == 0 else f"train.rank{comm.rank}.log"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / name, "a") as f:
+            f.write("".join(traceback.format_exception(err)))
+    except OSError:
+        traceback.print_exception(err)  # nowhere to keep it: show it rather than lose it
+
+
+def attach_file_log(run_dir: Path) -> logging.Handler:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    h = logging.FileHandler(run_dir / "train.log")
+    h.setLevel(logging.DEBUG)
+    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(h)
+    return h
+
+
+def worker_loop(comm) -> int:
+    """Ranks > 0: run each job rank 0 broadcasts, until told to exit (rank 0 decides what follows
+    an error: the next sweep point or "exit")."""
+    while True:
+        job = comm.bcast(None, root=0)
+        if job["op"] == "exit":
+            return int(job["code"])
+        try:
+            execute(job, comm)
+        except SystemExit:
+            pass
+
+
+def exit_code(e: SystemExit) -> int:
+    if e.code is None:
+        return 0
+    return e.code if isinstance(e.code, int) else 1
