@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ddl.optim.optimizers import state_from_numpy, state_to_numpy
 from ddl.params import Flat
 
 CKPT_RE = re.compile(r"^ckpt-e(\d+)-s(\d+)\.npz$")
@@ -31,6 +30,33 @@ def bn_to_numpy(bn_state, to_host) -> dict:
     if not bn_state:
         return {}
     return {f"running_{k}": to_host(v) for k, v in bn_state.items()}
+
+
+def state_to_numpy(state: dict, to_host) -> dict[str, np.ndarray]:
+    """Host copies keyed "opt/<name>" (`to_host` = Backend.to_numpy); the step count t becomes
+    a 0-d int64 array, so the dict can go straight into an .npz checkpoint."""
+    out = {}
+    for key, value in state.items():
+        if isinstance(value, int):
+            out[f"opt/{key}"] = np.asarray(value, dtype=np.int64)
+        else:
+            out[f"opt/{key}"] = np.array(to_host(value), copy=True)
+    return out
+
+
+def state_from_numpy(d: dict, backend, dtype: str) -> dict:
+    """Inverse of `state_to_numpy`: reads the "opt/" keys of `d` (other keys are ignored), integer
+    arrays back to Python ints, float arrays to backend arrays of `dtype` ('float32'/'float64')."""
+    state = {}
+    for key, value in d.items():
+        if not key.startswith("opt/"):
+            continue
+        arr = np.asarray(value)
+        if np.issubdtype(arr.dtype, np.integer):
+            state[key[4:]] = int(arr)
+        else:
+            state[key[4:]] = backend.asarray(np.array(arr, dtype=dtype, copy=True))
+    return state
 
 
 def state_arrays(state, backend, normalizer=None) -> dict:

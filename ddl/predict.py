@@ -47,9 +47,7 @@ def load(path, backend: str = "numpy") -> Model:
     if "spec" not in meta:
         raise ckpt.CheckpointError(f"{path} has no model description (meta 'spec'): use the "
                                    f"run's final.npz")
-    s = meta["spec"]
-    spec = model.make_spec(s["sizes"], s["hidden"], s["output"], s["slope"], list(s["keep_prob"]) or 1.0,
-                           s["batchnorm"], s["bn_eps"], s["bn_momentum"])
+    spec = model.Spec.from_dict(meta["spec"])
     be = get_backend(backend)
     params = ckpt.params_from(arrays, model.layout(spec), be, "float64", path=path)
     bn = ckpt.bn_from(arrays, model.bn_state_layout(spec), be, "float64")

@@ -16,15 +16,16 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ddl import early_stopping
 from ddl.backend import Backend, make_key
 from ddl.config import TrainConfig
-from ddl.data.shard import eval_shard, shard_batches
 from ddl.data.feed import feeder
+from ddl.data.shard import shard_batches
+from ddl.evaluate import evaluate_split
 from ddl.nn import losses, model
 from ddl.optim.optimizers import Optimizer
 from ddl.optim.transforms import add_l2
 from ddl.params import Flat
-from ddl import early_stopping
 from ddl.parallel import signals
 
 
@@ -188,21 +189,6 @@ def handle_nonfinite(setup: Setup, state: TrainState, epoch: int, step: int, bad
         f"reported a non-finite loss). Lower optimizer.lr, check the data for extreme values, or "
         f"set train.on_nonfinite=skip to skip such steps."
     )
-
-
-def evaluate_split(setup: Setup, state: TrainState, split):
-    """Exact global (cost, error) of a split: per-rank sums reduced, never per-rank means."""
-    if split is None or split.m == 0:
-        return math.nan, math.nan
-    backend, comm, cfg = setup.backend, setup.comm, setup.cfg
-    rows, sums = eval_shard(split.m, comm.rank, comm.size), np.zeros(3)
-    for a in range(0, len(rows), cfg.eval_batch):
-        X, y = setup.batch(split, rows[a:a + cfg.eval_batch])
-        out = model.evaluate(backend.xp, state.params, X, y, setup.spec, state.bn_state)
-        sums += [float(backend.to_numpy(v)) for v in out]
-    loss, correct, count = comm.allreduce_sum(sums, tag="eval")
-    error = 1.0 - correct / count if setup.spec.output != "linear" else math.nan
-    return loss / count, error
 
 
 class Timer:

@@ -4,7 +4,7 @@ import pytest
 
 from ddl.backend import make_key
 from ddl.nn.init import init_bn_state, init_params
-from ddl.nn.layers import dropout_mask
+from ddl.nn.dropout import dropout_mask
 from ddl.nn.losses import encode_targets, loss_sum
 from ddl.nn.model import (
     Spec, backward, bn_state_layout, evaluate, forward, l2_cost, layout, make_spec, predict,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ddl.backend import get_backend
-from ddl.optim import (OPTIMIZERS, add_l2, adam, check_lr, make_optimizer, momentum,
-                       state_from_numpy, state_to_numpy)
+from ddl.checkpoint import state_from_numpy, state_to_numpy
+from ddl.optim import OPTIMIZERS, add_l2, adam, check_lr, make_optimizer, momentum
 
 CASES = [("numpy", "float32"), ("numpy", "float64"),
          ("array_api_strict", "float32"), ("array_api_strict", "float64")]

@@ -1,11 +1,10 @@
-"""The dense layer Z = W A_prev + b and inverted dropout.
+"""The dense layer Z = W A_prev + b.
 
 Gradients are those of a SUM loss over the batch's examples: there is no 1/m anywhere in `nn/`,
 the trainer divides by the global example count once, after the gradient allreduce.
 """
 from __future__ import annotations
 
-from ..backend import counter_uniform
 
 
 def dense_forward(xp, W, b, A_prev):
@@ -26,15 +25,3 @@ def dense_backward(xp, dZ, W, A_prev, *, need_dA: bool = True, need_db: bool = T
     db = xp.sum(dZ, axis=1, keepdims=True) if need_db else None
     dA_prev = xp.matmul(W.T, dZ) if need_dA else None
     return dA_prev, dW, db
-
-
-def dropout_mask(xp, key: int, n_units: int, idx, keep_prob: float, dtype):
-    """Inverted-dropout multiplier D (n_units, b): 1/keep_prob where u < keep_prob, else 0.
-
-    u = counter_uniform(key, unit, idx[j]) depends only on the key, the unit and the GLOBAL example
-    index idx[j], so the mask of an example does not depend on how its batch is split across ranks.
-    """
-    u = counter_uniform(xp, key, n_units, idx, dtype)
-    D = xp.astype(u < keep_prob, dtype)
-    D *= 1.0 / keep_prob                         # D is fresh: scale in place
-    return D

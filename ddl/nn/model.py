@@ -8,13 +8,14 @@ Shapes follow the course: W{l} (n_l, n_{l-1}), b{l} (n_l, 1), X (n_x, b) one col
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ..backend import make_key
 from ..params import Layout
 from .activations import get_activation
 from .batchnorm import bn_backward, bn_forward, bn_infer, update_running
-from .layers import dense_backward, dense_forward, dropout_mask
+from .dropout import dropout_backward, dropout_forward, dropout_mask
+from .layers import dense_backward, dense_forward
 from .losses import LOSSES, correct_count, encode_targets, loss_sum, predict_labels
 
 HIDDEN = ("sigmoid", "tanh", "relu", "leaky_relu", "linear")
@@ -45,6 +46,16 @@ class Spec:
         object.__setattr__(self, "sizes", tuple(int(n) for n in self.sizes))  # hashable tuples
         object.__setattr__(self, "keep_prob", tuple(float(k) for k in self.keep_prob))
         _validate(self)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready fields (tuples as lists): what final.npz stores as meta "spec"."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Spec":
+        """Inverse of `to_dict` (an empty keep_prob means no dropout)."""
+        return make_spec(d["sizes"], d["hidden"], d["output"], d["slope"],
+                         list(d["keep_prob"]) or 1.0, d["batchnorm"], d["bn_eps"], d["bn_momentum"])
 
     @property
     def n_layers(self) -> int:
@@ -193,10 +204,8 @@ def forward(xp, params, X, spec: Spec, *, train: bool, bn_state=None, key=None, 
                              H.dtype)
         if train:
             caches.append((A, W, Z if keep_Z else None, H if keep_A else None, D, bn_cache))
-        if D is not None and keep_A:
-            H = H * D                                    # the cached H must stay undropped
-        elif D is not None:
-            H *= D                                       # H is fresh and not cached: in place
+        if D is not None:                                # the cached H must stay undropped
+            H = dropout_forward(H, D, in_place=not keep_A)
         A = H
     L = spec.n_layers
     ZL = dense_forward(xp, params[f"W{L}"], params[f"b{L}"], A)
@@ -217,7 +226,7 @@ def backward(xp, dZL, caches, spec: Spec, *, reduce=None) -> dict:
         A_prev, W, Z, H, D, bn_cache = caches[l - 1]
         if l < spec.n_layers:
             if D is not None:
-                dA *= D                                      # dA is fresh from the matmul
+                dA = dropout_backward(dA, D)
             dZ = act_backward(xp, dA, Z, H, spec.slope)
             if bn_cache is not None:
                 dZ, grads[f"gamma{l}"], grads[f"beta{l}"] = bn_backward(xp, dZ, bn_cache, reduce)

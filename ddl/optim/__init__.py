@@ -9,8 +9,6 @@ from ddl.optim.optimizers import (
     make_optimizer,
     momentum,
     rmsprop,
-    state_from_numpy,
-    state_to_numpy,
 )
 from ddl.optim.schedules import SCHEDULES, make_schedule, schedule_values
 from ddl.optim.transforms import add_l2, check_lr
@@ -18,5 +16,4 @@ from ddl.optim.transforms import add_l2, check_lr
 __all__ = [
     "HYPER_PARAMETERS", "OPTIMIZERS", "SCHEDULES", "Optimizer", "adam", "add_l2", "check_lr", "gd",
     "make_optimizer", "make_schedule", "momentum", "rmsprop", "schedule_values",
-    "state_from_numpy", "state_to_numpy",
 ]

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from numbers import Real
 from typing import Any, NamedTuple
 
-import numpy as np
 from array_api_compat import array_namespace
 
 OPTIMIZERS = ("gd", "momentum", "rmsprop", "adam")
@@ -124,33 +123,6 @@ def make_optimizer(name: str, **hyper: float) -> Optimizer:
     for key, value in hyper.items():
         _check_hyper(key, value)
     return _FACTORIES[name](**{k: hyper[k] for k in _USES[name] if k in hyper})
-
-
-def state_to_numpy(state: dict, to_host) -> dict[str, np.ndarray]:
-    """Host copies keyed "opt/<name>" (`to_host` = Backend.to_numpy); the step count t becomes
-    a 0-d int64 array, so the dict can go straight into an .npz checkpoint."""
-    out = {}
-    for key, value in state.items():
-        if isinstance(value, int):
-            out[f"opt/{key}"] = np.asarray(value, dtype=np.int64)
-        else:
-            out[f"opt/{key}"] = np.array(to_host(value), copy=True)
-    return out
-
-
-def state_from_numpy(d: dict, backend, dtype: str) -> dict:
-    """Inverse of `state_to_numpy`: reads the "opt/" keys of `d` (other keys are ignored), integer
-    arrays back to Python ints, float arrays to backend arrays of `dtype` ('float32'/'float64')."""
-    state = {}
-    for key, value in d.items():
-        if not key.startswith("opt/"):
-            continue
-        arr = np.asarray(value)
-        if np.issubdtype(arr.dtype, np.integer):
-            state[key[4:]] = int(arr)
-        else:
-            state[key[4:]] = backend.asarray(np.array(arr, dtype=dtype, copy=True))
-    return state
 
 
 def _own(a, donate: bool):

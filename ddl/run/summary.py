@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 from ddl import checkpoint as ckpt
 from ddl.config import Config
 from ddl.diagnosis import Diagnosis, diagnose
-from ddl.train import Setup, TrainState, evaluate_split
+from ddl.evaluate import evaluate_split
+from ddl.train import Setup, TrainState
 
 log = logging.getLogger("ddl")
 
@@ -46,7 +46,7 @@ def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_
         arrays = ckpt.state_arrays(state, setup.backend, ds.normalizer)
         arrays = {k: v for k, v in arrays.items() if not k.startswith(("opt/", "best/"))}
         ckpt.save_npz(run_dir / "final.npz", arrays,
-                      {"spec": spec_dict(setup.spec), "class_names": ds.class_names, "run_id": run_id,
+                      {"spec": setup.spec.to_dict(), "class_names": ds.class_names, "run_id": run_id,
                        "epoch": state.epoch, "history": hist})
         (run_dir / "summary.json").write_text(json.dumps(clean(summary), indent=2) + "\n")
         log.info("done: train acc %s, dev acc %s, test acc %s (%s); run directory %s",
@@ -110,10 +110,6 @@ def final_record(state: TrainState):
         return next((r for r in state.history if r["epoch"] == state.best["epoch"]), None)
     last = state.history[-1]
     return last if last["epoch"] == state.epoch - 1 else None
-
-
-def spec_dict(spec) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(spec).items()}
 
 
 def mean_rate(history) -> float:
