@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from ddl.config import Config
-from ddl.data.config import DataConfig
+from ddl.config import DataConfig
 from ddl.data.dataset import load_dataset
 from ddl.predict import load
 from helpers import ddl_train

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from ddl import tracking
+from ddl.config import TrackingConfig
 from ddl.run import plots
 from ddl.tracking.report import format_table, main, rows_from_runs, to_csv, to_markdown
 
@@ -78,7 +79,7 @@ def _cli(*args, cwd=None):
 def test_cli_on_a_store_with_two_runs(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     for name, (train, dev) in {"worse": (0.15, 0.30), "better": (0.01, 0.02)}.items():
-        cfg = tracking.TrackingConfig(uri=uri, experiment="X", run_name=name)
+        cfg = TrackingConfig(uri=uri, experiment="X", run_name=name)
         tracker = tracking.Tracker.start(cfg, {"optimizer.name": "adam", "optimizer.lr": 0.01})
         tracker.log_epoch(0, {"train_error": train, "dev_error": dev})
         tracker.end()

@@ -6,6 +6,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ddl import tracking as T
+from ddl.config import TrackingConfig
 from ddl.tracking import store as TS
 from mlflow_server import free_port, mlflow_server  # noqa: F401 - the module-scoped fixture
 
@@ -20,7 +21,7 @@ def store(tmp_path_factory):
 
 
 def _cfg(uri, **kw):
-    return T.TrackingConfig(uri=uri, experiment=kw.pop("experiment", "tests"), **kw)
+    return TrackingConfig(uri=uri, experiment=kw.pop("experiment", "tests"), **kw)
 
 
 def _steps(client, run_id, key):
@@ -114,7 +115,7 @@ def test_parent_with_nested_children(store):
 
 def test_null_tracker_when_disabled(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    tracker = T.open_tracker(T.TrackingConfig(enabled=False), {"a": 1})
+    tracker = T.open_tracker(TrackingConfig(enabled=False), {"a": 1})
     assert isinstance(tracker, T.NullTracker) and tracker.run_id is None
     tracker.log_epoch(0, {"train_cost": 1.0})
     tracker.set_tags({"a": "b"})

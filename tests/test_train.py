@@ -9,7 +9,7 @@ from ddl import checkpoint as ckpt
 from ddl.parallel import signals
 from ddl.backend import get_backend
 from ddl.config import Config
-from ddl.data.config import DataConfig
+from ddl.config import DataConfig
 from ddl.data.dataset import load_dataset
 from ddl.parallel import SerialComm
 from ddl.run.experiment import build_spec, initial_state, optimizer_hyper

@@ -1,6 +1,6 @@
 """Data: from a dataset name or a file to the mini-batch rows each rank trains on.
 
-    cfg = DataConfig(name="flower")            # config.py: what to load, how to split
+    cfg = DataConfig(name="flower")            # ddl/config.py: what to load, how to split
     ds = load_dataset(cfg)                     # dataset.py: Dataset(train, dev, test, ...)
     for idx in shard_batches(ds.train.m, 64, epoch, seed, rank, world_size):   # shard.py
         X, y = ds.train.take(idx)              # splits.py: rows (b, n_x), labels (b,)
@@ -9,7 +9,7 @@ generated.py (flower, moons, circles, blobs, spirals, synthetic), course.py (cat
 signs), files.py (.npz, .npy, .csv, .h5, .mat), normalize.py (training-split statistics),
 errors.py (DataError and the input checks).
 """
-from ddl.data.config import DataConfig
+from ddl.config import DataConfig
 from ddl.data.dataset import Dataset, load_dataset
 from ddl.data.errors import DataError
 from ddl.data.normalize import Normalizer, fit_normalizer

@@ -11,7 +11,7 @@ from typing import Optional
 
 
 from ddl.data import course, files, generated
-from ddl.data.config import NAMES, DataConfig
+from ddl.config import NAMES, DataConfig
 from ddl.data.errors import (DataError, check_finite, check_label_range, check_lengths,
                              class_labels, fail, regression_targets)
 from ddl.data.normalize import Normalizer, fit_normalizer

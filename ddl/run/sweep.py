@@ -16,6 +16,8 @@ import itertools
 import math
 import sys
 
+from ddl.config import TrackingConfig
+
 
 def split_values(text: str) -> list[str]:
     """'a,[1,2],b' -> ['a', '[1,2]', 'b']."""
@@ -51,8 +53,6 @@ def logspace(lo: float, hi: float, n: int) -> list[float]:
 
 
 def _tracking_cfg(args):
-    from ddl.tracking import TrackingConfig  # noqa: PLC0415
-
     return TrackingConfig(uri=args.uri, experiment=args.experiment)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Optional
 
-from ddl.tracking.store import (MAX_PARAM_VALUE, MAX_PARAMS_PER_BATCH, TrackingConfig, TrackingError,
+from ddl.config import TrackingConfig
+from ddl.tracking.store import (MAX_PARAM_VALUE, MAX_PARAMS_PER_BATCH, TrackingError,
                                 _client, _file_lock, _sqlite_path, _unreachable, default_uri,
                                 ensure_store)
 

@@ -1,11 +1,10 @@
-"""The MLflow store: where it is (`./mlflow.db` by default), creating it once safely, and the
-TrackingConfig schema. Part of the tracking edge: only the tracking modules import mlflow."""
+"""The MLflow store: where it is (`./mlflow.db` by default) and creating it once safely.
+Part of the tracking edge: only the tracking package imports mlflow."""
 from __future__ import annotations
 
 import fcntl
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
@@ -18,19 +17,6 @@ _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_B
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used (unreachable server, missing store or experiment)."""
-
-
-@dataclass
-class TrackingConfig:
-    enabled: bool = True
-    uri: Optional[str] = None  # None: sqlite:///<cwd>/mlflow.db
-    experiment: str = "ddl"
-    run_name: Optional[str] = None
-    parent_run_id: Optional[str] = None  # join an existing parent (SLURM arrays, other processes)
-    bayes_error: float = 0.0
-    bias_threshold: float = 0.05
-    variance_threshold: float = 0.05
-    log_every: int = 1  # epochs
 
 
 def default_uri() -> str:

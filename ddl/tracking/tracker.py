@@ -15,7 +15,8 @@ from typing import Any, Mapping, Optional
 from ddl.diagnosis import diagnose
 
 from ddl.tracking.runs import log_params
-from ddl.tracking.store import TrackingConfig, TrackingError, _client, default_uri, ensure_store
+from ddl.config import TrackingConfig
+from ddl.tracking.store import TrackingError, _client, default_uri, ensure_store
 
 
 class Tracker:

@@ -2,7 +2,7 @@
 import json
 
 from ddl.config import Config
-from ddl.data.config import DataConfig
+from ddl.config import DataConfig
 from ddl.data.dataset import load_dataset
 from ddl.data.shard import n_steps
 from ddl.parallel import get_comm, install_abort_handler
