@@ -7,6 +7,7 @@ nothing but the standard library, so every schema is importable without NumPy or
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, List, Optional
 
 
@@ -69,7 +70,7 @@ class DataConfig:
 @dataclass
 class TrackingConfig:
     enabled: bool = True
-    uri: Optional[str] = None  # None: sqlite:///<cwd>/mlflow.db
+    uri: Optional[str] = None  # None: sqlite:///<cwd>/mlflow.db, resolved when the config is built
     experiment: str = "ddl"
     run_name: Optional[str] = None
     parent_run_id: Optional[str] = None  # join an existing parent (SLURM arrays, other processes)
@@ -77,6 +78,16 @@ class TrackingConfig:
     bias_threshold: float = 0.05
     variance_threshold: float = 0.05
     log_every: int = 1  # epochs
+
+    def __post_init__(self):
+        # The one place the default store is decided: everything downstream gets a concrete URI.
+        if not self.uri:
+            self.uri = default_uri()
+
+
+def default_uri() -> str:
+    """The embedded local store: `sqlite:///<abs cwd>/mlflow.db`."""
+    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
 @dataclass

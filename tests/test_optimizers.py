@@ -1,5 +1,5 @@
 """Optimizers: one step against the hand formula on every backend, convergence on a quadratic
-and on Rosenbrock, purity, checkpoint round trips, bad input; plus add_l2 and check_lr."""
+and on Rosenbrock, purity, checkpoint round trips, bad input; plus add_l2."""
 import math
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 
 from ddl.backend import get_backend
 from ddl.checkpoint import state_from_numpy, state_to_numpy
-from ddl.optim import OPTIMIZERS, add_l2, adam, check_lr, make_optimizer, momentum
+from ddl.optim import OPTIMIZERS, add_l2, adam, make_optimizer, momentum
 
 CASES = [("numpy", "float32"), ("numpy", "float64"),
          ("array_api_strict", "float32"), ("array_api_strict", "float64")]
@@ -230,18 +230,6 @@ def test_add_l2_rejects_bad_coefficient(coef):
     message = f"L2 coefficient must be a finite number >= 0, got {coef}"
     with pytest.raises(ValueError, match=message):
         add_l2(g, g, g, coef)
-
-
-def test_check_lr():
-    assert check_lr(0.1) == 0.1
-    assert type(check_lr(np.float32(0.5))) is float
-    message = r"^learning rate must be a positive finite number, got -0.1$"
-    with pytest.raises(ValueError, match=message):
-        check_lr(-0.1)
-    for bad, shown in [(0, "0"), (math.nan, "nan"), (math.inf, "inf"), ("0.1", "'0.1'"),
-                       (True, "True")]:
-        with pytest.raises(ValueError, match=f"got {shown}$"):
-            check_lr(bad)
 
 
 @pytest.mark.parametrize("name", ["gd", "momentum", "rmsprop", "adam"])

@@ -6,7 +6,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ddl import tracking as T
-from ddl.config import TrackingConfig
+from ddl.config import TrackingConfig, default_uri
 from ddl.tracking import store as TS
 from mlflow_server import free_port, mlflow_server  # noqa: F401 - the module-scoped fixture
 
@@ -109,8 +109,8 @@ def test_parent_with_nested_children(store):
     assert {r.info.run_id for r in found} == {c.run_id for c in [*children, joined]}
     assert client.get_run(parent).data.tags["ddl.sweep"] == "true"
     assert client.get_run(parent).info.status == "FINISHED"
-    assert len(T.fetch_runs(store, "sweep", parent=parent)) == 3
-    assert len(T.fetch_runs(store, "sweep")) == 4
+    assert len(T.fetch_runs(TrackingConfig(uri=store, experiment="sweep"), parent=parent)) == 3
+    assert len(T.fetch_runs(TrackingConfig(uri=store, experiment="sweep"))) == 4
 
 
 def test_null_tracker_when_disabled(tmp_path, monkeypatch):
@@ -127,7 +127,7 @@ def test_null_tracker_when_disabled(tmp_path, monkeypatch):
 
 def test_default_uri_and_flatten(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert T.default_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert default_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     flat = T.flatten_config({"optimizer": {"name": "adam", "lr": 0.01}, "model": {"hidden": [20, 7]},
                              "seed": 1, "tracking": {"uri": None}})
     assert flat == {"optimizer.name": "adam", "optimizer.lr": "0.01", "model.hidden": "[20, 7]",

@@ -11,9 +11,9 @@ from ddl.optim.optimizers import (
     rmsprop,
 )
 from ddl.optim.schedules import SCHEDULES, make_schedule, schedule_values
-from ddl.optim.transforms import add_l2, check_lr
+from ddl.optim.transforms import add_l2
 
 __all__ = [
-    "HYPER_PARAMETERS", "OPTIMIZERS", "SCHEDULES", "Optimizer", "adam", "add_l2", "check_lr", "gd",
+    "HYPER_PARAMETERS", "OPTIMIZERS", "SCHEDULES", "Optimizer", "adam", "add_l2", "gd",
     "make_optimizer", "make_schedule", "momentum", "rmsprop", "schedule_values",
 ]

@@ -1,4 +1,4 @@
-"""Gradient transforms that are not optimizers: L2 weight decay, and the learning-rate check.
+"""Gradient transforms that are not optimizers: L2 weight decay.
 
 L2 is its own transform (optax style), applied to the flat gradient before the optimizer:
 `g = add_l2(g, params.buf, mask, lambd / m)`, so every optimizer sees the regularized gradient.
@@ -21,15 +21,8 @@ def add_l2(g, params_buf, mask, coef: float):
     return g + float(coef) * (mask * params_buf)
 
 
-def check_lr(lr) -> float:
-    """Return `lr` as a Python float, or raise ValueError if it is not a positive finite number."""
-    if not _is_number(lr) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"learning rate must be a positive finite number, got {_show(lr)}")
-    return float(lr)
-
-
 def _is_number(x) -> bool:
-    # bool is a Real in Python; True as a learning rate is always a mistake.
+    # bool is a Real in Python; True as a coefficient is always a mistake.
     return isinstance(x, Real) and not isinstance(x, bool)
 
 

@@ -21,7 +21,3 @@ def install_signal_handlers(signals=(signal.SIGUSR1, signal.SIGTERM)) -> None:
     _REQUESTED["flag"] = False
     for s in signals:
         signal.signal(s, _on_signal)
-
-
-def reset() -> None:
-    _REQUESTED["flag"], _REQUESTED["signal"] = False, None

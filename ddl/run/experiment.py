@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -105,51 +106,22 @@ def resume_path(cfg: Config, run_dir: Path):
     return Path(r)
 
 
-def run(cfg: Config, comm, run_dir, tracker_factory=None, parent_run_id=None) -> dict:
-    """Train one config on every rank of `comm`; rank 0 writes `run_dir` and tracks. Returns the summary."""
-    run_dir, rank0 = Path(run_dir), comm.rank == 0
-    rss_start = current_rss_mb()
-    set_blas_threads(cfg.train.blas_threads or (1 if comm.size > 1 else None))
-    for warning in check_launch(comm.size, comm.local_size, gpu_count(), cfg.backend):
-        if rank0:
-            log.warning("preflight: %s", warning)
-    backend = get_backend(cfg.backend, comm.local_rank)
-    comm.use_allreduce(cfg.allreduce, backend)
-    opt, schedule = build_optimization(cfg)          # before the data: fail fast on a typo
-    ds = load_dataset(cfg.data, rank=comm.rank, world_size=comm.size)
-    spec = build_spec(cfg, ds)
-    setup = Setup(backend, comm, spec, opt, schedule, cfg.train, cfg.model.l2, cfg.model.sync_bn)
-    state, meta = initial_state(cfg, spec, backend, opt), {}
-    found = resume_path(cfg, run_dir)
-    if found is not None:
-        state, meta = ckpt.restore(found, TrainState, model.layout(spec), model.bn_state_layout(spec),
-                                   backend, cfg.train.dtype)
-        check_resumable(meta, stream_meta(cfg, spec.sizes), found)
-        if rank0:
-            log.info("resuming from %s at epoch %d, step %d", found, state.epoch, state.step)
-    tracker = None
-    if rank0 and tracker_factory is not None:
-        tracker = tracker_factory(cfg, run_id=meta.get("run_id"), nested_in=parent_run_id,
-                                  tags={"ddl.world_size": str(comm.size), "ddl.backend": backend.name})
+def run(cfg: Config, comm, run_dir, parent_run_id=None) -> dict:
+    """Train one config on every rank of `comm`; rank 0 writes `run_dir` and tracks (a child of
+    `parent_run_id` in a sweep). Returns the summary."""
+    run_dir, rss_start = Path(run_dir), current_rss_mb()
+    backend = prepare(cfg, comm)
+    setup, ds = build(cfg, comm, backend)
+    state, meta = start_state(cfg, setup, run_dir)
+    tracker = open_tracking(cfg, comm, backend, meta.get("run_id"), parent_run_id)
     run_id = tracker.run_id if tracker else meta.get("run_id")
-    if rank0:
+    if comm.rank == 0:
         log.info("run directory: %s  (world size %d, backend %s, network %s, %d train / %s dev examples)",
-                 run_dir, comm.size, backend.name, list(spec.sizes), ds.train.m,
+                 run_dir, comm.size, backend.name, list(setup.spec.sizes), ds.train.m,
                  ds.dev.m if ds.dev is not None else 0)
-    hooks = make_hooks(cfg, comm, backend, run_dir, ds, run_id, tracker, stream_meta(cfg, spec.sizes))
-    for record in state.history if tracker else []:
-        hooks.on_epoch.track(record)   # a job killed before its metrics were sent loses none
-    signals.install_signal_handlers()
-    t0 = time.perf_counter()
-    try:
-        state = train(ds, setup, state, hooks)
-    except BaseException:
-        if tracker:
-            tracker.end("FAILED")
-        raise
-    finally:
-        hooks.on_epoch.close()
-    seconds = time.perf_counter() - t0
+    hooks = make_hooks(cfg, comm, backend, run_dir, ds, run_id, tracker,
+                       stream_meta(cfg, setup.spec.sizes))
+    state, seconds = train_tracked(ds, setup, state, hooks, tracker)
     if state.stopped == "signal":
         if tracker:
             tracker.end("KILLED")
@@ -162,3 +134,66 @@ def run(cfg: Config, comm, run_dir, tracker_factory=None, parent_run_id=None) ->
     return summary
 
 
+def prepare(cfg: Config, comm):
+    """The process before any work: BLAS threads, launch checks, the backend and its transport."""
+    set_blas_threads(cfg.train.blas_threads or (1 if comm.size > 1 else None))
+    for warning in check_launch(comm.size, comm.local_size, gpu_count(), cfg.backend):
+        if comm.rank == 0:
+            log.warning("preflight: %s", warning)
+    backend = get_backend(cfg.backend, comm.local_rank)
+    comm.use_allreduce(cfg.allreduce, backend)
+    return backend
+
+
+def build(cfg: Config, comm, backend) -> tuple[Setup, object]:
+    """The run's fixed parts (optimizer, schedule, network) and this rank's view of the data."""
+    opt, schedule = build_optimization(cfg)          # before the data: fail fast on a typo
+    ds = load_dataset(cfg.data, rank=comm.rank, world_size=comm.size)
+    spec = build_spec(cfg, ds)
+    setup = Setup(backend, comm, spec, opt, schedule, cfg.train, cfg.model.l2, cfg.model.sync_bn)
+    return setup, ds
+
+
+def start_state(cfg: Config, setup: Setup, run_dir: Path) -> tuple[TrainState, dict]:
+    """A fresh state, or the checkpoint `checkpoint.resume` names (with its metadata)."""
+    state = initial_state(cfg, setup.spec, setup.backend, setup.opt)
+    found = resume_path(cfg, run_dir)
+    if found is None:
+        return state, {}
+    spec = setup.spec
+    state, meta = ckpt.restore(found, TrainState, model.layout(spec), model.bn_state_layout(spec),
+                               setup.backend, cfg.train.dtype)
+    check_resumable(meta, stream_meta(cfg, spec.sizes), found)
+    if setup.comm.rank == 0:
+        log.info("resuming from %s at epoch %d, step %d", found, state.epoch, state.step)
+    return state, meta
+
+
+def open_tracking(cfg: Config, comm, backend, run_id, parent_run_id):
+    """Rank 0's MLflow run, created or (`run_id` from a checkpoint) resumed; None on the other
+    ranks and with tracking off."""
+    if comm.rank != 0 or not cfg.tracking.enabled:
+        return None
+    from ddl import tracking  # noqa: PLC0415 - MLflow only on rank 0, only when tracking
+
+    tags = {"ddl.world_size": str(comm.size), "ddl.backend": backend.name}
+    return tracking.open_tracker(cfg.tracking, tracking.flatten_config(asdict(cfg)), tags,
+                                 run_id=run_id, nested_in=parent_run_id)
+
+
+def train_tracked(ds, setup: Setup, state: TrainState, hooks, tracker) -> tuple[TrainState, float]:
+    """`train` with the run's edges: history replayed to the tracker first (a job killed before its
+    metrics were sent loses none), stop signals armed, the run FAILED on any error."""
+    for record in state.history if tracker else []:
+        hooks.on_epoch.track(record)
+    signals.install_signal_handlers()
+    t0 = time.perf_counter()
+    try:
+        state = train(ds, setup, state, hooks)
+    except BaseException:
+        if tracker:
+            tracker.end("FAILED")
+        raise
+    finally:
+        hooks.on_epoch.close()
+    return state, time.perf_counter() - t0

@@ -10,22 +10,13 @@ import logging
 import sys
 import time
 import traceback
-from dataclasses import asdict
 from pathlib import Path
 
-from ddl.config import Config
 from ddl.train import NonFiniteError
 
 log = logging.getLogger("ddl")
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerun with checkpoint.resume=auto
-
-
-def tracker_factory(cfg: Config, run_id=None, nested_in=None, tags=None):
-    from ddl import tracking  # noqa: PLC0415 - MLflow only on rank 0, only when tracking
-
-    params = tracking.flatten_config(asdict(cfg))
-    return tracking.open_tracker(cfg.tracking, params, tags or {}, run_id=run_id, nested_in=nested_in)
 
 
 def execute(job: dict, comm) -> dict | None:
@@ -34,9 +25,8 @@ def execute(job: dict, comm) -> dict | None:
 
     run_dir = Path(job["run_dir"])
     handler = attach_file_log(run_dir) if comm.rank == 0 else None
-    factory = tracker_factory if job["cfg"].tracking.enabled else None
     try:
-        summary = experiment.run(job["cfg"], comm, run_dir, factory, job["parent"])
+        summary = experiment.run(job["cfg"], comm, run_dir, job["parent"])
         if summary.get("stopped") == "signal":
             log.warning("stopped by a signal at epoch %d step %d; checkpoint written in %s. Rerun "
                         "with out_dir=%s checkpoint.resume=auto to continue.", summary["epoch"],

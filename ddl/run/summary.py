@@ -68,7 +68,7 @@ def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> No
         if (run_dir / name).exists():
             tracker.log_artifact(str(run_dir / name))
     tracker.end("FINISHED")
-    uri = cfg.tracking.uri or tracking_uri_default()
+    uri = cfg.tracking.uri
     view = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else uri
     log.info("MLflow run %s in experiment %r at %s  (view: %s; table: ddl-report --experiment %s)",
              tracker.run_id, cfg.tracking.experiment, uri, view, cfg.tracking.experiment)
@@ -93,12 +93,6 @@ def peak_rss_mb() -> float:
     import resource  # noqa: PLC0415
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def tracking_uri_default() -> str:
-    from ddl.tracking import default_uri  # noqa: PLC0415
-
-    return default_uri()
 
 
 def final_record(state: TrainState):

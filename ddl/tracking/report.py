@@ -14,6 +14,7 @@ import math
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
+from ddl.config import TrackingConfig
 from ddl.diagnosis import diagnose
 
 # (row key, table header, source): source is (kind, name) with kind "text" (a param as is),
@@ -137,14 +138,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ddl import tracking  # the MLflow edge; kept out of the pure helpers above
 
     args = _parse(argv)
-    uri = args.uri or tracking.default_uri()
+    cfg = TrackingConfig(uri=args.uri, experiment=args.experiment)
     try:
-        runs = tracking.fetch_runs(uri, args.experiment, parent=args.parent)
+        runs = tracking.fetch_runs(cfg, parent=args.parent)
     except (tracking.TrackingError, ValueError) as err:
         print(f"ddl-report: error: {err}", file=sys.stderr)
         return 2
     rows = rows_from_runs(runs)[: args.limit]
-    print(format_table(rows) if rows else f"no runs in experiment {args.experiment!r} at {uri}")
+    print(format_table(rows) if rows else f"no runs in experiment {args.experiment!r} at {cfg.uri}")
     for path, render in ((args.csv, to_csv), (args.markdown, to_markdown)):
         if path:
             with open(path, "w", encoding="utf-8", newline="") as handle:

@@ -6,14 +6,14 @@ from typing import Any, Iterator, Mapping, Optional
 
 from ddl.config import TrackingConfig
 from ddl.tracking.store import (MAX_PARAM_VALUE, MAX_PARAMS_PER_BATCH, TrackingError,
-                                _client, _file_lock, _sqlite_path, _unreachable, default_uri,
+                                _client, _file_lock, _sqlite_path, _unreachable,
                                 ensure_store)
 
 
 def start_parent(cfg: TrackingConfig, name: str, params: Mapping[str, Any],
                  tags: Mapping[str, str] = {}) -> str:
     """Create a sweep's parent run (tag ddl.sweep=true); children join it via nested_in."""
-    uri = cfg.uri or default_uri()
+    uri = cfg.uri
     experiment_id = ensure_store(uri, cfg.experiment)
     client = _client(uri)
     run = client.create_run(experiment_id, tags={**tags, "ddl.sweep": "true"}, run_name=name)
@@ -35,7 +35,7 @@ def parent_for_key(cfg: TrackingConfig, name: str, key: str) -> str:
     """Get or create the parent run tagged ddl.sweep_key=key: jobs of one sweep that start in
     separate processes (a launcher, an array) find the same parent. Serialized by a file lock
     for a local store; against a server two jobs starting in the same instant could race."""
-    uri = cfg.uri or default_uri()
+    uri = cfg.uri
     lock = _sqlite_path(uri).with_suffix(".sweeps.lock") if uri.startswith("sqlite:") else None
     with (_file_lock(lock) if lock else _no_lock()):
         return find_parent(cfg, key) or start_parent(cfg, name, {"sweep": name},
@@ -48,13 +48,12 @@ def _no_lock() -> Iterator[None]:
 
 
 def end_run(cfg: TrackingConfig, run_id: str, status: str = "FINISHED") -> None:
-    _client(cfg.uri or default_uri()).set_terminated(run_id, status)
+    _client(cfg.uri).set_terminated(run_id, status)
 
 
 def close_parent(cfg: TrackingConfig, run_id: str) -> str:
     """End a sweep parent: FAILED when a child did not finish (or there is none), else FINISHED."""
-    uri = cfg.uri or default_uri()
-    statuses = [r["status"] for r in fetch_runs(uri, cfg.experiment, parent=run_id)]
+    statuses = [r["status"] for r in fetch_runs(cfg, parent=run_id)]
     status = "FINISHED" if statuses and all(s == "FINISHED" for s in statuses) else "FAILED"
     end_run(cfg, run_id, status)
     return status
@@ -62,15 +61,16 @@ def close_parent(cfg: TrackingConfig, run_id: str) -> str:
 
 def find_parent(cfg: TrackingConfig, key: str) -> Optional[str]:
     """The parent run tagged ddl.sweep_key=key, if any (never creates one)."""
-    uri = cfg.uri or default_uri()
+    uri = cfg.uri
     found = list(_search_all(_client(uri), ensure_store(uri, cfg.experiment),
                              f"tags.`ddl.sweep_key` = '{key}'"))
     return found[0].info.run_id if found else None
 
 
-def fetch_runs(uri: str, experiment: str, parent: Optional[str] = None) -> list[dict[str, Any]]:
-    """Runs of `experiment` (or of one parent) as plain dicts: run_id, name, status, start_time,
-    params, metrics (latest values), tags. Never creates a store or an experiment."""
+def fetch_runs(cfg: TrackingConfig, parent: Optional[str] = None) -> list[dict[str, Any]]:
+    """Runs of `cfg.experiment` (or of one parent) as plain dicts: run_id, name, status,
+    start_time, params, metrics (latest values), tags. Never creates a store or an experiment."""
+    uri, experiment = cfg.uri, cfg.experiment
     if uri.startswith("sqlite:") and not _sqlite_path(uri).is_file():
         raise TrackingError(f"no MLflow store at {_sqlite_path(uri)} (from {uri})")
     client = _client(uri)

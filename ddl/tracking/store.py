@@ -19,11 +19,6 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used (unreachable server, missing store or experiment)."""
 
 
-def default_uri() -> str:
-    """The embedded local store: `sqlite:///<abs cwd>/mlflow.db`."""
-    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-
-
 def flatten_config(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """{"optimizer": {"lr": 0.1}} -> {"optimizer.lr": "0.1"}; lists become their string."""
     flat: dict[str, str] = {}

@@ -16,7 +16,7 @@ from ddl.diagnosis import diagnose
 
 from ddl.tracking.runs import log_params
 from ddl.config import TrackingConfig
-from ddl.tracking.store import TrackingError, _client, default_uri, ensure_store
+from ddl.tracking.store import TrackingError, _client, ensure_store
 
 
 class Tracker:
@@ -33,7 +33,7 @@ class Tracker:
     def start(cls, cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[str, str] = {},
               run_id: Optional[str] = None, nested_in: Optional[str] = None) -> "Tracker":
         """Create a run (child of nested_in or cfg.parent_run_id) or resume `run_id`."""
-        uri = cfg.uri or default_uri()
+        uri = cfg.uri
         experiment_id = ensure_store(uri, cfg.experiment)
         client = _client(uri)
         if run_id is None:
