@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
@@ -13,7 +13,7 @@ from ddl import cli
 from ddl.config import Config
 from helpers import ddl_train
 
-CONF = Path(cli.CONF_DIR)
+CONF = Path(__file__).resolve().parents[1] / "conf"   # what pkg://ddl.conf installs
 GROUPS = ["data", "model", "optimizer", "schedule", "train", "tracking", "checkpoint"]
 
 
@@ -25,7 +25,7 @@ def options(group: str) -> list[str]:
 def hydra_ctx():
     cli.register_schemas()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_module(config_module=cli.CONF_PATH.removeprefix("pkg://"), version_base="1.3"):
         yield
     GlobalHydra.instance().clear()
 

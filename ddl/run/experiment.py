@@ -135,11 +135,16 @@ def run(cfg: Config, comm, run_dir, parent_run_id=None) -> dict:
 
 
 def prepare(cfg: Config, comm):
-    """The process before any work: BLAS threads, launch checks, the backend and its transport."""
+    """The process before any work: BLAS threads, launch and tracking-store checks, the backend
+    and its transport."""
     set_blas_threads(cfg.train.blas_threads or (1 if comm.size > 1 else None))
     for warning in check_launch(comm.size, comm.local_size, gpu_count(), cfg.backend):
         if comm.rank == 0:
             log.warning("preflight: %s", warning)
+    if comm.rank == 0 and cfg.tracking.enabled:
+        from ddl import tracking  # noqa: PLC0415 - MLflow only on rank 0, only when tracking
+
+        tracking.ensure_store(cfg.tracking.uri, cfg.tracking.experiment)  # a bad store stops us here
     backend = get_backend(cfg.backend, comm.local_rank)
     comm.use_allreduce(cfg.allreduce, backend)
     return backend

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
+from ddl.tracking import schema
+
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits for one log_batch call and one param value
 MAX_PARAM_VALUE = 6000
 # Fail fast on an unreachable server instead of MLflow's default 7 retries x 120 s timeout.
@@ -37,7 +39,28 @@ def _client(uri: str):
     if uri.startswith(("http://", "https://")):
         for name, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
+    elif uri.startswith("sqlite:") and uri not in _CHECKED:
+        _check_sqlite_schema(uri)
     return MlflowClient(tracking_uri=uri)
+
+
+_CHECKED: set[str] = set()  # SQLite URIs whose schema this process has found usable
+
+
+def _check_sqlite_schema(uri: str) -> None:
+    """Before MLflow opens the file: a store of another MLflow release is refused in one paragraph
+    (MLflow itself would fail mid-run with alembic's message, or suggest an impossible upgrade)."""
+    db = _sqlite_path(uri)
+    try:
+        schema.check_schema(uri, db, _lock_path(db))
+    except schema.SchemaError as err:
+        raise TrackingError(str(err)) from None
+    if db.is_file():
+        _CHECKED.add(uri)
+
+
+def _lock_path(db: Path) -> Path:
+    return db.with_name(db.name + ".lock")
 
 
 def _sqlite_path(uri: str) -> Path:
@@ -66,7 +89,7 @@ def _create_sqlite_once(uri: str, db: Path, lock: Path) -> None:
     with _file_lock(lock):
         if not created():
             _client(uri).search_experiments(max_results=1)  # the first query builds the schema
-            lock.write_text("created\n")
+            lock.write_text(f"{schema.CREATED}{schema.installed_version()}\n")
 
 
 def _unreachable(uri: str, err: BaseException) -> TrackingError:
@@ -80,7 +103,7 @@ def ensure_store(uri: str, experiment: str) -> str:
     creation runs under an flock on "<db>.lock": sweeps and SLURM arrays start all at once."""
     if uri.startswith("sqlite:"):
         db = _sqlite_path(uri)
-        _create_sqlite_once(uri, db, db.with_name(db.name + ".lock"))
+        _create_sqlite_once(uri, db, _lock_path(db))
         return _get_or_create(_client(uri), experiment, (db.parent / "mlartifacts").as_uri())
     try:
         return _get_or_create(_client(uri), experiment, None)
