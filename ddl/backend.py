@@ -6,6 +6,7 @@ It also owns the counter-based random stream used for dropout masks, so a mask d
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,10 @@ class Backend:
         return getattr(self.xp, name)
 
     def asarray(self, a, dtype: str | None = None):
-        """Host (NumPy) array -> backend array, optionally cast to `dtype` ('float32'/'float64')."""
+        """Host (NumPy) or backend array -> backend array, optionally cast to `dtype`
+        ('float32'/'float64'). A device array stays on the device (no host round trip)."""
+        if self.name == "cupy" and hasattr(a, "__cuda_array_interface__"):
+            return a if dtype is None else a.astype(dtype, copy=False)
         a = np.asarray(a)
         if dtype is not None:
             a = a.astype(dtype, copy=False)
@@ -71,12 +75,46 @@ class Backend:
 
 def gpu_count() -> int:
     """Number of visible CUDA devices (0 if CuPy or a driver is missing)."""
+    return gpu_status()[0]
+
+
+def gpu_status() -> tuple[int, str]:
+    """(visible CUDA devices, why none: "" when there are some, else the cause in CuPy's words)."""
     try:
         import cupy  # noqa: PLC0415
+    except Exception as err:  # noqa: BLE001 - a broken CuPy install is also "no GPU", with a reason
+        return 0, f"CuPy is not installed or does not import ({type(err).__name__}: {err})"
+    try:
+        n = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as err:  # noqa: BLE001 - driver too old, wrong wheel for the CUDA, no device
+        version = getattr(cupy, "__version__", "?")
+        return 0, f"CuPy {version} found no usable device ({type(err).__name__}: {err})"
+    return n, "" if n else "CuPy sees no CUDA device (check CUDA_VISIBLE_DEVICES and --gpus)"
 
-        return int(cupy.cuda.runtime.getDeviceCount())
-    except Exception:  # no CuPy, no driver, no device: all mean "no GPU"
-        return 0
+
+def cuda_driver_major() -> int | None:
+    """The CUDA major version the installed driver supports (libcuda), or None without a driver."""
+    import ctypes  # noqa: PLC0415
+
+    try:
+        version = ctypes.c_int(0)
+        if ctypes.CDLL("libcuda.so.1").cuDriverGetVersion(ctypes.byref(version)) != 0:
+            return None
+        return version.value // 1000
+    except (OSError, AttributeError):
+        return None
+
+
+def cupy_package_hint(major: int | None = None) -> str:
+    """The CuPy wheel (and ddl extra) that matches this machine's CUDA driver."""
+    major = cuda_driver_major() if major is None else major
+    if major in (12, 13):
+        return f"pip install 'ddl[gpu-cuda{major}]' (cupy-cuda{major}x, for this driver's CUDA {major})"
+    return ("pip install 'ddl[gpu-cuda13]' (cupy-cuda13x) or 'ddl[gpu-cuda12]' (cupy-cuda12x), "
+            "matching the CUDA version nvidia-smi shows; never both")
+
+
+_WARNED = {"auto": False}
 
 
 def get_backend(name: str = "numpy", local_rank: int = 0) -> Backend:
@@ -87,7 +125,12 @@ def get_backend(name: str = "numpy", local_rank: int = 0) -> Backend:
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
     if name == "auto":
-        name = "cupy" if gpu_count() > 0 else "numpy"
+        n, why = gpu_status()
+        if n == 0 and "not installed" not in why and not _WARNED["auto"]:
+            _WARNED["auto"] = True      # CuPy is there but unusable: say why once, then use NumPy
+            logging.getLogger("ddl").warning("backend=auto: using NumPy because %s. Fix: %s", why,
+                                             cupy_package_hint())
+        name = "cupy" if n > 0 else "numpy"
     if name == "numpy":
         import array_api_compat.numpy as xp  # noqa: PLC0415
 
@@ -96,13 +139,11 @@ def get_backend(name: str = "numpy", local_rank: int = 0) -> Backend:
         import array_api_strict as xp  # noqa: PLC0415
 
         return Backend("array_api_strict", xp)
-    n = gpu_count()
+    n, why = gpu_status()
     if n == 0:
-        raise RuntimeError(
-            "backend=cupy was asked for, but no GPU is usable here (CuPy is not installed or no "
-            "CUDA device is visible). Install CuPy for your CUDA version (pip install 'ddl[gpu]' "
-            "or cupy-cuda12x) on a GPU machine, or run with backend=numpy or backend=auto."
-        )
+        raise RuntimeError(f"backend=cupy was asked for, but no GPU is usable here: {why}. Install "
+                           f"the CuPy that matches the driver ({cupy_package_hint()}) on a GPU "
+                           f"machine, or run with backend=numpy or backend=auto.")
     import array_api_compat.cupy as xp  # noqa: PLC0415
     import cupy  # noqa: PLC0415
 

@@ -29,3 +29,21 @@ def test_world_size_against_the_allocation_warns():
 def test_cupy_without_gpu_is_refused():
     with pytest.raises(LaunchError, match="no visible GPU"):
         check_launch(size=1, local_size=1, gpus=0, backend="cupy", env={})
+
+
+def test_nccl_with_more_ranks_than_gpus_is_refused_naming_rank_and_gpu():
+    with pytest.raises(LaunchError, match=r"allreduce=nccl with 2 ranks on this node but 1 GPU.*rank 1 "
+                                          r"would share GPU 0.*Duplicate GPU"):
+        check_launch(size=2, local_size=2, gpus=1, backend="cupy", env={}, allreduce="nccl",
+                     local_rank=1)
+    # the testing aid (a distinct NCCL_HOSTID per rank) is let through, with the usual warning
+    (w,) = check_launch(size=2, local_size=2, gpus=1, backend="cupy", env={"NCCL_HOSTID": "r1"},
+                        allreduce="nccl", local_rank=1)
+    assert "share 1 GPU" in w
+    assert check_launch(size=2, local_size=2, gpus=2, backend="cupy", env={}, allreduce="nccl") == []
+
+
+def test_cupy_without_gpu_names_the_cause():
+    with pytest.raises(LaunchError, match=r"no visible GPU \(CuPy 14 found no usable device\)"):
+        check_launch(size=1, local_size=1, gpus=0, backend="cupy", env={},
+                     gpu_reason="CuPy 14 found no usable device")

