@@ -31,7 +31,7 @@ from ddl.parallel import signals
 
 log = logging.getLogger("ddl")
 
-TAIL = 4  # trailing slots of the gradient buffer: example count, loss sum, non-finite ranks, stop
+TAIL = 5  # trailing slots of the gradient buffer (see write_tail)
 
 
 class NonFiniteError(RuntimeError):
@@ -120,10 +120,11 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
 
 @dataclass
 class StepBuffers:
-    """The extended gradient buffer [grads | TAIL], its named views, and the L2 mask."""
+    """The extended gradient buffer [grads | tail], its named views, and the L2 mask."""
 
     ext: object
     grads: Flat
+    tail: object
     mask: object
     bn_reduce: Optional[Callable]
 
@@ -135,36 +136,37 @@ class StepBuffers:
         reduce = None
         if setup.spec.batchnorm and setup.sync_bn and setup.comm.size > 1:
             reduce = lambda arrays: setup.comm.reduce_list(arrays, tag="bn")  # noqa: E731
-        return cls(ext, Flat(layout, ext[:layout.size], xp), mask, reduce)
+        return cls(ext, Flat(layout, ext[:layout.size], xp), ext[layout.size:], mask, reduce)
 
 
 def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key: int, lr: float):
     """Forward/backward on this rank's rows `idx`, one allreduce, one update.
 
-    Returns the global (count, loss sum, non-finite rank count, stop flag) of the step.
+    Returns the global (count, loss sum, non-finite flag, stop flag) of the step. On a GPU the
+    host waits for the device once: the read of the reduced tail (see `write_tail`).
     """
-    backend, comm, spec, cfg = setup.backend, setup.comm, setup.spec, setup.cfg
+    backend, comm, spec = setup.backend, setup.comm, setup.spec
     xp = backend.xp
     X, y = setup.batch(ds.train, idx)
+    # forward/backward: everything stays on the device until the tail is read
     ZL, caches, bn_new = model.forward(xp, state.params, X, spec, train=True, bn_state=state.bn_state,
                                        key=key, idx=backend.asarray(idx), reduce=bufs.bn_reduce)
     # labels were checked when the data was loaded: no per-step check (a device sync on a GPU)
     Y = losses.encode_targets(xp, y, spec.output, spec.sizes[-1], ZL.dtype, check=False)
-    loss = float(backend.to_numpy(losses.loss_sum(xp, ZL, Y, spec.output)))
+    loss = losses.loss_sum(xp, ZL, Y, spec.output)
     bufs.grads.assign(model.backward(xp, losses.loss_grad(xp, ZL, Y, spec.output), caches, spec,
                                      reduce=bufs.bn_reduce))
-    local_bad = not math.isfinite(loss)
-    if local_bad:
-        log.warning("non-finite loss %s on %d local examples (epoch %d)", loss, len(idx), state.epoch)
-    tail = [len(idx), loss if not local_bad else 0.0, float(local_bad), float(signals.requested())]
-    bufs.ext[-TAIL:] = backend.asarray(np.array(tail), cfg.dtype)
-    backend.synchronize()
-    comm.allreduce_sum(bufs.ext, tag="grad")                    # the ONE gradient allreduce
-    count, loss_sum, bad, stop = (float(v) for v in backend.to_numpy(bufs.ext[-TAIL:]))
-    if not bad and not math.isfinite(float(backend.to_numpy(xp.sum(bufs.ext)))):
-        bad = 1.0   # finite losses but a NaN/Inf gradient: the same verdict on every rank
+    write_tail(xp, bufs, len(idx), loss, signals.requested())
+    # the one collective (none for a world of one: the sum over one rank is the buffer itself)
+    if comm.size > 1:
+        comm.allreduce_sum(bufs.ext, tag="grad")
+    count, loss_sum, bad_losses, grad_sum, stop = (float(v) for v in backend.to_numpy(bufs.tail))
+    bad = bad_losses if bad_losses else float(not math.isfinite(grad_sum))
+    if bad:
+        warn_local_loss(backend, loss, len(idx), state.epoch)
     if bad or count == 0:
         return count, loss_sum, bad, stop
+    # update
     g = bufs.grads.buf
     g /= count                      # scratch buffer: overwritten by the next step's gradients
     if setup.l2 > 0:
@@ -174,6 +176,29 @@ def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key:
     if bn_new is not None:
         state.bn_state = bn_new
     return count, loss_sum, bad, stop
+
+
+def write_tail(xp, bufs: StepBuffers, count: int, loss, stop: bool) -> None:
+    """Fill the buffer's tail on the device, without reading anything back:
+    [count, loss (0 if non-finite), 1 if the loss is non-finite, sum of the gradients, stop].
+
+    After the allreduce slot 2 counts the ranks with a non-finite loss, and a NaN/Inf in any
+    rank's gradient makes slot 3 non-finite: one read of the tail gives every rank the verdict.
+    """
+    finite = xp.isfinite(loss)
+    verdicts = [xp.where(finite, loss, xp.zeros_like(loss)), xp.astype(xp.logical_not(finite), loss.dtype),
+                xp.sum(bufs.grads.buf)]
+    tail = bufs.tail
+    tail[0] = float(count)
+    tail[1:4] = xp.stack(verdicts)          # one device copy: no element is read back here
+    tail[4] = float(stop)
+
+
+def warn_local_loss(backend: Backend, loss, count: int, epoch: int) -> None:
+    """Name the rank-local cause of a non-finite step (the failure path: one more host read)."""
+    value = float(backend.to_numpy(loss))
+    if not math.isfinite(value):
+        log.warning("non-finite loss %s on %d local examples (epoch %d)", value, count, epoch)
 
 
 def handle_nonfinite(setup: Setup, state: TrainState, epoch: int, step: int, bad: float) -> None:

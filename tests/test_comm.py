@@ -17,7 +17,7 @@ import pytest
 
 from ddl.backend import gpu_count
 from ddl.parallel import SerialComm, get_comm, setup_logging, world_info
-from helpers import mpiexec, run_cmd
+from helpers import clean_env, mpiexec, run_cmd
 
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
 TIMEOUT = 30.0
@@ -28,8 +28,9 @@ def run(cmd, timeout=TIMEOUT):
     return run_cmd(cmd, timeout=timeout)
 
 
-def mpirun(n, script, *args, timeout=TIMEOUT):
-    return run([mpiexec(), "-n", str(n), sys.executable, str(SCRIPTS / script), *args], timeout)
+def mpirun(n, script, *args, timeout=TIMEOUT, env=None):
+    return run_cmd([mpiexec(), "-n", str(n), sys.executable, str(SCRIPTS / script), *args],
+                   timeout=timeout, env=clean_env(**(env or {})))
 
 
 # ---- SerialComm ------------------------------------------------------------------------------
@@ -172,10 +173,11 @@ def test_logging_under_mpiexec():
 
 
 @pytest.mark.mpi
-def test_host_staged_gpu_strategy_with_stand_in_cupy():
-    rc, out, err = mpirun(2, "fake_device.py")
+@pytest.mark.parametrize("mode", ["host", "cuda_aware", "nccl"])
+def test_gpu_strategies_on_a_counting_twin_of_the_device(mode):
+    rc, out, err = mpirun(2, "fake_device.py", mode, env={"DDL_CUDA_AWARE_MPI": "1"})
     assert rc == 0, f"stdout:\n{out}\nstderr:\n{err}"
-    assert out.count("fake-device") == 2, out
+    assert out.count(f"fake-device {mode}") == 2, out
 
 
 def _gpu_skip(mode):

@@ -51,3 +51,44 @@ def test_the_pip_mpich_reports_no_cuda_support():
     assert gpu.mpi_cuda_support() is False           # MPICH 5 exports both queries; answers 0
     if importlib.util.find_spec("cupy") is None:        # CI: no CuPy, so no NCCL either
         assert gpu.nccl_available() is False
+
+
+# ---- the host's waits for the device in one training step (the budget of the GPU issue) ----------
+
+STEP_WAITS = Path(__file__).resolve().parent / "mpi_scripts" / "step_waits.py"
+
+
+def step_waits(n: int, mode: str, bn: bool) -> dict:
+    """Per-step counts from a real training step on the counting twin of a GPU."""
+    import json
+
+    cmd = [sys.executable, STEP_WAITS, mode, int(bn)]
+    if n:
+        cmd = [mpiexec(), "-n", n, *cmd, "--mpi"]
+    code, out, err = run_cmd(cmd, timeout=90, env=clean_env(DDL_CUDA_AWARE_MPI="1"))
+    assert code == 0, out + err
+    return json.loads(out.split("WAITS ", 1)[1].splitlines()[0])
+
+
+@pytest.mark.parametrize("bn", [False, True])
+@pytest.mark.parametrize("n", [0, 1])       # 0: no launcher (SerialComm); 1: MPI, world of one
+def test_one_process_waits_once_per_step_and_calls_no_collective(n, bn):
+    got = step_waits(n, "host", bn)
+    assert got["waits_per_step"] == 1 and got["kinds"] == {"to_numpy": 6}, got   # the tail read
+    assert got["collectives_per_step"] == 0 and got["routed"] == {}, got
+    assert sum(got["eval_waits"].values()) == got["eval_chunks"] == 3, got   # 41 rows, chunks of 16
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("bn", [False, True])
+@pytest.mark.parametrize("mode", ["host", "cuda_aware", "nccl"])
+def test_two_ranks_wait_once_per_step_plus_once_per_collective_not_on_the_stream(mode, bn):
+    got = step_waits(2, mode, bn)
+    collectives = 1 + (3 * 2 if bn else 0)    # the gradient; 3 per batch-norm layer (2 layers)
+    assert got["collectives_per_step"] == collectives, got
+    # NCCL is queued on the stream: only the tail read waits. Host staging and CUDA-aware MPI
+    # wait once per collective (MPI knows nothing of streams), plus the tail read.
+    budget = 1 if mode == "nccl" else 1 + collectives
+    assert got["waits_per_step"] == budget, got
+    assert not any(k.endswith("()") for k in got["kinds"]), f"an implicit host read: {got}"
+    assert sum(got["eval_waits"].values()) == got["eval_chunks"] == 2, got   # ~20 rows per rank

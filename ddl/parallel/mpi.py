@@ -15,7 +15,7 @@ from array_api_compat import array_namespace
 from mpi4py import MPI
 
 from ddl.parallel.comm import Comm, check_op, check_root
-from ddl.parallel.gpu import check_backend, make_device_reducer
+from ddl.parallel.gpu import CupyDevice, check_backend, make_device_reducer
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 
@@ -26,8 +26,11 @@ ABORT_GRACE_S = 0.5
 class MPIComm(Comm):
     """Communicator over a clone of MPI.COMM_WORLD; `local_rank` is the rank within this node."""
 
-    def __init__(self, backend=None, allreduce: str = "host"):
+    def __init__(self, backend=None, allreduce: str = "host", device=None):
+        """`device`: the device-array operations for the GPU strategies (CupyDevice unless a
+        test gives a counting twin); arrays it `owns` go through the chosen strategy."""
         super().__init__()
+        self.device = device or CupyDevice()
         check_backend(allreduce, backend)
         self.comm = MPI.COMM_WORLD.Clone()
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
@@ -55,14 +58,14 @@ class MPIComm(Comm):
         Lazy building is safe because every rank makes the same sequence of collectives.
         """
         if self._reducer is None:
-            self._reducer = make_device_reducer(self.comm, self.allreduce_mode)
+            self._reducer = make_device_reducer(self.comm, self.allreduce_mode, self.device)
         return self._reducer
 
     def _allreduce_sum(self, buf) -> None:
-        if isinstance(buf, np.ndarray):
-            self.comm.Allreduce(MPI.IN_PLACE, _contiguous(buf), op=MPI.SUM)
-        elif hasattr(buf, "__cuda_array_interface__"):
+        if self.device.owns(buf):
             self._device().allreduce_sum(buf)
+        elif isinstance(buf, np.ndarray):
+            self.comm.Allreduce(MPI.IN_PLACE, _contiguous(buf), op=MPI.SUM)
         else:
             _through_host(buf, lambda h: self.comm.Allreduce(MPI.IN_PLACE, h, op=MPI.SUM))
 
@@ -76,10 +79,10 @@ class MPIComm(Comm):
 
     def bcast_array(self, buf, root: int = 0):
         check_root(root, self.size)
-        if isinstance(buf, np.ndarray):
-            self.comm.Bcast(_contiguous(buf), root=root)
-        elif hasattr(buf, "__cuda_array_interface__"):
+        if self.device.owns(buf):
             self._device().bcast(buf, root)
+        elif isinstance(buf, np.ndarray):
+            self.comm.Bcast(_contiguous(buf), root=root)
         else:
             _through_host(buf, lambda h: self.comm.Bcast(h, root=root))
         return buf

@@ -1,61 +1,43 @@
-"""The "host" GPU strategy's logic without a GPU: a stand-in `cupy` module and device array.
+"""The three GPU strategies' host-side logic without a GPU, on the counting twin of a device.
 
-Checks that CuPy-like buffers (anything with __cuda_array_interface__) are routed to the GPU
-strategy, that the stream is synchronized BEFORE the device->host copy, and the sums are right.
+    mpiexec -n N python fake_device.py MODE      (MODE: host | cuda_aware | nccl)
+Checks that device arrays are routed to the strategy, the sums and broadcasts are right, the
+host strategy reuses ONE staging buffer per (size, dtype), and how many waits each call costs.
 """
 import sys
-import types
 
 import numpy as np
 
-EVENTS = []
+from counting import WAITS, CountingDevice, counted
+from ddl.parallel import install_abort_handler
+from ddl.parallel.mpi import MPIComm
+
+WAITS_PER_CALL = {"host": 1, "cuda_aware": 1, "nccl": 0}
 
 
-class FakeStream:
-    ptr = 0
-
-    def synchronize(self):
-        EVENTS.append("sync")
-
-
-class DeviceArray:
-    """Stands in for cupy.ndarray: only what the host strategy touches."""
-
-    def __init__(self, host):
-        self.host = host
-        self.ndim, self.shape, self.dtype = host.ndim, host.shape, host.dtype
-
-    # Present (so ddl.parallel routes it to the GPU strategy) but unusable: if the host strategy
-    # handed this object to MPI, mpi4py would fail on it.
-    __cuda_array_interface__ = None
-
-    def get(self):
-        EVENTS.append("get")
-        return self.host.copy()
-
-    def set(self, host):
-        EVENTS.append("set")
-        self.host[...] = host
-
-
-def main():
-    sys.modules["cupy"] = types.SimpleNamespace(
-        cuda=types.SimpleNamespace(get_current_stream=lambda: FakeStream()))
-    from ddl.parallel import get_comm, install_abort_handler
-
-    comm = get_comm("mpi", allreduce="host")
+def main(mode):
+    device = CountingDevice()
+    comm = MPIComm(allreduce=mode, device=device)
     install_abort_handler(comm)
     r, n = comm.rank, comm.size
-    buf = DeviceArray(np.arange(6, dtype=np.float64) * (r + 1))
-    assert comm.allreduce_sum(buf) is buf
-    np.testing.assert_array_equal(buf.host, np.arange(6) * n * (n + 1) / 2)
-    assert EVENTS == ["sync", "get", "set"], EVENTS
-    arr = DeviceArray(np.full(3, float(r), dtype=np.float32))
+    buf = counted(np.arange(6, dtype=np.float64) * (r + 1))
+    for _ in range(3):
+        buf[...] = np.arange(6) * (r + 1)
+        WAITS.clear()
+        assert comm.allreduce_sum(buf) is buf
+        assert sum(WAITS.values()) == WAITS_PER_CALL[mode], dict(WAITS)
+        np.testing.assert_array_equal(buf, np.arange(6) * n * (n + 1) / 2)
+    assert sum(device.routed.values()) == (3 if mode != "cuda_aware" else 0), device.routed
+    arr = counted(np.full(3, float(r), dtype=np.float32))
     comm.bcast_array(arr, root=n - 1)
-    np.testing.assert_array_equal(arr.host, np.full(3, float(n - 1)))
-    assert EVENTS[3:] == ["sync", "get", "set"], EVENTS
-    print(f"OK rank {r} of {n} fake-device", flush=True)
+    np.testing.assert_array_equal(arr, np.full(3, float(n - 1)))
+    (mean,) = comm.reduce_list([counted(np.ones((4, 1)))])
+    np.testing.assert_array_equal(mean, np.full((4, 1), float(n)))
+    if mode == "host":   # one pinned buffer per (size, dtype), reused by every call
+        assert sorted(comm._device().hosts) == [(3, "float32"), (4, "float64"), (6, "float64")]
+    sys.stdout.write(f"OK rank {r} of {n} fake-device {mode}\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1])
