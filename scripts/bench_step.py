@@ -5,6 +5,8 @@ Two measurements, each against a baseline timed in the same run:
 
   python scripts/bench_step.py                 # 1 process, batch 256: ddl's full step vs the
                                                # bare matrix products of that step (GEMM floor)
+  python scripts/bench_step.py --backend cupy  # the same on the GPU, beside the device's GEMM
+                                               # floor and the NumPy step on this CPU
   python scripts/bench_step.py --ranks 1,2     # data-parallel, global batch 512, 1 BLAS thread
                                                # per rank: samples/s of N ranks vs 1 rank, and the
                                                # step's allreduce vs a bare mpi4py Allreduce
@@ -25,7 +27,7 @@ import numpy as np
 SIZES = [784, 1024, 1024, 10]
 
 
-def build(batch: int, comm, dtype="float32", seed=0):
+def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy"):
     """A ddl Setup/state/batches for the benchmark network on random data."""
     from ddl.backend import get_backend
     from ddl.config import Config
@@ -44,7 +46,7 @@ def build(batch: int, comm, dtype="float32", seed=0):
     cfg = Config()
     cfg.model.init, cfg.train.dtype, cfg.train.batch_size = "he", dtype, batch
     spec = model.make_spec(SIZES, "relu", "softmax")
-    backend = get_backend("numpy")
+    backend = get_backend(backend_name, comm.local_rank)
     setup = Setup(backend, comm, spec, make_optimizer("adam"), make_schedule("constant", 1e-3),
                   cfg.train)
     state = initial_state(cfg, spec, backend, setup.opt)
@@ -60,21 +62,25 @@ def time_steps(ds, setup, state, bufs, steps: int, warmup: int = 3) -> float:
     batches = shard_batches(ds.train.m, cfg.batch_size, 0, 0, comm.rank, comm.size)
     for i in range(warmup):
         train_step(ds, setup, state, bufs, batches[i % len(batches)], i, 1e-3)
+    setup.backend.synchronize()
     comm.barrier()
     comm.reset_counters()
     t0 = time.perf_counter()
     for i in range(steps):
         train_step(ds, setup, state, bufs, batches[i % len(batches)], i, 1e-3)
+    setup.backend.synchronize()     # a GPU step is done when its kernels are
     comm.barrier()
     return (time.perf_counter() - t0) / steps
 
 
-def gemm_floor(batch: int, steps: int, dtype="float32") -> float:
+def gemm_floor(batch: int, steps: int, dtype="float32", backend=None) -> float:
     """Seconds for the step's matrix products alone: 3 forward, 3 dW, 2 dA_prev."""
     rng = np.random.default_rng(1)
-    W = [rng.standard_normal((SIZES[i + 1], SIZES[i])).astype(dtype) for i in range(3)]
-    A = [rng.standard_normal((SIZES[i], batch)).astype(dtype) for i in range(4)]
-    D = [rng.standard_normal((SIZES[i + 1], batch)).astype(dtype) for i in range(3)]
+    put = backend.asarray if backend is not None else np.asarray
+    sync = backend.synchronize if backend is not None else (lambda: None)
+    W = [put(rng.standard_normal((SIZES[i + 1], SIZES[i])).astype(dtype)) for i in range(3)]
+    A = [put(rng.standard_normal((SIZES[i], batch)).astype(dtype)) for i in range(4)]
+    D = [put(rng.standard_normal((SIZES[i + 1], batch)).astype(dtype)) for i in range(3)]
 
     def once():
         for i in range(3):
@@ -84,22 +90,53 @@ def gemm_floor(batch: int, steps: int, dtype="float32") -> float:
             W[i].T @ D[i]
 
     once()
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         once()
+    sync()
     return (time.perf_counter() - t0) / steps
+
+
+def interleaved(timers: dict, rounds: int) -> dict:
+    """name -> sorted per-round seconds, the timers run in turn within every round."""
+    out = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            out[name].append(timer())
+    return {name: sorted(v) for name, v in out.items()}
 
 
 def single(args) -> None:
     from ddl.parallel import SerialComm
 
-    ds, setup, state, bufs = build(args.batch, SerialComm())
-    step = time_steps(ds, setup, state, bufs, args.steps)
-    floor = gemm_floor(args.batch, args.steps)
-    print(f"network {SIZES}, batch {args.batch}, float32, Adam, 1 process, BLAS threads {blas_threads()}")
-    print(f"  ddl training step : {step * 1e3:8.2f} ms  {args.batch / step:10.0f} samples/s")
-    print(f"  GEMM floor        : {floor * 1e3:8.2f} ms  {args.batch / floor:10.0f} samples/s")
-    print(f"  ratio step / GEMM floor: {step / floor:.2f}x")
+    built = {"numpy": build(args.batch, SerialComm())}
+    timers = {"ddl step (NumPy, CPU)": lambda: time_steps(*built["numpy"], args.steps),
+              "GEMM floor (CPU)": lambda: gemm_floor(args.batch, args.steps)}
+    if args.backend == "cupy":
+        built["cupy"] = build(args.batch, SerialComm(), backend_name="cupy")
+        gpu = built["cupy"][1].backend
+        timers = {"ddl step (CuPy, GPU)": lambda: time_steps(*built["cupy"], args.steps),
+                  "GEMM floor (GPU)": lambda: gemm_floor(args.batch, args.steps, backend=gpu),
+                  **timers}
+    got = interleaved(timers, args.rounds)
+    print(f"network {SIZES}, batch {args.batch}, float32, Adam, 1 process, BLAS threads "
+          f"{blas_threads()}, {args.rounds} interleaved rounds of {args.steps} steps")
+    print(f"  {'':24} {'median ms':>10} {'min-max ms':>17} {'samples/s':>10}")
+    for name, v in got.items():
+        med = v[len(v) // 2]
+        print(f"  {name:24} {med * 1e3:10.3f} {v[0] * 1e3:8.3f}-{v[-1] * 1e3:<8.3f} "
+              f"{args.batch / med:10.0f}")
+    names = list(got)
+    for step, floor in zip(names[::2], names[1::2]):
+        print(f"  ratio {step} / {floor}: {median(got[step]) / median(got[floor]):.2f}x")
+    if args.backend == "cupy":
+        print(f"  ratio CPU step / GPU step: "
+              f"{median(got[names[2]]) / median(got[names[0]]):.1f}x faster on the GPU")
+
+
+def median(v) -> float:
+    return float(np.median(v))
 
 
 def worker(args) -> None:
@@ -157,6 +194,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=None, help="(global) batch size")
     p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved repetitions (medians)")
+    p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
+                   help="cupy: time the GPU step too (1 process)")
     p.add_argument("--ranks", default=None, help="comma-separated world sizes, e.g. 1,2")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -170,4 +210,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RuntimeError as err:     # e.g. backend=cupy without a usable GPU: one paragraph
+        sys.exit(f"bench_step: {err}")
