@@ -1,7 +1,8 @@
 """The course's files load with the shapes, counts and pixel order of shared/datasets/README.md.
 
-Files are found under $DDL_DATASETS (default: shared/datasets beside the repo); a test skips only
-when its file is absent.
+Files are found under $DDL_DATASETS (default: shared/datasets beside the repo), as ddl finds
+them. CI sets DDL_DATASETS, and then a missing file fails its test; without it (a clone with no
+shared/ beside it) such a test skips.
 """
 import os
 from pathlib import Path
@@ -20,8 +21,18 @@ SIGNS = ROOT / "c2w3_signs" / "test_signs.h5"
 
 def need(path: Path) -> Path:
     if not path.exists():
+        assert not os.environ.get("DDL_DATASETS"), f"DDL_DATASETS is set but {path} is absent"
         pytest.skip(f"course file {path} is absent")
     return path
+
+
+@pytest.mark.parametrize("name", ["catvnoncat", "football", "signs"])
+def test_a_missing_course_folder_names_data_path_and_ddl_datasets(tmp_path, monkeypatch, name):
+    monkeypatch.setenv("DDL_DATASETS", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError) as err:
+        load_dataset(DataConfig(name=name))
+    text = str(err.value)
+    assert "DDL_DATASETS" in text and "data.path" in text and str(tmp_path / "nowhere") in text
 
 
 def rows(split):

@@ -31,7 +31,19 @@ def datasets_root() -> Path:
 
 
 def course_path(name: str, path) -> Path:
-    return Path(path) if path else datasets_root() / FOLDERS[name]
+    """data.path when given, else $DDL_DATASETS/<the assignment's folder>; a missing one is an
+    error that says how to point ddl at the files."""
+    found = Path(path) if path else datasets_root() / FOLDERS[name]
+    if not found.exists():
+        how = ("data.path is set to it" if path else
+               f"it is DDL_DATASETS/{FOLDERS[name]}, with DDL_DATASETS "
+               + (f"set to {os.environ['DDL_DATASETS']}" if os.environ.get("DDL_DATASETS")
+                  else "unset (default: shared/datasets beside the checkout)"))
+        raise fail(str(found), f"the course's {name} data is not there ({how}). Set "
+                               f"DDL_DATASETS to the folder that holds {FOLDERS[name]}/ (laid "
+                               f"out like shared/datasets), or data.path to the assignment's "
+                               f"folder or file")
+    return found
 
 
 def load_catvnoncat(cfg) -> Raw:
