@@ -236,11 +236,17 @@ class Timer:
 
 def epoch_record(ds, setup: Setup, state: TrainState, epoch: int, lr: float, timing: dict) -> dict:
     """Metrics after `epoch`: train/dev cost and error in evaluation mode (no dropout, BN running
-    statistics), plus the training throughput since the previous record."""
+    statistics; test cost and error too when there is no dev split), plus the training
+    throughput since the previous record."""
     train_cost, train_error = evaluate_split(setup, state, ds.train)
     dev_cost, dev_error = evaluate_split(setup, state, ds.dev)
+    held_out = {}
+    if math.isnan(dev_cost) and ds.test is not None and ds.test.m > 0:
+        # no dev split: the test split is the held-out curve (shown and diagnosed, never used to
+        # choose: early stopping needs a dev split)
+        held_out = dict(zip(("test_cost", "test_error"), evaluate_split(setup, state, ds.test)))
     return {"epoch": epoch, "lr": lr, "train_cost": train_cost, "train_error": train_error,
-            "dev_cost": dev_cost, "dev_error": dev_error, **timing,
+            "dev_cost": dev_cost, "dev_error": dev_error, **held_out, **timing,
             "skipped_steps": state.skipped_steps}
 
 

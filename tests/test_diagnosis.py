@@ -59,3 +59,13 @@ def test_labels_are_the_documented_four():
 def test_errors_must_be_fractions(kwargs, name):
     with pytest.raises(ValueError, match=name):
         diagnose(**kwargs)
+
+
+def test_variance_is_judged_on_dev_else_test_and_says_which():
+    from ddl.diagnosis import describe, held_out
+
+    assert held_out(0.1, 0.3) == (0.1, "dev")
+    assert held_out(float("nan"), 0.3) == (0.3, "test") and held_out(None, 0.3) == (0.3, "test")
+    assert held_out(None, float("nan")) == (None, "none")
+    assert describe("high variance", "test") == "high variance, judged on test: no dev split"
+    assert describe("ok", "dev") == "ok"

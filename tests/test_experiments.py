@@ -52,10 +52,15 @@ def test_sweep_under_two_ranks_is_one_parent_with_four_children(tmp_path):
     points = {(r.data.params["optimizer.name"], r.data.params["schedule.decay_rate"]) for r in children}
     assert points == {("gd", "0.0"), ("gd", "1.0"), ("adam", "0.0"), ("adam", "1.0")}
     assert all(r.data.tags["ddl.world_size"] == "2" for r in children)
-    code, table, err = run_cmd([sys.executable, "-m", "ddl.tracking.report", "--uri", uri, "--experiment", "ddl"],
-                               timeout=60)
+    code, table, err = run_cmd([sys.executable, "-m", "ddl.tracking.report", "--uri", uri,
+                                "--experiment", "ddl"], timeout=60)
     assert code == 0, err
-    assert sum(name in table for name in (r.info.run_name for r in children)) == 4, table
+    from ddl.tracking.report import distinct_names
+
+    shown = distinct_names([r.info.run_name for r in children])   # only what tells them apart
+    assert sorted(shown) == ["adam decay_rate=0", "adam decay_rate=1", "gd decay_rate=0",
+                             "gd decay_rate=1"], shown
+    assert sum(name in table for name in shown) == 4, table
 
 
 def test_readme_first_command_default_run(tmp_path):
@@ -79,3 +84,31 @@ def test_a_failing_sweep_point_is_reported_and_the_sweep_goes_on(tmp_path):
     assert "unknown hidden activation 'nope'" in se and "1 sweep point(s) failed" in se, se
     done = sorted(p.parent.name for p in tmp_path.glob("multirun/*/*/*/summary.json"))
     assert done == ["0", "2"], done
+
+
+def test_a_run_without_dev_split_is_diagnosed_on_test_everywhere(tmp_path, capsys):
+    """The course's cat classifier overfits (train 99 %, test 70 %): high variance, and
+    every place that shows it says it was judged on test."""
+    from test_data_course import CAT, need
+
+    from ddl.tracking.report import main as report
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "cat"
+    code, so, se = ddl_train(0, "experiment=cat_logistic", f"data.path={need(CAT)}",
+                             "train.eval_every=400", f"tracking.uri={uri}",
+                             "tracking.experiment=cat", f"out_dir={out}", cwd=tmp_path, timeout=180)
+    assert code == 0, so + se
+    assert "(high variance, judged on test: no dev split)" in so + se
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["diagnosis"], summary["diagnosis_split"]) == ("high variance", "test")
+    assert summary["variance"] == summary["test"]["error"] - summary["train"]["error"]
+    client = MlflowClient(uri)
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.data.tags["diagnosis"] == "high variance"
+    assert run.data.tags["diagnosis.split"] == "test"
+    assert abs(run.data.metrics["variance"] - summary["variance"]) < 1e-12
+    assert len(client.get_metric_history(run.info.run_id, "test_error")) == 5   # a held-out curve
+    assert report(["--uri", uri, "--experiment", "cat"]) == 0
+    table = capsys.readouterr().out
+    assert "high variance (test)" in table and "test err" in table, table

@@ -67,8 +67,51 @@ def test_csv_has_raw_fractions_and_run_ids():
 
 def test_markdown_is_a_pipe_table():
     lines = to_markdown(rows_from_runs(RUNS)).splitlines()
-    assert lines[0].startswith("| run | optimizer |") and lines[1].startswith("| --- |")
-    assert len(lines) == 2 + 6 and all(line.count("|") == 12 for line in lines)
+    assert lines[0].startswith("| run | data | hidden | optimizer |") and lines[1].startswith("| --- |")
+    assert len(lines) == 2 + 6 and all(line.count("|") == 15 for line in lines)
+
+
+LONG = [_run(f"optimizer=adam optimizer.lr={lr} schedule=inverse_time schedule.decay_rate={d} "
+             f"model.hidden=[64,32] train.batch_size=128", 0.02 + d / 10, 0.05 + d / 10,
+             **{"data.name": "moons", "model.hidden": "[64, 32]", "optimizer.name": "adam",
+                "optimizer.lr": str(lr), "schedule.name": "inverse_time",
+                "schedule.decay_rate": str(d)})
+        for lr in (0.001, 0.01) for d in (0.0, 0.3)]
+
+
+def test_the_table_fits_120_columns_and_keeps_both_ends_of_long_names():
+    text = format_table(rows_from_runs(LONG))
+    assert max(len(line) for line in text.splitlines()) <= 120, text
+    lines = text.splitlines()
+    assert lines[0].startswith("all runs: data moons, hidden [64, 32], optimizer adam"), text
+    names = [line.split("  ")[0] for line in lines[3:]]    # only the overrides that differ
+    assert names == ["lr=0.001 decay_rate=0.0", "lr=0.01 decay_rate=0.0",
+                     "lr=0.001 decay_rate=0.3", "lr=0.01 decay_rate=0.3"], text
+    wide = format_table(rows_from_runs(LONG), wide=True)
+    assert LONG[0]["name"] in wide and "schedule" in wide.splitlines()[0]
+
+
+def test_a_run_without_dev_split_ranks_and_is_diagnosed_on_test():
+    cat = _run("cat", 0.0144, None, **{"data.name": "catvnoncat", "model.hidden": "[20, 7, 5]"})
+    cat["metrics"]["test_error"] = 0.20
+    rows = rows_from_runs([cat, RUNS[1]])
+    assert rows[0]["run"] == "sgd" and rows[1]["diagnosis"] == "high variance (test)", rows
+    tagged = {**cat, "tags": {"diagnosis": "high variance", "diagnosis.split": "test"}}
+    assert rows_from_runs([tagged])[0]["diagnosis"] == "high variance (test)"
+    line = next(x for x in format_table(rows).splitlines() if x.startswith("cat "))
+    assert "catvnoncat" in line and "20.00%" in line and "[20, 7, 5]" in line
+
+
+def test_group_by_data_prints_one_table_per_dataset(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for name, data in (("a", "moons"), ("b", "flower"), ("c", "moons")):
+        cfg = TrackingConfig(uri=uri, experiment="G", run_name=name)
+        tracker = tracking.Tracker.start(cfg, {"data.name": data})
+        tracker.log_epoch(0, {"train_error": 0.1, "dev_error": 0.2})
+        tracker.end()
+    assert main(["--uri", uri, "--experiment", "G", "--group-by", "data"]) == 0
+    out = capsys.readouterr().out
+    assert "data moons: 2 run(s)" in out and "data flower: 1 run(s)" in out
 
 
 def _cli(*args, cwd=None):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
+
 
 from ddl.data import course, files, generated
 from ddl.config import NAMES, DataConfig
@@ -16,7 +18,7 @@ from ddl.data.errors import (DataError, check_finite, check_label_range, check_l
                              class_labels, fail, regression_targets)
 from ddl.data.normalize import Normalizer, fit_normalizer
 from ddl.data.shard import rank_slice
-from ddl.data.splits import Raw, Split, split_indices
+from ddl.data.splits import PIXEL_DIVISOR, Raw, Split, split_indices
 
 FILE_NAMES = ("npz", "npy", "csv", "h5", "mat")
 
@@ -36,6 +38,7 @@ class Dataset:
     class_names: Optional[list]
     normalizer: Optional[Normalizer]
     where: str                           # file path or generator description
+    input_divisor: float = 1.0           # features = stored values / input_divisor (255: pixels)
 
     @property
     def n_x(self) -> int:
@@ -64,7 +67,8 @@ def load_dataset(cfg: DataConfig, rank: int = 0, world_size: int = 1) -> Dataset
     train, dev, test = _split(raw, cfg, splits)
     norm = fit_normalizer(train) if cfg.normalize else None
     train, dev, test = (None if s is None else s.with_normalizer(norm) for s in (train, dev, test))
-    return Dataset(cfg.name, train, dev, test, n_classes, raw.class_names, norm, raw.where)
+    divisor = PIXEL_DIVISOR if train.source_dtype == np.uint8 else 1.0
+    return Dataset(cfg.name, train, dev, test, n_classes, raw.class_names, norm, raw.where, divisor)
 
 
 def _check_config(cfg: DataConfig) -> None:

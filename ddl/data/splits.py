@@ -17,6 +17,7 @@ import numpy as np
 _SPLIT_STREAM = 0x5EED
 # Feature bytes per streamed chunk (NaN scans, normalizer fits): bounds peak memory on big files.
 CHUNK_BYTES = 8 << 20
+PIXEL_DIVISOR = 255.0   # uint8 features are pixels, scaled to [0, 1] as the course does
 
 
 @dataclass
@@ -94,7 +95,7 @@ def as_features(rows: np.ndarray, n_x: int) -> np.ndarray:
     """(b, ...) stored rows -> (b, n_x) features, flattened row-major (h, w, c for images)."""
     rows = rows.reshape(len(rows), n_x)
     if rows.dtype == np.uint8:
-        return rows / 255.0
+        return rows / PIXEL_DIVISOR
     if rows.dtype.kind in "biu":
         return rows.astype(np.float64)
     return rows

@@ -34,6 +34,9 @@ class EpochHook:
             metrics = {k: r[k] for k in ("train_cost", "dev_cost", "train_error", "dev_error", "lr",
                                          "samples_per_s", "allreduce_share")}
             metrics.update(train_accuracy=1 - r["train_error"], dev_accuracy=1 - r["dev_error"])
+            if "test_error" in r:   # no dev split: the test split is the held-out curve
+                metrics.update(test_cost=r["test_cost"], test_error=r["test_error"],
+                               test_accuracy=1 - r["test_error"])
             # the tracker derives avoidable_bias, variance and the diagnosis tag from the errors
             self.tracker.log_epoch(r["epoch"], metrics)
 

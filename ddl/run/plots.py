@@ -37,7 +37,8 @@ def _series(history: Sequence[Mapping[str, float]], key: str) -> tuple[list[int]
 
 def learning_curves_png(history: Sequence[Mapping[str, float]], path: str | os.PathLike,
                         title: Optional[str] = None) -> None:
-    """Two panels: train/dev cost vs epoch and train/dev error vs epoch.
+    """Two panels: cost vs epoch and error vs epoch, each with train and the held-out split (dev,
+    or test when the run has no dev split).
 
     history: one dict per logged epoch, e.g. {"epoch": 3, "train_cost": .., "dev_cost": ..,
     "train_error": .., "dev_error": ..}; missing keys and NaN values are not drawn.
@@ -46,7 +47,8 @@ def learning_curves_png(history: Sequence[Mapping[str, float]], path: str | os.P
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, (metric, label) in zip(axes, CURVES):
-        for split in ("train", "dev"):
+        held_out = "dev" if _series(history, f"dev_{metric}")[0] else "test"
+        for split in ("train", held_out):
             epochs, values = _series(history, f"{split}_{metric}")
             if epochs:
                 ax.plot(epochs, values, marker=".", label=split)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ddl import checkpoint as ckpt
 from ddl.config import Config
-from ddl.diagnosis import Diagnosis, diagnose
+from ddl.diagnosis import Diagnosis, describe, diagnose, held_out
 from ddl.evaluate import evaluate_split
 from ddl.train import Setup, TrainState
 
@@ -27,13 +27,14 @@ def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_
         train_cost, train_err = evaluate_split(setup, state, ds.train)
         dev_cost, dev_err = evaluate_split(setup, state, ds.dev)
     test_cost, test_err = evaluate_split(setup, state, ds.test)
-    d = safe_diagnose(cfg.tracking, train_err, dev_err)
+    d, judged_on = safe_diagnose(cfg.tracking, train_err, dev_err, test_err)
     hist = state.history
     summary = {
         "train": {"cost": train_cost, "accuracy": 1 - train_err, "error": train_err},
         "dev": {"cost": dev_cost, "accuracy": 1 - dev_err, "error": dev_err},
         "test": {"cost": test_cost, "accuracy": 1 - test_err, "error": test_err},
         "avoidable_bias": d.avoidable_bias, "variance": d.variance, "diagnosis": d.label,
+        "diagnosis_split": judged_on,
         "epochs_run": state.epoch, "stopped": state.stopped or "completed",
         "best_epoch": state.best["epoch"] if state.best else None,
         "skipped_steps": state.skipped_steps, "world_size": setup.comm.size,
@@ -47,23 +48,22 @@ def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_
         arrays = {k: v for k, v in arrays.items() if not k.startswith(("opt/", "best/"))}
         ckpt.save_npz(run_dir / "final.npz", arrays,
                       {"spec": setup.spec.to_dict(), "class_names": ds.class_names, "run_id": run_id,
-                       "epoch": state.epoch, "history": hist})
+                       "epoch": state.epoch, "history": hist,
+                       "input_divisor": getattr(ds, "input_divisor", 1.0)})
         (run_dir / "summary.json").write_text(json.dumps(clean(summary), indent=2) + "\n")
+        write_plots(cfg, summary, hist, run_dir)
         log.info("done: train acc %s, dev acc %s, test acc %s (%s); run directory %s",
-                 pct(1 - train_err), pct(1 - dev_err), pct(1 - test_err), d.label, run_dir)
+                 pct(1 - train_err), pct(1 - dev_err), pct(1 - test_err),
+                 describe(d.label, judged_on), run_dir)
     return summary
 
 
 def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> None:
     """Final metrics, the diagnosis tag and the artifacts (config, plots, final parameters)."""
-    from ddl.run import plots  # noqa: PLC0415 - matplotlib only when tracking
-
     final = {"test_cost": summary["test"]["cost"], "test_error": summary["test"]["error"]}
     tracker.log_epoch(max(state.epoch - 1, 0), {k: v for k, v in final.items() if not math.isnan(v)})
-    tracker.set_tags({"diagnosis": summary["diagnosis"], "ddl.stopped": summary["stopped"]})
-    plots.learning_curves_png(state.history, run_dir / "learning_curves.png", title=summary["diagnosis"])
-    plots.schedule_png([r["lr"] for r in state.history], run_dir / "lr_schedule.png",
-                       f"{cfg.schedule.name} schedule, lr0={cfg.optimizer.lr}")
+    tracker.set_tags({"diagnosis": summary["diagnosis"], "diagnosis.split": summary["diagnosis_split"],
+                      "ddl.stopped": summary["stopped"]})
     for name in ("config.yaml", "summary.json", "final.npz", "learning_curves.png", "lr_schedule.png"):
         if (run_dir / name).exists():
             tracker.log_artifact(str(run_dir / name))
@@ -74,11 +74,23 @@ def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> No
              tracker.run_id, cfg.tracking.experiment, uri, view, cfg.tracking.experiment)
 
 
-def safe_diagnose(t, train_err: float, dev_err: float) -> Diagnosis:
-    """The course's bias/variance diagnosis; not defined for regression (no error rate)."""
+def write_plots(cfg: Config, summary: dict, history: list, run_dir: Path) -> None:
+    """The learning curves (train and the held-out split) and the schedule, tracked or not."""
+    from ddl.run import plots  # noqa: PLC0415 - matplotlib at the end only
+
+    title = describe(summary["diagnosis"], summary["diagnosis_split"])
+    plots.learning_curves_png(history, run_dir / "learning_curves.png", title=title)
+    plots.schedule_png([r["lr"] for r in history], run_dir / "lr_schedule.png",
+                       f"{cfg.schedule.name} schedule, lr0={cfg.optimizer.lr}")
+
+
+def safe_diagnose(t, train_err: float, dev_err: float, test_err: float = math.nan):
+    """(the course's bias/variance diagnosis, the split variance was judged on: dev, else test);
+    not defined for regression (no error rate)."""
     if math.isnan(train_err):
-        return Diagnosis(math.nan, math.nan, "n/a (regression)")
-    return diagnose(train_err, dev_err, t.bayes_error, t.bias_threshold, t.variance_threshold)
+        return Diagnosis(math.nan, math.nan, "n/a (regression)"), "none"
+    error, split = held_out(dev_err, test_err)
+    return diagnose(train_err, error, t.bayes_error, t.bias_threshold, t.variance_threshold), split
 
 
 def current_rss_mb() -> float:

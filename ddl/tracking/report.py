@@ -1,7 +1,11 @@
 """`ddl-report`: a best-first table of an experiment's runs with the bias/variance diagnosis.
 
     ddl-report [--uri URI] [--experiment NAME] [--parent RUN_ID] [--csv FILE] [--markdown FILE]
-               [--limit N]
+               [--limit N] [--wide] [--group-by data]
+
+The table fits 120 columns (long run names are shortened in the middle); --wide shows every
+column in full. Runs with a dev split rank by dev error; runs without one by test error (their
+diagnosis is judged on test, marked "(test)").
 
 The helpers below take plain run dicts (see `ddl.tracking.fetch_runs`), so they need no server.
 """
@@ -15,24 +19,29 @@ import sys
 from typing import Any, Mapping, Optional, Sequence
 
 from ddl.config import TrackingConfig
-from ddl.diagnosis import diagnose
+from ddl.diagnosis import diagnose, held_out
 
 # (row key, table header, source): source is (kind, name) with kind "text" (a param as is),
 # "number" (a param as a float) or "metric" (its final value); None for derived columns.
 COLUMNS = (
     ("run", "run", None),
+    ("data", "data", ("text", "data.name")),
+    ("network", "hidden", ("text", "model.hidden")),
     ("optimizer", "optimizer", ("text", "optimizer.name")),
     ("schedule", "schedule", ("text", "schedule.name")),
     ("lr0", "α₀", ("number", "optimizer.lr")),
     ("decay", "decay", ("number", "schedule.decay_rate")),
     ("train_error", "train err", ("metric", "train_error")),
     ("dev_error", "dev err", ("metric", "dev_error")),
+    ("test_error", "test err", ("metric", "test_error")),
     ("avoidable_bias", "avoid. bias", ("metric", "avoidable_bias")),
     ("variance", "variance", ("metric", "variance")),
     ("diagnosis", "diagnosis", None),
     ("status", "status", None),
 )
-PERCENT = {"train_error", "dev_error", "avoidable_bias", "variance"}
+WIDTH = 120      # the default table's budget in characters
+SETTINGS = {"data", "network", "optimizer", "schedule", "lr0", "decay", "status"}  # may move up
+PERCENT = {"train_error", "dev_error", "test_error", "avoidable_bias", "variance"}
 
 
 def _number(value: Any) -> Optional[float]:
@@ -54,7 +63,11 @@ def _row(run: Mapping[str, Any]) -> dict[str, Any]:
             row[key] = value if kind == "text" else _number(value)
     if row["schedule"] in ("constant", "exponential", "sqrt"):
         row["decay"] = None         # decay_rate plays no part in these schedules
-    row["diagnosis"] = run.get("tags", {}).get("diagnosis") or _fallback_label(row, params)
+    tags = run.get("tags", {})
+    split = tags.get("diagnosis.split") or ("test" if row["dev_error"] is None
+                                            and row["test_error"] is not None else "dev")
+    label = tags.get("diagnosis") or _fallback_label(row, params)
+    row["diagnosis"] = f"{label} (test)" if label and split == "test" else label
     row["status"] = run.get("status", "")
     return row
 
@@ -64,17 +77,20 @@ def _fallback_label(row: Mapping[str, Any], params: Mapping[str, str]) -> Option
     train = row["train_error"]
     if train is None or not 0.0 <= train <= 1.0:
         return None
-    dev = row["dev_error"] if row["dev_error"] is not None and 0 <= row["dev_error"] <= 1 else None
+    dev, _ = held_out(*(row[k] if row[k] is not None and 0 <= row[k] <= 1 else None
+                        for k in ("dev_error", "test_error")))
     knobs = {k: float(params[f"tracking.{k}"]) for k in ("bayes_error", "bias_threshold",
              "variance_threshold") if _number(params.get(f"tracking.{k}")) is not None}
     return diagnose(train, dev, **knobs).label
 
 
 def _best_first(row: Mapping[str, Any]) -> tuple:
-    # Runs with a dev error first (lowest dev error), then train-only runs, then the rest.
-    dev, train = row["dev_error"], row["train_error"]
-    if dev is not None:
-        return (0, dev, train if train is not None else math.inf)
+    # Runs with a held-out error first (dev, else test; lowest first), then train-only runs,
+    # then the rest.
+    held = row["dev_error"] if row["dev_error"] is not None else row["test_error"]
+    train = row["train_error"]
+    if held is not None:
+        return (0, held, train if train is not None else math.inf)
     return (1, train, 0.0) if train is not None else (2, 0.0, 0.0)
 
 
@@ -94,17 +110,94 @@ def _cell(key: str, value: Any) -> str:
     return str(value)
 
 
-def _grid(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    headers = [header for _, header, _ in COLUMNS]
-    return headers, [[_cell(key, row.get(key)) for key, _, _ in COLUMNS] for row in rows]
+def _grid(rows: Sequence[Mapping[str, Any]], columns=COLUMNS) -> tuple[list[str], list[list[str]]]:
+    headers = [header for _, header, _ in columns]
+    return headers, [[_cell(key, row.get(key)) for key, _, _ in columns] for row in rows]
 
 
-def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A plain-text table, columns padded to their widest cell."""
-    headers, cells = _grid(rows)
+def _shorten(text: str, width: int) -> str:
+    """`text` in `width` characters, its middle replaced by '…' (both ends tell runs apart)."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def distinct_names(names: Sequence[str]) -> list[str]:
+    """Names made of overrides (separated by spaces or commas), without the overrides they all share, keys
+    shortened to their last part and group choices to their value: ["optimizer=adam,
+    optimizer.lr=0.01", "optimizer=gd,optimizer.lr=0.1"] -> ["adam lr=0.01", "gd lr=0.1"]. Names left
+    equal or empty stay as they were."""
+    if len(names) < 2:
+        return list(names)
+    tokens = [_tokens(n) for n in names]
+    common = set.intersection(*(set(t) for t in tokens))
+    short = [" ".join(_compact(t) for t in ts if t not in common) for ts in tokens]
+    return short if all(short) and len(set(short)) == len(set(names)) else list(names)
+
+
+def _tokens(name: str) -> list[str]:
+    """Overrides of a run name, split at spaces and at commas outside brackets."""
+    out, depth, cur = [], 0, ""
+    for ch in name:
+        depth += 1 if ch in "[(" else -1 if ch in "])" else 0
+        if (ch == "," and depth == 0) or ch.isspace():
+            out, cur = out + [cur] if cur else out, ""
+        else:
+            cur += ch
+    return out + [cur] if cur else out
+
+
+def _compact(token: str) -> str:
+    """'optimizer=adam' (a config group's choice) -> 'adam'; 'optimizer.lr=0.01' -> 'lr=0.01'."""
+    key, eq, value = token.partition("=")
+    if not eq:
+        return token
+    return value if "." not in key.lstrip("+~") else f"{key.rsplit('.', 1)[-1]}={value}"
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], wide: bool = False, width: int = WIDTH) -> str:
+    """A plain-text table, columns padded to their widest cell. Not wide: at most `width`
+    characters a line. To get there: columns that hold nothing are left out, run names keep
+    only the overrides that tell them apart, settings equal in every row move to a line above
+    the table, and last the run names are shortened in the middle."""
+    if wide:
+        return _render(*_grid(rows), None)
+    columns = tuple(c for c in COLUMNS if c[0] == "run" or any(r.get(c[0]) is not None for r in rows))
+    rows = [dict(r, run=n) for r, n in zip(rows, distinct_names([r["run"] for r in rows]))]
+    headers, cells = _grid(rows, columns)
+    shared = ""
+    if _width(headers, cells) > width and len(rows) > 1:
+        same = [i for i, c in enumerate(columns)
+                if c[0] in SETTINGS and len({line[i] for line in cells}) == 1]
+        shared = "all runs: " + ", ".join(f"{headers[i]} {cells[0][i]}" for i in same)
+        keep = [i for i in range(len(columns)) if i not in same]
+        headers, cells = [headers[i] for i in keep], [[line[i] for i in keep] for line in cells]
+    over = _width(headers, cells) - width
+    if over > 0:
+        run_width = max(len(headers[0]), max(len(line[0]) for line in cells) - over, 12)
+        cells = [[_shorten(line[0], run_width), *line[1:]] for line in cells]
+    return _render(headers, cells, shared)
+
+
+def _width(headers, cells) -> int:
+    widths = [max(len(c) for c in column) for column in zip(headers, *cells)]
+    return sum(widths) + 2 * (len(widths) - 1)
+
+
+def _render(headers, cells, preamble) -> str:
     widths = [max(len(c) for c in column) for column in zip(headers, *cells)]
     lines = [headers, ["-" * w for w in widths], *cells]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+    return f"{preamble}\n{text}" if preamble else text
+
+
+def grouped(rows: Sequence[Mapping[str, Any]], key: str = "data") -> dict[str, list]:
+    """Rows by `key` (e.g. the dataset), each group still best first."""
+    out: dict[str, list] = {}
+    for row in rows:
+        out.setdefault(str(row.get(key) or "-"), []).append(row)
+    return out
 
 
 def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -131,6 +224,9 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--csv", metavar="FILE", help="also write the rows as CSV")
     parser.add_argument("--markdown", metavar="FILE", help="also write a Markdown table")
     parser.add_argument("--limit", type=int, metavar="N", help="show only the N best runs")
+    parser.add_argument("--wide", action="store_true",
+                        help=f"every column, run names in full (default: fit {WIDTH} columns)")
+    parser.add_argument("--group-by", choices=["data"], help="one table per dataset")
     return parser.parse_args(argv)
 
 
@@ -145,7 +241,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"ddl-report: error: {err}", file=sys.stderr)
         return 2
     rows = rows_from_runs(runs)[: args.limit]
-    print(format_table(rows) if rows else f"no runs in experiment {args.experiment!r} at {cfg.uri}")
+    if not rows:
+        print(f"no runs in experiment {args.experiment!r} at {cfg.uri}")
+    elif args.group_by:
+        for name, group in grouped(rows, args.group_by).items():
+            print(f"\n{args.group_by} {name}: {len(group)} run(s), best first")
+            print(format_table(group, args.wide))
+    else:
+        print(format_table(rows, args.wide))
     for path, render in ((args.csv, to_csv), (args.markdown, to_markdown)):
         if path:
             with open(path, "w", encoding="utf-8", newline="") as handle:

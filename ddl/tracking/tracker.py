@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any, Mapping, Optional
 
-from ddl.diagnosis import diagnose
+from ddl.diagnosis import diagnose, held_out
 
 from ddl.tracking.runs import log_params
 from ddl.config import TrackingConfig
@@ -84,10 +84,12 @@ class Tracker:
         self._label, self._flushed = None, time.monotonic()
 
     def _diagnosis(self, metrics: Mapping[str, float]) -> tuple[dict[str, float], Optional[str]]:
-        train, dev = metrics.get("train_error"), metrics.get("dev_error")
+        train = metrics.get("train_error")
         if train is None or not 0.0 <= train <= 1.0:  # absent, NaN or not a fraction
             return {}, None
-        dev = dev if dev is not None and 0.0 <= dev <= 1.0 else None
+        fraction = {k: v for k in ("dev_error", "test_error")
+                    if (v := metrics.get(k)) is not None and 0.0 <= v <= 1.0}
+        dev, _ = held_out(fraction.get("dev_error"), fraction.get("test_error"))
         cfg = self.cfg
         d = diagnose(train, dev, cfg.bayes_error, cfg.bias_threshold, cfg.variance_threshold)
         variance = {} if math.isnan(d.variance) else {"variance": d.variance}
