@@ -20,9 +20,9 @@ from omegaconf import OmegaConf
 
 from ddl import config as C
 from ddl.parallel import get_comm, install_abort_handler, setup_logging
-from ddl.run.progress import hide_while_bar
-from ddl.run.ranks import execute, exit_code, worker_loop
-from ddl.run.session import Session, objective, run_name, standalone_session
+from ddl.runner.progress import hide_while_bar
+from ddl.runner.ranks import execute, exit_code, worker_loop
+from ddl.runner.session import Session, objective, run_name, standalone_session
 
 # conf/ at the top of the repository is installed as the package ddl.conf (see pyproject.toml).
 CONF_PATH = "pkg://ddl.conf"

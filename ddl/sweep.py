@@ -1,7 +1,7 @@
-"""`python -m ddl.sweep ...`, the building blocks of SLURM job-array sweeps (see ddl/run/sweep.py)."""
+"""`python -m ddl.sweep ...`, the building blocks of SLURM job-array sweeps (see ddl/runner/sweep.py)."""
 import sys
 
-from ddl.run.sweep import main
+from ddl.runner.sweep import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -33,7 +33,7 @@ def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy"):
     from ddl.config import Config
     from ddl.data.dataset import Dataset
     from ddl.data.splits import Split
-    from ddl.run.experiment import initial_state
+    from ddl.runner.experiment import initial_state
     from ddl.nn import model
     from ddl.optim.optimizers import make_optimizer
     from ddl.optim.schedules import make_schedule

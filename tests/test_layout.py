@@ -59,12 +59,12 @@ def test_the_core_never_reaches_up_to_run_tracking_or_cli():
              "evaluate.py", "checkpoint.py", "early_stopping.py")]
     assert len(core) > 20
     for p in core:
-        up = {n for n in imported_roots(p) if n.startswith(("ddl.run", "ddl.tracking", "ddl.cli"))}
+        up = {n for n in imported_roots(p) if n.startswith(("ddl.runner", "ddl.tracking", "ddl.cli"))}
         assert up == set(), f"{p.relative_to(REPO)} imports {sorted(up)}"
 
 
 def test_importing_the_trainer_loads_no_tracking_and_no_hydra():
-    code = ("import sys, ddl.train, ddl.config, ddl.run.experiment\n"
+    code = ("import sys, ddl.train, ddl.config, ddl.runner.experiment\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'hydra', 'omegaconf')"
             " or m.startswith('ddl.tracking'))\n"
             "print(bad)")

@@ -12,7 +12,7 @@ import termios
 
 import pytest
 
-from ddl.run.progress import Progress, bar_line, epoch_fields
+from ddl.runner.progress import Progress, bar_line, epoch_fields
 
 RECORD = {"epoch": 0, "lr": 0.01, "train_cost": 0.5, "dev_cost": 0.6, "train_error": 0.1,
           "dev_error": 0.2, "samples_per_s": 1234.0}

@@ -9,7 +9,7 @@ import pytest
 
 from ddl import tracking
 from ddl.config import TrackingConfig
-from ddl.run import plots
+from ddl.runner import plots
 from ddl.tracking.report import format_table, main, rows_from_runs, to_csv, to_markdown
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -12,7 +12,7 @@ from ddl.config import Config
 from ddl.config import DataConfig
 from ddl.data.dataset import load_dataset
 from ddl.parallel import SerialComm
-from ddl.run.experiment import build_spec, initial_state, optimizer_hyper
+from ddl.runner.experiment import build_spec, initial_state, optimizer_hyper
 from ddl.nn import model
 from ddl.optim.optimizers import make_optimizer
 from ddl.optim.schedules import make_schedule

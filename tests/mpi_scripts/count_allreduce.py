@@ -7,7 +7,7 @@ from ddl.data.dataset import load_dataset
 from ddl.data.shard import n_steps
 from ddl.parallel import get_comm, install_abort_handler
 from ddl.backend import get_backend
-from ddl.run.experiment import build_spec, initial_state, optimizer_hyper
+from ddl.runner.experiment import build_spec, initial_state, optimizer_hyper
 from ddl.optim.optimizers import make_optimizer
 from ddl.optim.schedules import make_schedule
 from ddl.train import Setup, train

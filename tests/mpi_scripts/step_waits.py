@@ -15,7 +15,7 @@ from ddl.evaluate import evaluate_split
 from ddl.optim.optimizers import make_optimizer
 from ddl.optim.schedules import make_schedule
 from ddl.parallel import SerialComm, install_abort_handler, launcher_size
-from ddl.run.experiment import build_spec, initial_state, optimizer_hyper
+from ddl.runner.experiment import build_spec, initial_state, optimizer_hyper
 from ddl.train import Setup, StepBuffers, sync_params, train_step
 
 STEPS = 6

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ddl import checkpoint as ckpt
 from ddl.config import Config
-from ddl.run.progress import Progress
+from ddl.runner.progress import Progress
 from ddl.train import Hooks
 
 log = logging.getLogger("ddl")

@@ -76,7 +76,7 @@ def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> No
 
 def write_plots(cfg: Config, summary: dict, history: list, run_dir: Path) -> None:
     """The learning curves (train and the held-out split) and the schedule, tracked or not."""
-    from ddl.run import plots  # noqa: PLC0415 - matplotlib at the end only
+    from ddl.runner import plots  # noqa: PLC0415 - matplotlib at the end only
 
     title = describe(summary["diagnosis"], summary["diagnosis_split"])
     plots.learning_curves_png(history, run_dir / "learning_curves.png", title=title)

@@ -21,7 +21,7 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerun 
 
 def execute(job: dict, comm) -> dict | None:
     """Run one job on this rank; errors become one clear paragraph (traceback in the run's log)."""
-    from ddl.run import experiment  # noqa: PLC0415
+    from ddl.runner import experiment  # noqa: PLC0415
 
     run_dir = Path(job["run_dir"])
     handler = attach_file_log(run_dir) if comm.rank == 0 else None

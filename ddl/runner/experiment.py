@@ -23,8 +23,8 @@ from ddl.nn.init import init_bn_state, init_params
 from ddl.optim.optimizers import make_optimizer
 from ddl.optim.schedules import make_schedule
 from ddl.params import Flat
-from ddl.run.hooks import make_hooks
-from ddl.run.summary import current_rss_mb, finish, peak_rss_mb, track_final
+from ddl.runner.hooks import make_hooks
+from ddl.runner.summary import current_rss_mb, finish, peak_rss_mb, track_final
 from ddl.train import Setup, TrainState, train
 
 log = logging.getLogger("ddl")
