@@ -37,6 +37,27 @@ def register_schemas() -> None:
     ConfigStore.instance().store(name="base_config", node=C.Config)
 
 
+def sweep_shape(argv) -> tuple[int | None, tuple[str, ...]]:
+    """(number of points, swept keys) of a basic sweep typed on the command line: `a=1,2 b=x,y`
+    -> (4, ("a", "b")). (None, keys) when a key is swept by a range Hydra cannot count, and
+    (None, ()) when the overrides do not parse (Hydra reports that itself)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+    except Exception:  # noqa: BLE001 - Hydra will say what is wrong with them
+        return None, ()
+    swept = [o for o in parsed if o.is_sweep_override()]
+    total: int | None = 1
+    for o in swept:
+        try:
+            total *= len(list(o.sweep_string_iterator()))
+        except Exception:  # noqa: BLE001 - an interval (a search sweeper's) has no count
+            total = None
+            break
+    return (total if swept else None), tuple(o.key_or_group for o in swept)
+
+
 class SweepCallback(Callback):
     """Closes a sweep's parent run when a launcher ran its points in other processes."""
 
@@ -44,12 +65,13 @@ class SweepCallback(Callback):
         if (SESSION is not None and SESSION.parent) or not config.tracking.enabled:
             return                  # the points ran here: Session.close() ends the parent
         from ddl import tracking  # noqa: PLC0415
+        from ddl.runner.sweep_summary import close_sweep  # noqa: PLC0415
 
         cfg = OmegaConf.to_object(config.tracking)
-        parent = cfg.parent_run_id or tracking.find_parent(
-            cfg, str(Path(config.hydra.sweep.dir).resolve()))
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        parent = cfg.parent_run_id or tracking.find_parent(cfg, str(sweep_dir))
         if parent and not cfg.parent_run_id:
-            tracking.close_parent(cfg, parent)
+            close_sweep(cfg, parent, sweep_dir)
 
 
 def task(dcfg):
@@ -63,16 +85,34 @@ def task(dcfg):
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(dcfg, run_dir / "config.yaml", resolve=True)
     cfg = OmegaConf.to_object(dcfg)
+    overrides = list(hc.overrides.task)
+    if multirun:
+        learn_sweep_shape(SESSION, hc)
+        SESSION.start_point(hc.job.num, overrides)
     if cfg.tracking.run_name is None:  # name runs by what was overridden: readable side by side
-        cfg.tracking.run_name = run_name(hc.overrides.task)
+        cfg.tracking.run_name = run_name(overrides, SESSION.swept if multirun else ())
     parent = SESSION.parent_for(cfg, hc.sweep.dir) if multirun and SESSION.comm.rank == 0 else None
-    job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": parent, "multirun": multirun}
+    job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": parent, "multirun": multirun,
+           "tags": {"ddl.overrides": " ".join(overrides)}}
     if SESSION.comm.size > 1:
         job = SESSION.comm.bcast(job, root=0)
     summary = execute(job, SESSION.comm)
-    if summary is None:
+    if multirun:
+        from ddl.tracking.store import flatten_config  # noqa: PLC0415 - pure: no MLflow import
+
+        SESSION.end_point(hc.job.num, overrides, cfg.tracking.run_name,
+                          flatten_config(OmegaConf.to_container(dcfg, resolve=True)), summary)
+    elif summary is None:
         SESSION.failed.append(job["run_dir"])
     return objective(summary)
+
+
+def learn_sweep_shape(session: Session, hc) -> None:
+    """A search sweeper's trials and keys live in its config, not on the command line."""
+    if session.total is None:
+        session.total = OmegaConf.select(hc, "sweeper.n_trials")
+    if not session.swept:
+        session.swept = tuple(OmegaConf.select(hc, "sweeper.params") or ())
 
 
 # Kept apart from `task` so launchers that pickle the task (submitit) find it by reference.
@@ -88,7 +128,7 @@ def main() -> None:
     if comm.rank != 0:
         sys.exit(worker_loop(comm))
     register_schemas()
-    SESSION, code = Session(comm), 0
+    SESSION, code = Session(comm, *sweep_shape(sys.argv[1:])), 0
     try:
         hydra_main()
     except SystemExit as e:
@@ -100,10 +140,14 @@ def main() -> None:
         print(f"ddl-train: error: {e}\n(see ddl-train --help)", file=sys.stderr)
         code = 2
     finally:
-        SESSION.close()
+        try:
+            SESSION.close()
+        except Exception as e:  # noqa: BLE001 - the points ran; say what the summary could not do
+            print(f"ddl: error: the sweep's summary failed: {type(e).__name__}: {e}", file=sys.stderr)
+            code = code or 1
         if SESSION.failed and code == 0:
             code = 1
-            print(f"ddl: {len(SESSION.failed)} sweep point(s) failed: {', '.join(SESSION.failed)}",
+            print(f"ddl: {len(SESSION.failed)} sweep point(s) failed: {'; '.join(SESSION.failed)}",
                   file=sys.stderr)
         if comm.size > 1:
             comm.bcast({"op": "exit", "code": code}, root=0)

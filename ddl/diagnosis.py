@@ -78,6 +78,32 @@ def describe(label: str, split: str) -> str:
     return label
 
 
+# The course's "basic recipe" (Course 2, week 1), what to try next for each diagnosis.
+NEXT_STEPS = {
+    "ok": "nothing the recipe asks for: the gaps are within their thresholds",
+    "high bias": "a bigger network, training longer, or a better optimizer (Adam, momentum)",
+    "high variance": "more data, L2 regularization or dropout, or early stopping",
+    "high bias + high variance": "first the bias (a bigger network, training longer, a better "
+                                 "optimizer), then the variance (more data, L2 or dropout)",
+}
+
+
+def explain(label: str, split: str, train_error: float, held_error: Optional[float],
+            bayes_error: float = 0.0) -> str:
+    """The diagnosis in a sentence or two, with the course's next step and the split it was
+    judged on, e.g. for a run's description in the dashboard."""
+    if label not in NEXT_STEPS:           # regression, or no diagnosis at all
+        return f"No bias/variance diagnosis: {label}."
+    held = {"dev": "dev", "test": "test (no dev split)"}.get(split)
+    bias = f"avoidable bias {100 * (train_error - bayes_error):.2f} %"
+    if held is None or held_error is None:
+        figures = f"train error {100 * train_error:.2f} %, {bias}; variance not judged (no dev or test split)"
+    else:
+        figures = (f"train error {100 * train_error:.2f} %, {split} error {100 * held_error:.2f} % "
+                   f"({bias}, variance {100 * (held_error - train_error):.2f} %), judged on {held}")
+    return f"{label[0].upper()}{label[1:]}: {figures}. Next step: {NEXT_STEPS[label]}."
+
+
 def _label(high_bias: bool, high_variance: bool) -> str:
     if high_bias and high_variance:
         return "high bias + high variance"

@@ -69,3 +69,15 @@ def test_variance_is_judged_on_dev_else_test_and_says_which():
     assert held_out(None, float("nan")) == (None, "none")
     assert describe("high variance", "test") == "high variance, judged on test: no dev split"
     assert describe("ok", "dev") == "ok"
+
+
+def test_explain_names_the_split_the_figures_and_the_course_next_step():
+    from ddl.diagnosis import explain
+
+    text = explain("high variance", "test", 0.0144, 0.20)
+    assert text.startswith("High variance: train error 1.44 %, test error 20.00 %")
+    assert "variance 18.56 %" in text and "judged on test (no dev split)" in text
+    assert "L2 regularization or dropout" in text
+    assert "a bigger network" in explain("high bias", "dev", 0.3, 0.31)
+    assert "variance not judged" in explain("ok", "none", 0.01, None)
+    assert explain("n/a (regression)", "none", math.nan, None).startswith("No bias/variance")

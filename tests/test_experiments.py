@@ -26,8 +26,8 @@ def test_two_ranks_log_to_a_real_mlflow_server(tmp_path, mlflow_server):
     run = client.get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["optimizer.name"] == "adam" and run.data.params["train.epochs"] == "5"
-    for key in ("train_cost", "dev_cost", "train_error", "dev_error", "lr", "samples_per_s",
-                "avoidable_bias", "variance", "allreduce_share"):
+    for key in ("cost/train", "cost/dev", "error/train", "error/dev", "lr", "perf/samples_per_s",
+                "bias/avoidable", "bias/variance", "perf/allreduce_share"):
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
         assert steps == [0, 1, 2, 3, 4], (key, steps)
     assert run.data.tags["diagnosis"] in ("high bias", "high variance", "high bias + high variance", "ok")
@@ -55,12 +55,42 @@ def test_sweep_under_two_ranks_is_one_parent_with_four_children(tmp_path):
     code, table, err = run_cmd([sys.executable, "-m", "ddl.tracking.report", "--uri", uri,
                                 "--experiment", "ddl"], timeout=60)
     assert code == 0, err
-    from ddl.tracking.report import distinct_names
+    from ddl.naming import distinct_names
 
     shown = distinct_names([r.info.run_name for r in children])   # only what tells them apart
     assert sorted(shown) == ["adam decay_rate=0", "adam decay_rate=1", "gd decay_rate=0",
                              "gd decay_rate=1"], shown
     assert sum(name in table for name in shown) == 4, table
+    names = sorted(r.info.run_name for r in children)      # short and distinct when they start
+    assert names == ["adam decay_rate=0", "adam decay_rate=1", "gd decay_rate=0",
+                     "gd decay_rate=1"], names
+    assert all("optimizer=" in r.data.tags["ddl.overrides"] for r in children)
+    assert all(r.data.tags["mlflow.note.content"].startswith(r.data.tags["diagnosis"].capitalize())
+               and "Next step" in r.data.tags["mlflow.note.content"] for r in children)
+    assert all("error/dev" in r.data.metrics and "perf/samples_per_s" in r.data.metrics
+               for r in children)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "bias/avoidable" in exp.tags["mlflow.note.content"]
+    check_parent(client, parents[0], children)
+    text = so + se                         # the console: a line per point, the table, one hint
+    assert [f"[{i}/4]" in text for i in range(1, 5)] == [True] * 4, text
+    assert "sweep results, best first" in text and "\nbest: " in text, text
+    assert text.count("mlflow ui --backend-store-uri") == 1, text
+
+
+def check_parent(client, parent, children):
+    """A sweep parent answers the sweep: counts, the best point and its figures, the map."""
+    m, tags = parent.data.metrics, parent.data.tags
+    assert (m["sweep/points"], m["sweep/points_finished"], m["sweep/points_failed"]) == (4, 4, 0)
+    best = min(children, key=lambda r: r.data.metrics["error/dev"])
+    assert m["sweep/best_held_out_error"] == best.data.metrics["error/dev"] == m["error/dev"]
+    assert tags["ddl.sweep.best_run_id"] == best.info.run_id and parent.info.status == "FINISHED"
+    assert parent.info.run_name.startswith("sweep optimizer × decay_rate"), parent.info.run_name
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"bias_variance_map.png", "sweep_table.md", "error_vs_schedule_decay_rate.png"} <= artifacts
+    png = client.download_artifacts(parent.info.run_id, "bias_variance_map.png")
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_readme_first_command_default_run(tmp_path):
@@ -81,7 +111,9 @@ def test_a_failing_sweep_point_is_reported_and_the_sweep_goes_on(tmp_path):
                              "data=moons", "train.progress=false", "tracking=off", cwd=tmp_path,
                              timeout=120)
     assert code == 1
-    assert "unknown hidden activation 'nope'" in se and "1 sweep point(s) failed" in se, se
+    assert "unknown hidden activation 'nope'" in se, se
+    assert "1 sweep point(s) failed: model.activation=nope" in se, se     # named by its override
+    assert "[2/3] failed" in se and "sweep results, best first" in se, se
     done = sorted(p.parent.name for p in tmp_path.glob("multirun/*/*/*/summary.json"))
     assert done == ["0", "2"], done
 
@@ -107,8 +139,29 @@ def test_a_run_without_dev_split_is_diagnosed_on_test_everywhere(tmp_path, capsy
     run = client.get_run(summary["mlflow_run_id"])
     assert run.data.tags["diagnosis"] == "high variance"
     assert run.data.tags["diagnosis.split"] == "test"
-    assert abs(run.data.metrics["variance"] - summary["variance"]) < 1e-12
-    assert len(client.get_metric_history(run.info.run_id, "test_error")) == 5   # a held-out curve
+    assert abs(run.data.metrics["bias/variance"] - summary["variance"]) < 1e-12
+    assert len(client.get_metric_history(run.info.run_id, "error/test")) == 5   # a held-out curve
     assert report(["--uri", uri, "--experiment", "cat"]) == 0
     table = capsys.readouterr().out
     assert "high variance (test)" in table and "test err" in table, table
+
+
+def test_a_tracked_run_that_fails_is_failed_with_its_error_and_log(tmp_path):
+    """Training raises on its 3rd batch: the MLflow run ends FAILED (never RUNNING), carries the
+    error as tags and its train.log (traceback included) as an artifact."""
+    from helpers import SCRIPTS_DIR
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, so, se = run_cmd([sys.executable, SCRIPTS_DIR / "faulty_train.py", 0, 3, "raise", *QUICK,
+                            f"tracking.uri={uri}", f"out_dir={tmp_path / 'run'}"], cwd=tmp_path,
+                           timeout=120)
+    assert code == 1 and "injected fault" in se, so + se
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["ddl.error"] == "RuntimeError: injected fault"
+    assert "injected fault" in run.data.tags["mlflow.note.content"]
+    log = client.download_artifacts(run.info.run_id, "train.log", str(tmp_path))
+    with open(log) as f:
+        text = f.read()
+    assert "Traceback" in text and text.count("RuntimeError: injected fault") == 1, text

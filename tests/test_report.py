@@ -178,3 +178,16 @@ def test_decay_rate_is_blank_for_schedules_that_ignore_it():
              "metrics": {"train_error": 0.2}}]
     rows = {r["run"]: r for r in rows_from_runs(runs)}
     assert rows["c"]["decay"] is None and rows["i"]["decay"] == 0.3
+
+
+def test_grouped_metric_names_and_older_flat_ones_read_alike():
+    from ddl.tracking.keys import mlflow_key, read_metric
+
+    assert mlflow_key("dev_error") == "error/dev" and mlflow_key("lr") == "lr"
+    grouped = {**_run("new"), "metrics": {"error/train": 0.01, "error/dev": 0.11,
+                                          "bias/avoidable": 0.01, "bias/variance": 0.10}}
+    new, old = rows_from_runs([grouped]), rows_from_runs([_run("old", 0.01, 0.11)])
+    keys = ("train_error", "dev_error", "avoidable_bias", "variance", "diagnosis")
+    assert [new[0][k] for k in keys] == [old[0][k] for k in keys] == [0.01, 0.11, 0.01,
+                                                                      pytest.approx(0.10), "high variance"]
+    assert read_metric({"error/dev": float("nan"), "dev_error": 0.2}, "dev_error") is None

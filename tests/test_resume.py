@@ -84,7 +84,7 @@ def test_signal_checkpoints_then_resume_is_bit_identical(tmp_path, reference):
     run = client.get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert len(client.search_runs([run.info.experiment_id])) == 1, "the resumed job reuses its run"
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_cost")]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "cost/train")]
     assert sorted(steps) == list(range(EPOCHS)), steps   # no epoch missing, none twice
 
 
@@ -99,7 +99,7 @@ def test_kill_9_then_rerun_with_resume_auto_is_bit_identical(tmp_path, reference
     assert_identical(out, reference)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     summary = json.loads((out / "summary.json").read_text())
-    steps = [m.step for m in client.get_metric_history(summary["mlflow_run_id"], "train_cost")]
+    steps = [m.step for m in client.get_metric_history(summary["mlflow_run_id"], "cost/train")]
     assert sorted(steps) == list(range(EPOCHS)), steps
 
 

@@ -84,6 +84,6 @@ def test_signalled_job_checkpoints_requeues_and_ends_bit_identical(tmp_path):
         np.testing.assert_array_equal(arrays[k], reference[k], err_msg=k)
     assert [r["epoch"] for r in meta["history"]] == list(range(40))
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    steps = [m.step for m in client.get_metric_history(meta["run_id"], "train_cost")]
+    steps = [m.step for m in client.get_metric_history(meta["run_id"], "cost/train")]
     assert sorted(steps) == list(range(40)), steps     # no epoch missing, none twice
     assert client.get_run(meta["run_id"]).info.status == "FINISHED"

@@ -43,8 +43,8 @@ def _round_trip(uri, tmp_path):
     assert len(run.data.params) == 152  # more than one 100-param batch
     assert run.data.params["optimizer.name"] == "adam" and run.data.params["p149"] == "149"
     assert len(run.data.params["long"]) == T.MAX_PARAM_VALUE
-    assert _steps(client, tracker.run_id, "train_cost") == [0, 1, 2]
-    assert [m.value for m in client.get_metric_history(tracker.run_id, "dev_error")] == pytest.approx(
+    assert _steps(client, tracker.run_id, "cost/train") == [0, 1, 2]
+    assert [m.value for m in client.get_metric_history(tracker.run_id, "error/dev")] == pytest.approx(
         [0.3, 0.25, 0.2], abs=1e-12)
     assert run.data.tags["ddl.world_size"] == "2" and run.data.tags["ddl.backend"] == "numpy"
     assert run.info.status == "FINISHED" and run.info.run_name == "rt"
@@ -63,13 +63,13 @@ def test_diagnosis_metrics_and_tag(store):
     tracker.flush()  # epochs are buffered for up to Tracker.FLUSH_SECONDS
     run = MlflowClient(store).get_run(tracker.run_id)
     assert run.data.tags["diagnosis"] == "high variance"
-    assert run.data.metrics["avoidable_bias"] == pytest.approx(0.005, abs=1e-12)
-    assert run.data.metrics["variance"] == pytest.approx(0.10, abs=1e-12)
+    assert run.data.metrics["bias/avoidable"] == pytest.approx(0.005, abs=1e-12)
+    assert run.data.metrics["bias/variance"] == pytest.approx(0.10, abs=1e-12)
     tracker.log_epoch(1, {"train_error": 0.15, "dev_error": float("nan"), "train_cost": float("nan")})
     tracker.flush()
     run = MlflowClient(store).get_run(tracker.run_id)
     assert run.data.tags["diagnosis"] == "high bias"  # no dev error: judged on bias only
-    assert run.data.metrics["train_cost"] != run.data.metrics["train_cost"]  # NaN kept as NaN
+    assert run.data.metrics["cost/train"] != run.data.metrics["cost/train"]  # NaN kept as NaN
 
 
 def test_resume_never_duplicates_epochs(store):
@@ -84,7 +84,7 @@ def test_resume_never_duplicates_epochs(store):
         resumed.log_epoch(epoch, EPOCHS[epoch])
     resumed.end()
     run = client.get_run(first.run_id)
-    for key in ("train_cost", "dev_error", "variance", "avoidable_bias"):
+    for key in ("cost/train", "error/dev", "bias/variance", "bias/avoidable"):
         assert _steps(client, first.run_id, key) == [0, 1, 2, 3, 4], key
     assert run.data.params == {"optimizer.lr": "0.1", "new": "1"}
     assert run.info.status == "FINISHED"
@@ -187,5 +187,5 @@ def test_epochs_are_buffered_and_flushed_in_few_calls(store, monkeypatch):
         tracker.log_epoch(epoch, {"train_cost": 1.0 / (epoch + 1), "train_error": 0.1})
     tracker.end()
     assert len(calls) <= 6, f"{len(calls)} store round trips for 300 epochs"
-    history = MlflowClient(store).get_metric_history(tracker.run_id, "train_cost")
+    history = MlflowClient(store).get_metric_history(tracker.run_id, "cost/train")
     assert sorted(m.step for m in history) == list(range(300))

@@ -24,7 +24,7 @@ from ddl.optim.optimizers import make_optimizer
 from ddl.optim.schedules import make_schedule
 from ddl.params import Flat
 from ddl.runner.hooks import make_hooks
-from ddl.runner.summary import current_rss_mb, finish, peak_rss_mb, track_final
+from ddl.runner.summary import current_rss_mb, finish, peak_rss_mb, track_failure, track_final
 from ddl.train import Setup, TrainState, train
 
 log = logging.getLogger("ddl")
@@ -106,14 +106,27 @@ def resume_path(cfg: Config, run_dir: Path):
     return Path(r)
 
 
-def run(cfg: Config, comm, run_dir, parent_run_id=None) -> dict:
+def run(cfg: Config, comm, run_dir, parent_run_id=None, tags=None) -> dict:
     """Train one config on every rank of `comm`; rank 0 writes `run_dir` and tracks (a child of
-    `parent_run_id` in a sweep). Returns the summary."""
+    `parent_run_id` in a sweep, with `tags`). Returns the summary. A tracked run that fails ends
+    FAILED (KILLED on Ctrl-C) with its error as tags and its train.log uploaded."""
     run_dir, rss_start = Path(run_dir), current_rss_mb()
     backend = prepare(cfg, comm)
     setup, ds = build(cfg, comm, backend)
     state, meta = start_state(cfg, setup, run_dir)
-    tracker = open_tracking(cfg, comm, backend, meta.get("run_id"), parent_run_id)
+    tracker = open_tracking(cfg, comm, backend, meta.get("run_id"), parent_run_id, tags)
+    try:
+        return tracked_run(cfg, setup, ds, state, meta, tracker, run_dir, rss_start)
+    except BaseException as err:
+        if tracker:
+            track_failure(tracker, comm, err, run_dir)
+        raise
+
+
+def tracked_run(cfg: Config, setup: Setup, ds, state, meta, tracker, run_dir: Path,
+                rss_start: float) -> dict:
+    """The run once its parts are built and its tracking is open: train, finish, track."""
+    comm, backend = setup.comm, setup.backend
     run_id = tracker.run_id if tracker else meta.get("run_id")
     if comm.rank == 0:
         log.info("run directory: %s  (world size %d, backend %s, network %s, %d train / %s dev examples)",
@@ -176,31 +189,27 @@ def start_state(cfg: Config, setup: Setup, run_dir: Path) -> tuple[TrainState, d
     return state, meta
 
 
-def open_tracking(cfg: Config, comm, backend, run_id, parent_run_id):
+def open_tracking(cfg: Config, comm, backend, run_id, parent_run_id, extra_tags=None):
     """Rank 0's MLflow run, created or (`run_id` from a checkpoint) resumed; None on the other
     ranks and with tracking off."""
     if comm.rank != 0 or not cfg.tracking.enabled:
         return None
     from ddl import tracking  # noqa: PLC0415 - MLflow only on rank 0, only when tracking
 
-    tags = {"ddl.world_size": str(comm.size), "ddl.backend": backend.name}
+    tags = {"ddl.world_size": str(comm.size), "ddl.backend": backend.name, **(extra_tags or {})}
     return tracking.open_tracker(cfg.tracking, tracking.flatten_config(asdict(cfg)), tags,
                                  run_id=run_id, nested_in=parent_run_id)
 
 
 def train_tracked(ds, setup: Setup, state: TrainState, hooks, tracker) -> tuple[TrainState, float]:
     """`train` with the run's edges: history replayed to the tracker first (a job killed before its
-    metrics were sent loses none), stop signals armed, the run FAILED on any error."""
+    metrics were sent loses none), stop signals armed."""
     for record in state.history if tracker else []:
         hooks.on_epoch.track(record)
     signals.install_signal_handlers()
     t0 = time.perf_counter()
     try:
         state = train(ds, setup, state, hooks)
-    except BaseException:
-        if tracker:
-            tracker.end("FAILED")
-        raise
     finally:
         hooks.on_epoch.close()
     return state, time.perf_counter() - t0

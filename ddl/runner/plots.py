@@ -1,4 +1,5 @@
-"""PNG figures for a run: learning curves and the learning-rate schedule (matplotlib, Agg).
+"""PNG figures: a run's learning curves and learning-rate schedule, a sweep's bias/variance map and
+error-vs-hyperparameter plots (matplotlib, Agg).
 
 matplotlib is imported lazily so that importing ddl never pays for it (or needs a display).
 """
@@ -57,9 +58,7 @@ def learning_curves_png(history: Sequence[Mapping[str, float]], path: str | os.P
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.suptitle(f"Learning curves: {title}" if title else "Learning curves")
-    fig.tight_layout()
-    fig.savefig(os.fspath(path), dpi=100)
-    plt.close(fig)
+    _save(fig, plt, path)
 
 
 def schedule_png(lrs: Sequence[float], path: str | os.PathLike, title: str = "Learning rate") -> None:
@@ -70,6 +69,59 @@ def schedule_png(lrs: Sequence[float], path: str | os.PathLike, title: str = "Le
     _epoch_axis(ax)
     ax.set_ylabel("learning rate α")
     ax.set_title(title)
+    _save(fig, plt, path)
+
+
+def _save(fig, plt, path) -> None:
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=100)
     plt.close(fig)
+
+
+def bias_variance_map_png(points: Sequence[tuple[str, float, float]], path: str | os.PathLike,
+                          bias_threshold: float, variance_threshold: float,
+                          title: str = "Bias/variance map") -> None:
+    """One labelled point per run: avoidable bias (x) against variance (y), both in %, with the
+    thresholds drawn, so the quadrant says the diagnosis (points: (label, bias, variance))."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    xs, ys = [100 * b for _, b, _ in points], [100 * v for _, _, v in points]
+    ax.scatter(xs, ys, color="tab:blue", zorder=3)
+    for (label, _, _), x, y in zip(points, xs, ys):
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    bx, vy = 100 * bias_threshold, 100 * variance_threshold
+    ax.axvline(bx, color="tab:red", ls="--", lw=1)
+    ax.axhline(vy, color="tab:red", ls="--", lw=1)
+    hi_x, hi_y = max(xs + [2 * bx]) * 1.15, max(ys + [2 * vy]) * 1.15
+    lo_x, lo_y = min(xs + [0.0]) - 0.05 * hi_x, min(ys + [0.0]) - 0.05 * hi_y
+    ax.set_xlim(lo_x, hi_x)
+    ax.set_ylim(lo_y, hi_y)
+    for x, y, text in ((lo_x, lo_y, "ok"), (hi_x, lo_y, "high bias"), (lo_x, hi_y, "high variance"),
+                       (hi_x, hi_y, "high bias + high variance")):
+        ax.text(x, y, text, ha="left" if x == lo_x else "right", va="bottom" if y == lo_y else "top",
+                color="tab:red", alpha=0.6, fontsize=9)
+    ax.set_xlabel("avoidable bias = train error − Bayes error (%)")
+    ax.set_ylabel("variance = held-out error − train error (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    _save(fig, plt, path)
+
+
+def error_vs_param_png(key: str, series: Mapping[str, Sequence[tuple[float, float]]],
+                       path: str | os.PathLike, log_x: bool, ylabel: str = "dev error (%)") -> None:
+    """Held-out error against one swept hyperparameter, one line per value of the others
+    (series: label -> [(value, error fraction)])."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, pts in series.items():
+        pts = sorted(pts)
+        ax.plot([x for x, _ in pts], [100 * e for _, e in pts], marker="o", label=label or None)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(key)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{ylabel.split(' (')[0]} vs {key}")
+    ax.grid(alpha=0.3, which="both")
+    if any(series) and len(series) > 1:
+        ax.legend(fontsize=8)
+    _save(fig, plt, path)

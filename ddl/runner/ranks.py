@@ -26,7 +26,7 @@ def execute(job: dict, comm) -> dict | None:
     run_dir = Path(job["run_dir"])
     handler = attach_file_log(run_dir) if comm.rank == 0 else None
     try:
-        summary = experiment.run(job["cfg"], comm, run_dir, job["parent"])
+        summary = experiment.run(job["cfg"], comm, run_dir, job["parent"], job.get("tags"))
         if summary.get("stopped") == "signal":
             log.warning("stopped by a signal at epoch %d step %d; checkpoint written in %s. Rerun "
                         "with out_dir=%s checkpoint.resume=auto to continue.", summary["epoch"],
@@ -66,7 +66,14 @@ def fail(job, comm, err: BaseException, fatal: bool, consistent: bool) -> None:
 
 
 def keep_traceback(run_dir: Path, comm, err: BaseException) -> None:
-    """The traceback goes to the run's log file, not the console."""
+    """The traceback goes to the run's log file, not the console (once: the tracked run's failure
+    path keeps it before uploading the log)."""
+    if getattr(err, "_ddl_traceback_kept", False):
+        return
+    try:
+        err._ddl_traceback_kept = True
+    except AttributeError:     # an exception type without a __dict__
+        pass
     name = "train.log" if comm.rank == 0 else f"train.rank{comm.rank}.log"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,21 +1,50 @@
-"""One `ddl-train` invocation on rank 0: its communicator, a sweep's MLflow parent run, the points
-that failed; how runs are named and what a search sweeper minimizes."""
+"""One `ddl-train` invocation on rank 0: its communicator, a sweep's MLflow parent run, its points
+(a line as each starts and ends, the table at the end); how runs are named and what a search
+sweeper minimizes."""
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
+from typing import Optional, Sequence
 
 from ddl.config import Config
+from ddl.naming import compact
 from ddl.parallel import get_comm, install_abort_handler, setup_logging
 
 log = logging.getLogger("ddl")
 
 
 class Session:
-    """State of one `ddl-train` invocation on rank 0: the comm, the sweep's parent run, failures."""
+    """State of one `ddl-train` invocation on rank 0: the comm, the sweep's parent run and points.
+    total: the sweep's number of points when known; swept: the keys it varies."""
 
-    def __init__(self, comm):
+    def __init__(self, comm, total: Optional[int] = None, swept: Sequence[str] = ()):
         self.comm, self.parent, self.failed, self.sweep_cfg = comm, None, [], None
+        self.total, self.swept, self.points, self.sweep_dir = total, tuple(swept), [], None
+
+    def point_label(self, overrides: Sequence[str]) -> str:
+        """A point's swept overrides as typed ('optimizer=adam schedule.decay_rate=0.3')."""
+        chosen = [o for o in overrides if override_key(o) in self.swept] or list(overrides)
+        return " ".join(chosen) or "(no overrides)"
+
+    def _tag(self, index: int) -> str:
+        return f"[{index + 1}/{self.total or '?'}]"
+
+    def start_point(self, index: int, overrides: Sequence[str]) -> None:
+        log.info("%s %s", self._tag(index), self.point_label(overrides))
+
+    def end_point(self, index: int, overrides: Sequence[str], name: str, params: dict,
+                  summary: Optional[dict]) -> None:
+        """Record a point's outcome and say it in one short line."""
+        from ddl.runner.sweep_summary import point_run  # noqa: PLC0415
+
+        self.points.append(point_run(index, name or self.point_label(overrides), params, summary))
+        if summary is None:
+            self.failed.append(self.point_label(overrides))
+            log.info("%s failed (its error is above)", self._tag(index))
+        else:
+            log.info("%s %s", self._tag(index), result_line(summary))
 
     def parent_for(self, cfg: Config, sweep_dir: str):
         """A sweep is one MLflow parent run with a nested child per point."""
@@ -28,15 +57,29 @@ class Session:
 
             self.sweep_cfg = cfg.tracking
             key = str(Path(sweep_dir).resolve())   # jobs of one sweep launched elsewhere share it
-            self.parent = tracking.parent_for_key(cfg.tracking, f"sweep {sweep_dir}", key)
+            self.sweep_dir = Path(sweep_dir)
+            self.parent = tracking.parent_for_key(cfg.tracking, self.parent_name(sweep_dir), key)
             log.info("sweep parent run %s in experiment %r", self.parent, cfg.tracking.experiment)
         return self.parent
 
-    def close(self) -> None:
-        if self.parent and self.sweep_cfg is not None and not self.sweep_cfg.parent_run_id:
-            from ddl import tracking  # noqa: PLC0415
+    def parent_name(self, sweep_dir: str) -> str:
+        """'sweep optimizer × decay_rate (4 points)'; the directory when the keys are unknown."""
+        if not self.swept:
+            return f"sweep {sweep_dir}"
+        keys = " × ".join(k.rsplit(".", 1)[-1] for k in self.swept)
+        return f"sweep {keys}" + (f" ({self.total} points)" if self.total else "")
 
-            tracking.end_run(self.sweep_cfg, self.parent, "FAILED" if self.failed else "FINISHED")
+    def close(self) -> None:
+        """A sweep's end: its table best-first, and its parent run's rollups, artifacts, status
+        (unless the parent belongs to someone else: tracking.parent_run_id)."""
+        if not self.points:
+            return
+        from ddl.runner.sweep_summary import close_sweep, console_table  # noqa: PLC0415
+
+        log.info("sweep results, best first:\n%s", console_table(self.points))
+        if self.parent and self.sweep_cfg is not None and not self.sweep_cfg.parent_run_id:
+            status = close_sweep(self.sweep_cfg, self.parent, self.sweep_dir, self.points)
+            log.info("sweep parent run %s %s: %s", self.parent, status, dashboard_hint(self.sweep_cfg))
 
 
 
@@ -65,7 +108,30 @@ NOT_IN_NAMES = ("out_dir", "checkpoint.", "tracking.", "train.blas_threads", "tr
                 "hydra.", "backend", "allreduce")
 
 
-def run_name(overrides) -> str | None:
-    """'optimizer=adam,schedule.decay_rate=0.3' from the overrides that change the model."""
+def override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def run_name(overrides: Sequence[str], swept: Sequence[str] = ()) -> str | None:
+    """A short name from the overrides that change the model, in compact form; in a sweep only
+    the swept ones: ['optimizer=adam', 'schedule.decay_rate=0.3'] -> 'adam decay_rate=0.3'.
+    The full list is kept as the run's ddl.overrides tag."""
     kept = [o for o in overrides if not o.lstrip("+~").startswith(NOT_IN_NAMES)]
-    return ",".join(kept)[:250] or None
+    chosen = [o for o in kept if override_key(o) in swept] or kept
+    return " ".join(compact(o.lstrip("+~")) for o in chosen)[:250] or None
+
+
+def result_line(summary: dict) -> str:
+    """'done in 12.3 s: dev err 12.30 %, high variance' (held-out split: dev, else test)."""
+    split = summary.get("diagnosis_split", "dev")
+    error = summary.get(split, {}).get("error") if split in ("dev", "test") else None
+    figure = f"{split} err {100 * error:.2f}%" if error is not None and not math.isnan(error) else \
+        f"train err {100 * summary['train']['error']:.2f}%"
+    return f"done in {summary.get('train_seconds', math.nan):.3g} s: {figure}, {summary['diagnosis']}"
+
+
+def dashboard_hint(tracking_cfg) -> str:
+    """Where to look: the UI command for a local store (or the server's address), and the table."""
+    uri = tracking_cfg.uri
+    view = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else uri
+    return f"view: {view}; table: ddl-report --experiment {tracking_cfg.experiment}"

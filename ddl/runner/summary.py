@@ -9,8 +9,9 @@ from pathlib import Path
 
 from ddl import checkpoint as ckpt
 from ddl.config import Config
-from ddl.diagnosis import Diagnosis, describe, diagnose, held_out
+from ddl.diagnosis import Diagnosis, describe, diagnose, explain, held_out
 from ddl.evaluate import evaluate_split
+from ddl.runner.session import dashboard_hint
 from ddl.train import Setup, TrainState
 
 log = logging.getLogger("ddl")
@@ -58,20 +59,64 @@ def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_
     return summary
 
 
+ARTIFACTS = ("config.yaml", "summary.json", "final.npz", "learning_curves.png", "lr_schedule.png")
+
+
 def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> None:
-    """Final metrics, the diagnosis tag and the artifacts (config, plots, final parameters)."""
+    """Final metrics, the diagnosis (tags and the run's description), the artifacts (config,
+    plots, final parameters, train.log last); the dashboard hint once (a sweep's at its end)."""
     final = {"test_cost": summary["test"]["cost"], "test_error": summary["test"]["error"]}
     tracker.log_epoch(max(state.epoch - 1, 0), {k: v for k, v in final.items() if not math.isnan(v)})
     tracker.set_tags({"diagnosis": summary["diagnosis"], "diagnosis.split": summary["diagnosis_split"],
-                      "ddl.stopped": summary["stopped"]})
-    for name in ("config.yaml", "summary.json", "final.npz", "learning_curves.png", "lr_schedule.png"):
+                      "ddl.stopped": summary["stopped"],
+                      "mlflow.note.content": run_description(cfg, summary)})
+    for name in ARTIFACTS:
         if (run_dir / name).exists():
             tracker.log_artifact(str(run_dir / name))
+    t = cfg.tracking
+    if tracker.parent is None:
+        log.info("MLflow run %s in experiment %r at %s  (%s)", tracker.run_id, t.experiment, t.uri,
+                 dashboard_hint(t))
+    upload_log(tracker, run_dir)
     tracker.end("FINISHED")
-    uri = cfg.tracking.uri
-    view = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else uri
-    log.info("MLflow run %s in experiment %r at %s  (view: %s; table: ddl-report --experiment %s)",
-             tracker.run_id, cfg.tracking.experiment, uri, view, cfg.tracking.experiment)
+
+
+def run_description(cfg: Config, summary: dict) -> str:
+    """The run's description in the dashboard: the diagnosis in a sentence, with the next step."""
+    split = summary["diagnosis_split"]
+    held = summary[split]["error"] if split in ("dev", "test") else None
+    return explain(summary["diagnosis"], split, summary["train"]["error"], held,
+                   cfg.tracking.bayes_error)
+
+
+def upload_log(tracker, run_dir: Path) -> None:
+    """train.log as an artifact (flushed first: the file handler buffers nothing, the OS might)."""
+    path = run_dir / "train.log"
+    if path.is_file():
+        tracker.log_artifact(str(path))
+
+
+def track_failure(tracker, comm, err: BaseException, run_dir: Path) -> None:
+    """End a failed run: its error as tags (`ddl.error`, the text in `mlflow.note.content`), the
+    traceback kept in train.log and uploaded, status FAILED (KILLED for Ctrl-C). Tracking errors
+    here are logged, never raised over the error that got us here."""
+    from ddl.runner.ranks import keep_traceback  # noqa: PLC0415
+
+    status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+    text = f"{type(err).__name__}: {err}"
+    try:
+        keep_traceback(run_dir, comm, err)
+        tracker.set_tags({"ddl.error": text[:5000], "ddl.stopped": status.lower(),
+                          "mlflow.note.content": f"**{status}**: {text[:4000]}\n\nThe traceback "
+                                                 "is in the train.log artifact."})
+        upload_log(tracker, run_dir)
+    except Exception as tracking_err:  # noqa: BLE001
+        log.warning("could not record the failure in MLflow: %s", tracking_err)
+    finally:
+        try:
+            tracker.end(status)
+        except Exception as tracking_err:  # noqa: BLE001
+            log.warning("could not end the MLflow run %s: %s", tracker.run_id, tracking_err)
 
 
 def write_plots(cfg: Config, summary: dict, history: list, run_dir: Path) -> None:

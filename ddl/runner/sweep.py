@@ -2,9 +2,10 @@
 
     python -m ddl.sweep logspace optimizer.lr 1e-4 1e-1 4   # optimizer.lr=0.0001,0.001,0.01,0.1
     python -m ddl.sweep count optimizer=gd,adam schedule.decay_rate=0,1        # 4
-    python -m ddl.sweep point 3 optimizer=gd,adam schedule.decay_rate=0,1      # optimizer=adam schedule.decay_rate=1
+    python -m ddl.sweep point 3 optimizer=gd,adam schedule.decay_rate=0,1
+        # -> optimizer=adam schedule.decay_rate=1
     python -m ddl.sweep parent --name my-sweep      # create the MLflow parent run, print its id
-    python -m ddl.sweep end RUN_ID                  # close it (FAILED if a child failed)
+    python -m ddl.sweep end RUN_ID                  # close it with its rollups (FAILED if a child failed)
 
 The grid syntax is Hydra's basic sweep: `key=v1,v2,...`; commas inside [...] stay in one value,
 and points are ordered as Hydra orders them (the last key varies fastest).
@@ -15,6 +16,7 @@ import argparse
 import itertools
 import math
 import sys
+from pathlib import Path
 
 from ddl.config import TrackingConfig
 
@@ -102,9 +104,12 @@ def run(args) -> int:
         print(tracking.start_parent(_tracking_cfg(args), args.name, {"sweep": args.name},
                                     {"ddl.sweep_name": args.name}))
     else:
-        from ddl import tracking  # noqa: PLC0415
+        import tempfile  # noqa: PLC0415
 
-        status = tracking.close_parent(_tracking_cfg(args), args.run_id)
+        from ddl.runner.sweep_summary import close_sweep  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory(prefix="ddl-sweep-") as out:   # artifacts are uploaded
+            status = close_sweep(_tracking_cfg(args), args.run_id, Path(out))
         print(f"{args.run_id}: {status}")
     return 0
 

@@ -20,9 +20,12 @@ from typing import Any, Mapping, Optional, Sequence
 
 from ddl.config import TrackingConfig
 from ddl.diagnosis import diagnose, held_out
+from ddl.naming import distinct_names
+from ddl.tracking.keys import read_metric
 
 # (row key, table header, source): source is (kind, name) with kind "text" (a param as is),
-# "number" (a param as a float) or "metric" (its final value); None for derived columns.
+# "number" (a param as a float) or "metric" (its final value, by its record name: see
+# ddl.tracking.keys); None for derived columns.
 COLUMNS = (
     ("run", "run", None),
     ("data", "data", ("text", "data.name")),
@@ -59,8 +62,10 @@ def _row(run: Mapping[str, Any]) -> dict[str, Any]:
     for key, _, source in COLUMNS:
         if source is not None:
             kind, name = source
-            value = metrics.get(name) if kind == "metric" else params.get(name)
-            row[key] = value if kind == "text" else _number(value)
+            if kind == "metric":
+                row[key] = read_metric(metrics, name)
+            else:
+                row[key] = params.get(name) if kind == "text" else _number(params.get(name))
     if row["schedule"] in ("constant", "exponential", "sqrt"):
         row["decay"] = None         # decay_rate plays no part in these schedules
     tags = run.get("tags", {})
@@ -121,39 +126,6 @@ def _shorten(text: str, width: int) -> str:
         return text
     head = (width - 1) // 2
     return text[:head] + "…" + text[len(text) - (width - 1 - head):]
-
-
-def distinct_names(names: Sequence[str]) -> list[str]:
-    """Names made of overrides (separated by spaces or commas), without the overrides they all share, keys
-    shortened to their last part and group choices to their value: ["optimizer=adam,
-    optimizer.lr=0.01", "optimizer=gd,optimizer.lr=0.1"] -> ["adam lr=0.01", "gd lr=0.1"]. Names left
-    equal or empty stay as they were."""
-    if len(names) < 2:
-        return list(names)
-    tokens = [_tokens(n) for n in names]
-    common = set.intersection(*(set(t) for t in tokens))
-    short = [" ".join(_compact(t) for t in ts if t not in common) for ts in tokens]
-    return short if all(short) and len(set(short)) == len(set(names)) else list(names)
-
-
-def _tokens(name: str) -> list[str]:
-    """Overrides of a run name, split at spaces and at commas outside brackets."""
-    out, depth, cur = [], 0, ""
-    for ch in name:
-        depth += 1 if ch in "[(" else -1 if ch in "])" else 0
-        if (ch == "," and depth == 0) or ch.isspace():
-            out, cur = out + [cur] if cur else out, ""
-        else:
-            cur += ch
-    return out + [cur] if cur else out
-
-
-def _compact(token: str) -> str:
-    """'optimizer=adam' (a config group's choice) -> 'adam'; 'optimizer.lr=0.01' -> 'lr=0.01'."""
-    key, eq, value = token.partition("=")
-    if not eq:
-        return token
-    return value if "." not in key.lstrip("+~") else f"{key.rsplit('.', 1)[-1]}={value}"
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], wide: bool = False, width: int = WIDTH) -> str:

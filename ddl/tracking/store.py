@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from ddl.tracking import schema
+from ddl.tracking.dashboard import experiment_tags, stale_tags
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits for one log_batch call and one param value
 MAX_PARAM_VALUE = 6000
@@ -114,18 +116,27 @@ def ensure_store(uri: str, experiment: str) -> str:
 
 
 def _get_or_create(client, name: str, artifact_location: Optional[str]) -> str:
+    """The experiment's id, creating it with the dashboard's tags; an experiment made by an older
+    ddl (or by hand) gets the tags it lacks, and a description the user wrote is kept."""
     from mlflow.exceptions import MlflowException
 
     found = client.get_experiment_by_name(name)
     if found is None:
         try:
-            return client.create_experiment(name, artifact_location=artifact_location)
+            return client.create_experiment(name, artifact_location=artifact_location,
+                                            tags=experiment_tags(_now_ms()))
         except MlflowException as err:  # another process created it between get and create
             found = client.get_experiment_by_name(name)
             if found is None:
                 raise err
     if found.lifecycle_stage == "deleted":
         raise TrackingError(f"MLflow experiment {name!r} is deleted; restore it or pick another name")
+    for key, value in stale_tags(found.tags, _now_ms()).items():
+        client.set_experiment_tag(found.experiment_id, key, value)
     return found.experiment_id
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 

@@ -1,9 +1,9 @@
 """One MLflow run, rank 0 only: params, buffered per-epoch metrics with the diagnosis, artifacts.
 
 Everything goes through `mlflow.MlflowClient` with explicit run ids, never the fluent global-state
-API, so nothing leaks between runs or sweep points in one process. Metric names are fixed (the
-report relies on them): train_cost, dev_cost, train_error, dev_error, train_accuracy, dev_accuracy,
-lr, samples_per_s, allreduce_share, avoidable_bias, variance; test_cost, test_error at the end.
+API, so nothing leaks between runs or sweep points in one process. Callers give an epoch record's
+flat names (train_cost, dev_error, avoidable_bias, ...); the store gets the grouped names of
+`ddl.tracking.keys` (cost/train, error/dev, bias/avoidable, ...), which the report relies on.
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any, Mapping, Optional
 
 from ddl.diagnosis import diagnose, held_out
 
-from ddl.tracking.runs import log_params
 from ddl.config import TrackingConfig
+from ddl.tracking.keys import mlflow_key
+from ddl.tracking.runs import log_params
 from ddl.tracking.store import TrackingError, _client, ensure_store
 
 
@@ -26,8 +27,9 @@ class Tracker:
 
     def __init__(self, client, run_id: str, cfg: TrackingConfig, last_steps: dict[str, int]):
         self._client, self.run_id, self.cfg = client, run_id, cfg
-        self._last = dict(last_steps)  # metric key -> largest step already in the store
+        self._last = dict(last_steps)  # store's metric key -> largest step already there
         self._pending, self._label, self._flushed = [], None, time.monotonic()
+        self.parent: Optional[str] = None   # the sweep parent's run id, for a sweep's point
 
     @classmethod
     def start(cls, cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[str, str] = {},
@@ -41,9 +43,11 @@ class Tracker:
             run_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {})}
             run = client.create_run(experiment_id, tags=run_tags, run_name=cfg.run_name)
             tracker = cls(client, run.info.run_id, cfg, {})
+            tracker.parent = parent
         else:
             run = _get_run(client, uri, run_id)
             tracker = cls(client, run_id, cfg, _last_steps(client, run))
+            tracker.parent = run.data.tags.get("mlflow.parentRunId")
             if run.info.status != "RUNNING":
                 client.update_run(run_id, status="RUNNING")
             tracker.set_tags(tags)
@@ -60,8 +64,8 @@ class Tracker:
         from mlflow.entities import Metric
 
         derived, label = self._diagnosis(metrics)
-        fresh = {k: float(v) for k, v in {**derived, **metrics}.items()
-                 if epoch > self._last.get(k, -1)}
+        named = {mlflow_key(k): float(v) for k, v in {**derived, **metrics}.items()}
+        fresh = {k: v for k, v in named.items() if epoch > self._last.get(k, -1)}
         if not fresh:  # a resumed job replaying epochs that are already in the store
             return
         ts = int(time.time() * 1000)
@@ -136,6 +140,7 @@ class NullTracker:
     """tracking.enabled=false: the Tracker interface, doing nothing."""
 
     run_id: Optional[str] = None
+    parent: Optional[str] = None
 
     def _nothing(self, *args: Any, **kwargs: Any) -> None:
         """Accept any Tracker call and drop it."""

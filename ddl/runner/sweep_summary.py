@@ -1,0 +1,169 @@
+"""A sweep's answer: its table best-first, the parent run's rollups (best held-out error, its child,
+points finished and failed) and artifacts (bias/variance map, error vs each swept numeric
+hyperparameter, the table as markdown).
+
+Runs are plain dicts as `ddl.tracking.fetch_runs` returns them; a sweep that ran in this process
+builds them from its summaries (`point_run`), so the console table needs no store.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from ddl.naming import distinct_names
+from ddl.tracking.keys import SWEEP_KEYS
+from ddl.tracking.report import format_table, rows_from_runs, to_markdown
+
+log = logging.getLogger("ddl")
+
+# params that differ between points without being a hyperparameter of the sweep
+NOT_SWEPT = ("tracking.", "out_dir", "checkpoint.", "hydra.")
+LOG_SCALE = ("lr", "learning_rate", "l2", "epsilon")
+ARTIFACTS = ("bias_variance_map.png", "sweep_table.md")
+
+
+def point_run(index: int, name: str, params: Mapping[str, str], summary: Optional[dict]) -> dict:
+    """A sweep point as a run dict, from its summary (None: the point failed)."""
+    metrics, tags = {}, {}
+    if summary:
+        for split in ("train", "dev", "test"):
+            metrics[f"{split}_error"] = summary[split]["error"]
+        metrics.update(avoidable_bias=summary["avoidable_bias"], variance=summary["variance"])
+        tags = {"diagnosis": summary["diagnosis"], "diagnosis.split": summary["diagnosis_split"]}
+    run_id = (summary or {}).get("mlflow_run_id") or f"point-{index}"
+    return {"run_id": run_id,
+            "name": name, "status": "FINISHED" if summary else "FAILED", "params": dict(params),
+            "metrics": {k: v for k, v in metrics.items() if _number(v) is not None}, "tags": tags}
+
+
+def _number(value: Any) -> Optional[float]:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) or math.isinf(number) else number
+
+
+def held_out_error(row: Mapping[str, Any]) -> Optional[float]:
+    return row["dev_error"] if row["dev_error"] is not None else row["test_error"]
+
+
+def rollups(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], Optional[Mapping]]:
+    """(the parent's sweep/… metrics, the best row): best = lowest held-out error of a finished
+    point (rows are best first)."""
+    finished = [r for r in rows if r["status"] == "FINISHED"]
+    best = next((r for r in finished if held_out_error(r) is not None), None)
+    metrics = {SWEEP_KEYS["points"]: float(len(rows)), SWEEP_KEYS["finished"]: float(len(finished)),
+               SWEEP_KEYS["failed"]: float(len(rows) - len(finished))}
+    if best is not None:
+        metrics[SWEEP_KEYS["best_held_out_error"]] = held_out_error(best)
+        for key in ("train_error", "dev_error", "test_error", "avoidable_bias", "variance"):
+            if best[key] is not None:      # the parent's row in the runs table shows the best point
+                metrics[key] = best[key]
+    return metrics, best
+
+
+def swept_numeric(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Params that take more than one numeric value across the runs: the swept numeric keys."""
+    keys = sorted({k for r in runs for k in r.get("params", {}) if not k.startswith(NOT_SWEPT)})
+    found = []
+    for key in keys:
+        values = [_number(r["params"].get(key)) for r in runs]
+        if all(v is not None for v in values) and len(set(values)) > 1:
+            found.append(key)
+    return found
+
+
+def error_series(runs, rows, key: str) -> dict[str, list[tuple[float, float]]]:
+    """label -> [(value of `key`, held-out error)], one label per combination of the other
+    differences between the points (their short names without `key`)."""
+    by_id = {r["run_id"]: r for r in runs}
+    short = dict(zip((r["run_id"] for r in rows), distinct_names([r["run"] for r in rows])))
+    last = key.rsplit(".", 1)[-1]
+    series: dict[str, list] = {}
+    for row in rows:
+        error = held_out_error(row)
+        if error is None or row["run_id"] not in by_id:
+            continue
+        label = " ".join(t for t in short[row["run_id"]].split() if not t.startswith(f"{last}="))
+        series.setdefault(label, []).append((float(by_id[row["run_id"]]["params"][key]), error))
+    return series
+
+
+def write_artifacts(runs, rows, out_dir: Path, bias_threshold: float,
+                    variance_threshold: float) -> list[Path]:
+    """The sweep's table (markdown), its bias/variance map and error-vs-hyperparameter plots."""
+    from ddl.runner import plots  # noqa: PLC0415 - matplotlib at the end only
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "sweep_table.md"]
+    written[0].write_text(to_markdown(rows))
+    names = distinct_names([r["run"] for r in rows])
+    points = [(n, r["avoidable_bias"], r["variance"]) for n, r in zip(names, rows)
+              if r["avoidable_bias"] is not None and r["variance"] is not None]
+    if points:
+        split = "test" if any((r["diagnosis"] or "").endswith("(test)") for r in rows) else "dev"
+        plots.bias_variance_map_png(points, out_dir / "bias_variance_map.png", bias_threshold,
+                                    variance_threshold, f"Bias/variance map ({len(points)} points, "
+                                                        f"variance on {split})")
+        written.append(out_dir / "bias_variance_map.png")
+    for key in swept_numeric(runs):
+        series = error_series(runs, rows, key)
+        values = [x for pts in series.values() for x, _ in pts]
+        if not values:
+            continue
+        log_x = key.rsplit(".", 1)[-1] in LOG_SCALE and min(values) > 0
+        path = out_dir / f"error_vs_{key.replace('.', '_')}.png"
+        plots.error_vs_param_png(key, series, path, log_x)
+        written.append(path)
+    return written
+
+
+def thresholds(runs) -> tuple[float, float]:
+    """The bias and variance thresholds the points were diagnosed with (the defaults otherwise)."""
+    params = runs[0].get("params", {}) if runs else {}
+    return (_number(params.get("tracking.bias_threshold")) or 0.05,
+            _number(params.get("tracking.variance_threshold")) or 0.05)
+
+
+def console_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The sweep's table best-first (as `ddl-report --parent` prints it) and its best point."""
+    rows = rows_from_runs(runs)
+    _, best = rollups(rows)
+    table = format_table(rows)
+    if best is None:
+        return table + "\nno point finished with a held-out error"
+    name = dict(zip((r["run_id"] for r in rows), distinct_names([r["run"] for r in rows])))
+    split = "dev" if best["dev_error"] is not None else "test"
+    return (f"{table}\nbest: {name[best['run_id']]} ({split} err {100 * held_out_error(best):.2f}%, "
+            f"{best['diagnosis']})")
+
+
+def close_sweep(tracking_cfg, parent: str, out_dir: Path, runs: Optional[list] = None) -> str:
+    """End a sweep's parent run with its rollups and artifacts; FINISHED only when every point
+    finished. `runs`: the points this process ran (failed ones too, even those that never
+    reached the store); None: the parent's children in the store."""
+    from ddl import tracking  # noqa: PLC0415
+
+    stored = tracking.fetch_runs(tracking_cfg, parent=parent)
+    runs = runs if runs is not None else stored
+    rows = rows_from_runs(runs)
+    metrics, best = rollups(rows)
+    tracker = tracking.Tracker.start(tracking_cfg, {}, run_id=parent)
+    tracker.log_epoch(0, metrics)
+    tags = {"ddl.sweep.points": str(int(metrics[SWEEP_KEYS["points"]]))}
+    if best is not None:
+        tags.update({"ddl.sweep.best_run_id": best["run_id"], "ddl.sweep.best_run": best["run"],
+                     "diagnosis": f"best point: {best['diagnosis']}"})
+    tracker.set_tags(tags)
+    try:
+        for path in write_artifacts(runs, rows, out_dir, *thresholds(runs)):
+            tracker.log_artifact(path)
+    except Exception as err:  # noqa: BLE001 - a plot must not leave the parent RUNNING
+        log.warning("sweep artifacts not written: %s: %s", type(err).__name__, err)
+    ok = metrics[SWEEP_KEYS["failed"]] == 0 and metrics[SWEEP_KEYS["points"]] > 0
+    status = "FINISHED" if ok and all(r["status"] == "FINISHED" for r in stored) else "FAILED"
+    tracker.end(status)
+    return status
