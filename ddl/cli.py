@@ -65,13 +65,15 @@ class SweepCallback(Callback):
         if (SESSION is not None and SESSION.parent) or not config.tracking.enabled:
             return                  # the points ran here: Session.close() ends the parent
         from ddl import tracking  # noqa: PLC0415
+        from ddl.runner.session import dashboard_hint  # noqa: PLC0415
         from ddl.runner.sweep_summary import close_sweep  # noqa: PLC0415
 
         cfg = OmegaConf.to_object(config.tracking)
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         parent = cfg.parent_run_id or tracking.find_parent(cfg, str(sweep_dir))
         if parent and not cfg.parent_run_id:
-            close_sweep(cfg, parent, sweep_dir)
+            status, experiment_id = close_sweep(cfg, parent, sweep_dir)
+            log.info("sweep parent run %s %s\n%s", parent, status, dashboard_hint(cfg, experiment_id))
 
 
 def task(dcfg):

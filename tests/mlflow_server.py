@@ -60,8 +60,10 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def run_mlflow_server(root: Path, timeout: float = START_TIMEOUT_S) -> Iterator[str]:
-    """Start `mlflow server` with its store under `root`, yield its URI, stop it afterwards."""
+def run_mlflow_server(root: Path, timeout: float = START_TIMEOUT_S,
+                      ui_for: str | None = None) -> Iterator[str]:
+    """Start `mlflow server` with its store under `root`, yield its URI, stop it afterwards.
+    ui_for: a store URI to show with `mlflow ui` instead (as a user views a local store)."""
     try:  # with mlflow-skinny alone the server's workers die and respawn until the timeout
         importlib.metadata.version("mlflow")
     except importlib.metadata.PackageNotFoundError:
@@ -72,6 +74,9 @@ def run_mlflow_server(root: Path, timeout: float = START_TIMEOUT_S) -> Iterator[
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
            "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts"]
+    if ui_for is not None:
+        cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1", "--backend-store-uri", ui_for]
     # No background job consumers (GenAI scorers): nothing to test here, 7 fewer processes.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = root / "server.log"

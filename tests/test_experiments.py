@@ -76,6 +76,14 @@ def test_sweep_under_two_ranks_is_one_parent_with_four_children(tmp_path):
     assert [f"[{i}/4]" in text for i in range(1, 5)] == [True] * 4, text
     assert "sweep results, best first" in text and "\nbest: " in text, text
     assert text.count("mlflow ui --backend-store-uri") == 1, text
+    link = f"/#/experiments/{exp.experiment_id}/runs?viewStateShareKey=ddl&workflowType=machine_learning"
+    assert text.count(link) == 1, text                   # the link opens ddl's view, once
+    from ddl.tracking.dashboard import VIEW_TAG, decode_view
+
+    view = decode_view(exp.tags[VIEW_TAG])               # the UI's Share format, readable back
+    assert view["orderByKey"] == "metrics.`error/dev`" and view["orderByAsc"] is True
+    assert {"metrics.`error/train`", "metrics.`bias/variance`", "tags.`diagnosis`"} <= set(
+        view["selectedColumns"])
 
 
 def check_parent(client, parent, children):

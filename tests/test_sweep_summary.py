@@ -75,3 +75,13 @@ def test_a_sweep_without_dev_split_is_judged_on_test():
     runs = [point_run(0, "a", {"x": "1"}, _summary(0.01, math.nan, "high variance", 0.2, "test")),
             point_run(1, "b", {"x": "2"}, _summary(0.05, math.nan, "ok", 0.08, "test"))]
     assert console_table(runs).splitlines()[-1] == "best: b (test err 8.00%, ok (test))"
+
+
+def test_map_labels_of_coincident_points_merge_and_near_ones_move_down():
+    from ddl.runner.plots import label_places
+
+    points = [("a", 0.106, -0.006), ("b", 0.119, -0.006), ("c", 0.32, 0.028), ("d", 0.32, 0.028),
+              ("e", 0.119, 0.056)]
+    places = label_places(points, span=(35.0, 11.0))
+    assert [(label, row) for label, _, _, row in places] == [("e", 0), ("c, d", 0), ("a", 0), ("b", 1)]
+    assert places[1][1:3] == (32.0, 2.8)                 # in %, as the axes are

@@ -87,9 +87,13 @@ def bias_variance_map_png(points: Sequence[tuple[str, float, float]], path: str 
     fig, ax = plt.subplots(figsize=(7, 5.5))
     xs, ys = [100 * b for _, b, _ in points], [100 * v for _, _, v in points]
     ax.scatter(xs, ys, color="tab:blue", zorder=3)
-    for (label, _, _), x, y in zip(points, xs, ys):
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     bx, vy = 100 * bias_threshold, 100 * variance_threshold
+    span = (max(xs + [2 * bx]) - min(xs + [0.0]), max(ys + [2 * vy]) - min(ys + [0.0]))
+    right = min(xs + [0.0]) + 0.7 * span[0]           # labels right of this go to the point's left
+    for label, x, y, rows_down in label_places(points, span):
+        ax.annotate(label, (x, y), textcoords="offset points", fontsize=8,
+                    xytext=(-4 if x > right else 4, 4 - 11 * rows_down),
+                    ha="right" if x > right else "left")
     ax.axvline(bx, color="tab:red", ls="--", lw=1)
     ax.axhline(vy, color="tab:red", ls="--", lw=1)
     hi_x, hi_y = max(xs + [2 * bx]) * 1.15, max(ys + [2 * vy]) * 1.15
@@ -105,6 +109,25 @@ def bias_variance_map_png(points: Sequence[tuple[str, float, float]], path: str 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     _save(fig, plt, path)
+
+
+def label_places(points: Sequence[tuple[str, float, float]], span: tuple[float, float]
+                 ) -> list[tuple[str, float, float, int]]:
+    """Where the map's labels go: points at the same place (to 0.01 %) share one label
+    ("hidden=[1], hidden=[2]"); a label near one already placed (within a tenth of the x span
+    and a twentieth of the y span) moves down a row. (label, x %, y %, rows down)."""
+    merged: dict[tuple[float, float], list[str]] = {}
+    for label, bias, variance in points:
+        merged.setdefault((round(100 * bias, 2), round(100 * variance, 2)), []).append(label)
+    placed: list[tuple[float, float, int]] = []
+    out = []
+    for (x, y), labels in sorted(merged.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+        near = [row for px, py, row in placed
+                if abs(px - x) < 0.1 * (span[0] or 1) and abs(py - y) < 0.05 * (span[1] or 1)]
+        row = max(near) + 1 if near else 0
+        placed.append((x, y, row))
+        out.append((", ".join(labels), x, y, row))
+    return out
 
 
 def error_vs_param_png(key: str, series: Mapping[str, Sequence[tuple[float, float]]],

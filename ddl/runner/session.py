@@ -78,8 +78,9 @@ class Session:
 
         log.info("sweep results, best first:\n%s", console_table(self.points))
         if self.parent and self.sweep_cfg is not None and not self.sweep_cfg.parent_run_id:
-            status = close_sweep(self.sweep_cfg, self.parent, self.sweep_dir, self.points)
-            log.info("sweep parent run %s %s: %s", self.parent, status, dashboard_hint(self.sweep_cfg))
+            status, experiment_id = close_sweep(self.sweep_cfg, self.parent, self.sweep_dir, self.points)
+            log.info("sweep parent run %s %s\n%s", self.parent, status,
+                     dashboard_hint(self.sweep_cfg, experiment_id))
 
 
 
@@ -130,8 +131,14 @@ def result_line(summary: dict) -> str:
     return f"done in {summary.get('train_seconds', math.nan):.3g} s: {figure}, {summary['diagnosis']}"
 
 
-def dashboard_hint(tracking_cfg) -> str:
-    """Where to look: the UI command for a local store (or the server's address), and the table."""
+def dashboard_hint(tracking_cfg, experiment_id: Optional[str]) -> str:
+    """Where to look, a line each: the UI command for a local store, the link that opens ddl's
+    view of the experiment (model-training mode), and the terminal's table."""
+    from ddl.tracking.dashboard import ui_url, view_link  # noqa: PLC0415
+
     uri = tracking_cfg.uri
-    view = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else uri
-    return f"view: {view}; table: ddl-report --experiment {tracking_cfg.experiment}"
+    lines = [f"  dashboard: mlflow ui --backend-store-uri {uri}"] if uri.startswith("sqlite") else []
+    if experiment_id is not None:
+        lines.append(f"  open:      {view_link(ui_url(uri), experiment_id)}")
+    lines.append(f"  table:     ddl-report --experiment {tracking_cfg.experiment}")
+    return "\n".join(lines)

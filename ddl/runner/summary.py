@@ -75,8 +75,8 @@ def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> No
             tracker.log_artifact(str(run_dir / name))
     t = cfg.tracking
     if tracker.parent is None:
-        log.info("MLflow run %s in experiment %r at %s  (%s)", tracker.run_id, t.experiment, t.uri,
-                 dashboard_hint(t))
+        log.info("MLflow run %s in experiment %r at %s\n%s", tracker.run_id, t.experiment, t.uri,
+                 dashboard_hint(t, tracker.experiment_id))
     upload_log(tracker, run_dir)
     tracker.end("FINISHED")
 

@@ -141,10 +141,11 @@ def console_table(runs: Sequence[Mapping[str, Any]]) -> str:
             f"{best['diagnosis']})")
 
 
-def close_sweep(tracking_cfg, parent: str, out_dir: Path, runs: Optional[list] = None) -> str:
+def close_sweep(tracking_cfg, parent: str, out_dir: Path,
+                runs: Optional[list] = None) -> tuple[str, str]:
     """End a sweep's parent run with its rollups and artifacts; FINISHED only when every point
-    finished. `runs`: the points this process ran (failed ones too, even those that never
-    reached the store); None: the parent's children in the store."""
+    finished; (status, experiment id). `runs`: the points this process ran (failed ones too,
+    even those that never reached the store); None: the parent's children in the store."""
     from ddl import tracking  # noqa: PLC0415
 
     stored = tracking.fetch_runs(tracking_cfg, parent=parent)
@@ -166,4 +167,4 @@ def close_sweep(tracking_cfg, parent: str, out_dir: Path, runs: Optional[list] =
     ok = metrics[SWEEP_KEYS["failed"]] == 0 and metrics[SWEEP_KEYS["points"]] > 0
     status = "FINISHED" if ok and all(r["status"] == "FINISHED" for r in stored) else "FAILED"
     tracker.end(status)
-    return status
+    return status, tracker.experiment_id

@@ -138,7 +138,12 @@ def decode_view(value: str) -> dict:
     return json.loads(zlib.decompress(base64.b64decode(packed[len("deflate;"):])).decode())
 
 
+def ui_url(tracking_uri: str) -> str:
+    """Where the UI answers: the tracking server itself, or `mlflow ui`'s default address."""
+    return tracking_uri if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+
+
 def view_link(ui_url: str, experiment_id: str) -> str:
     """The runs page of the experiment, in model-training mode, opened on ddl's view."""
-    return (f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}"
+    return (f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
             f"?viewStateShareKey={VIEW_KEY}&workflowType={WORKFLOW}")

@@ -30,6 +30,7 @@ class Tracker:
         self._last = dict(last_steps)  # store's metric key -> largest step already there
         self._pending, self._label, self._flushed = [], None, time.monotonic()
         self.parent: Optional[str] = None   # the sweep parent's run id, for a sweep's point
+        self.experiment_id: Optional[str] = None
 
     @classmethod
     def start(cls, cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[str, str] = {},
@@ -51,6 +52,7 @@ class Tracker:
             if run.info.status != "RUNNING":
                 client.update_run(run_id, status="RUNNING")
             tracker.set_tags(tags)
+        tracker.experiment_id = run.info.experiment_id
         tracker._log_params(params, already=run.data.params)
         return tracker
 
@@ -64,7 +66,7 @@ class Tracker:
         from mlflow.entities import Metric
 
         derived, label = self._diagnosis(metrics)
-        named = {mlflow_key(k): float(v) for k, v in {**derived, **metrics}.items()}
+        named = {mlflow_key(k): shown(v) for k, v in {**derived, **metrics}.items()}
         fresh = {k: v for k, v in named.items() if epoch > self._last.get(k, -1)}
         if not fresh:  # a resumed job replaying epochs that are already in the store
             return
@@ -136,11 +138,18 @@ def _last_steps(client, run) -> dict[str, int]:
     }
 
 
+def shown(value: float) -> float:
+    """A metric as the dashboard shows it: 12 significant digits, so a dev error of 9/40 reads
+    0.225 rather than 0.22499999999999998 (far below any difference a run can mean)."""
+    return float(f"{float(value):.12g}")
+
+
 class NullTracker:
     """tracking.enabled=false: the Tracker interface, doing nothing."""
 
     run_id: Optional[str] = None
     parent: Optional[str] = None
+    experiment_id: Optional[str] = None
 
     def _nothing(self, *args: Any, **kwargs: Any) -> None:
         """Accept any Tracker call and drop it."""
