@@ -12,13 +12,12 @@ from typing import Mapping, Optional, Sequence
 CURVES = (("cost", "cost"), ("error", "error (fraction)"))
 
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize: tuple[float, float]):
+    """A figure outside pyplot: no window, no global backend switch (a notebook that runs ddl keeps
+    its inline plots), closed by the garbage collector like any object."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # files only; never a window, even where $DISPLAY is set
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize)
 
 
 def _epoch_axis(ax) -> None:
@@ -38,6 +37,11 @@ def _series(history: Sequence[Mapping[str, float]], key: str) -> tuple[list[int]
 
 def learning_curves_png(history: Sequence[Mapping[str, float]], path: str | os.PathLike,
                         title: Optional[str] = None) -> None:
+    """learning_curves_figure, saved as a PNG."""
+    _save(learning_curves_figure(history, title), path)
+
+
+def learning_curves_figure(history: Sequence[Mapping[str, float]], title: Optional[str] = None):
     """Two panels: cost vs epoch and error vs epoch, each with train and the held-out split (dev,
     or test when the run has no dev split).
 
@@ -45,8 +49,8 @@ def learning_curves_png(history: Sequence[Mapping[str, float]], path: str | os.P
     "train_error": .., "dev_error": ..}; missing keys and NaN values are not drawn.
     title: e.g. the diagnosis label, shown after "Learning curves".
     """
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = _figure((10, 4))
+    axes = fig.subplots(1, 2)
     for ax, (metric, label) in zip(axes, CURVES):
         held_out = "dev" if _series(history, f"dev_{metric}")[0] else "test"
         for split in ("train", held_out):
@@ -58,24 +62,24 @@ def learning_curves_png(history: Sequence[Mapping[str, float]], path: str | os.P
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.suptitle(f"Learning curves: {title}" if title else "Learning curves")
-    _save(fig, plt, path)
+    fig.tight_layout()
+    return fig
 
 
 def schedule_png(lrs: Sequence[float], path: str | os.PathLike, title: str = "Learning rate") -> None:
     """Learning rate α vs epoch (epoch i has lrs[i])."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = _figure((6, 4))
+    ax = fig.subplots()
     ax.plot(range(len(lrs)), [float(v) for v in lrs], marker=".")
     _epoch_axis(ax)
     ax.set_ylabel("learning rate α")
     ax.set_title(title)
-    _save(fig, plt, path)
+    _save(fig, path)
 
 
-def _save(fig, plt, path) -> None:
+def _save(fig, path) -> None:
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=100)
-    plt.close(fig)
 
 
 def bias_variance_map_png(points: Sequence[tuple[str, float, float]], path: str | os.PathLike,
@@ -83,8 +87,8 @@ def bias_variance_map_png(points: Sequence[tuple[str, float, float]], path: str 
                           title: str = "Bias/variance map") -> None:
     """One labelled point per run: avoidable bias (x) against variance (y), both in %, with the
     thresholds drawn, so the quadrant says the diagnosis (points: (label, bias, variance))."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5.5))
+    fig = _figure((7, 5.5))
+    ax = fig.subplots()
     xs, ys = [100 * b for _, b, _ in points], [100 * v for _, _, v in points]
     ax.scatter(xs, ys, color="tab:blue", zorder=3)
     bx, vy = 100 * bias_threshold, 100 * variance_threshold
@@ -108,7 +112,7 @@ def bias_variance_map_png(points: Sequence[tuple[str, float, float]], path: str 
     ax.set_ylabel("variance = held-out error − train error (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    _save(fig, plt, path)
+    _save(fig, path)
 
 
 def label_places(points: Sequence[tuple[str, float, float]], span: tuple[float, float]
@@ -134,8 +138,8 @@ def error_vs_param_png(key: str, series: Mapping[str, Sequence[tuple[float, floa
                        path: str | os.PathLike, log_x: bool, ylabel: str = "dev error (%)") -> None:
     """Held-out error against one swept hyperparameter, one line per value of the others
     (series: label -> [(value, error fraction)])."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = _figure((7, 4.5))
+    ax = fig.subplots()
     for label, pts in series.items():
         pts = sorted(pts)
         ax.plot([x for x, _ in pts], [100 * e for _, e in pts], marker="o", label=label or None)
@@ -147,4 +151,4 @@ def error_vs_param_png(key: str, series: Mapping[str, Sequence[tuple[float, floa
     ax.grid(alpha=0.3, which="both")
     if any(series) and len(series) > 1:
         ax.legend(fontsize=8)
-    _save(fig, plt, path)
+    _save(fig, path)
