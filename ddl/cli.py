@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -35,6 +36,22 @@ def register_schemas() -> None:
     validated against its dataclass: typos and wrong types fail fast. Groups get no schema
     nodes of their own, which would show up as options (`data=base_data`) in --help."""
     ConfigStore.instance().store(name="base_config", node=C.Config)
+
+
+def compose(overrides: Sequence[str]) -> tuple[C.Config, str]:
+    """The config `ddl-train overrides...` would run, composed with Hydra's compose API (ddl.run
+    in a notebook), and its resolved YAML for the run directory. A bad override or value is a
+    ValueError in one paragraph, before any work."""
+    from hydra import compose as hydra_compose, initialize_config_module  # noqa: PLC0415
+
+    register_schemas()
+    try:
+        with initialize_config_module(config_module="ddl.conf", version_base="1.3"):
+            dcfg = hydra_compose(config_name="config", overrides=list(overrides))
+        return OmegaConf.to_object(dcfg), OmegaConf.to_yaml(dcfg, resolve=True)
+    except Exception as err:  # noqa: BLE001 - Hydra's and OmegaConf's errors, and the schema's
+        cause = f" ({err.__cause__})" if err.__cause__ and str(err.__cause__) not in str(err) else ""
+        raise ValueError(" ".join(f"bad config: {err}{cause}".split())) from None
 
 
 def sweep_shape(argv) -> tuple[int | None, tuple[str, ...]]:
