@@ -40,6 +40,8 @@ check_wheel() {
   "$py/ddl-train"
   "$py/ddl-train" --help >/dev/null
   "$py/ddl-report" --experiment ddl
+  # the notebook API from the wheel: Hydra's compose API finds the packaged configs
+  "$py/python" -c "import ddl; r = ddl.run('train.epochs=2', 'tracking=off', quiet=True); print('ddl.run:', r)"
   cd "$repo"
 }
 
