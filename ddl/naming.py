@@ -41,4 +41,15 @@ def compact(token: str) -> str:
     if not eq:
         return token
     key = key.lstrip("+~")
-    return value if key in GROUPS else f"{key.rsplit('.', 1)[-1]}={value}"
+    return value if key in GROUPS else f"{key.rsplit('.', 1)[-1]}={short_number(value)}"
+
+
+def short_number(value: str) -> str:
+    """A search sweeper's float to 4 significant digits ('0.07257005721594278' -> '0.07257');
+    anything else as it is (the full value stays in the run's ddl.overrides tag)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    digits = value.lstrip("-").replace(".", "").lstrip("0")
+    return f"{number:.4g}" if "." in value and "e" not in value.lower() and len(digits) > 6 else value

@@ -85,3 +85,14 @@ def test_map_labels_of_coincident_points_merge_and_near_ones_move_down():
     places = label_places(points, span=(35.0, 11.0))
     assert [(label, row) for label, _, _, row in places] == [("e", 0), ("c, d", 0), ("a", 0), ("b", 1)]
     assert places[1][1:3] == (32.0, 2.8)                 # in %, as the axes are
+
+
+@pytest.mark.parametrize("token, name", [
+    ("optimizer.lr=0.07257005721594278", "lr=0.07257"),      # an Optuna trial's float
+    ("optimizer.lr=0.01", "lr=0.01"), ("train.epochs=30000", "epochs=30000"),
+    ("train.seed=123456789", "seed=123456789"), ("optimizer.lr=1e-4", "lr=1e-4"),
+    ("model.hidden=[6]", "hidden=[6]"), ("optimizer=adam", "adam"), ("lr=0.07257", "lr=0.07257")])
+def test_run_names_are_compact_with_long_floats_shortened(token, name):
+    from ddl.naming import compact
+
+    assert compact(token) == name and compact(name) == name          # idempotent
