@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -146,6 +147,8 @@ def run(*overrides: str, ranks: int = 1, quiet: bool = False) -> Result:
     cfg.out_dir = str(run_dir)
     cfg.tracking.run_name = cfg.tracking.run_name or run_name(list(overrides), ())
     comm = SerialComm()
+    logger = logging.getLogger("ddl")
+    kept_log = (list(logger.handlers), logger.level, logger.propagate)
     setup_logging(comm, "WARNING" if quiet else "INFO", stream=sys.stdout)
     job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": None, "multirun": False,
            "tags": {"ddl.overrides": " ".join(overrides)}}
@@ -158,6 +161,7 @@ def run(*overrides: str, ranks: int = 1, quiet: bool = False) -> Result:
     finally:
         for s, handler in kept.items():               # the kernel's own handlers, back
             signal.signal(s, handler)
+        logger.handlers[:], logger.level, logger.propagate = kept_log   # and its logging as it was
     if summary is None:
         raise RunFailed(f"the run failed; see {run_dir / 'train.log'}")
     return Result.from_dir(run_dir)

@@ -3,6 +3,7 @@ back, in this process (and under mpiexec for ranks > 1), a real MLflow store."""
 from __future__ import annotations
 
 import json
+import logging
 import signal
 
 import numpy as np
@@ -57,9 +58,12 @@ def test_a_bad_override_fails_before_any_work(here):
 
 def test_a_failing_run_raises_run_failed_naming_its_log_and_gives_back_the_signals(here):
     before = signal.getsignal(signal.SIGTERM)
+    logger = logging.getLogger("ddl")
+    handlers, propagate = list(logger.handlers), logger.propagate
     with pytest.raises(ddl.RunFailed, match="train.log"):
         ddl.run(*QUICK, "model.activation=nope", "tracking=off", quiet=True)
     assert signal.getsignal(signal.SIGTERM) is before
+    assert (logger.handlers, logger.propagate) == (handlers, propagate)   # the caller's logging too
     log = next(here.glob("runs/*/*/train.log")).read_text()
     assert "unknown hidden activation 'nope'" in log
 
