@@ -8,6 +8,7 @@ so a job killed mid-write leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -86,6 +87,7 @@ def save_npz(path, arrays: dict, meta: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(arrays)
+    meta = {**meta, "checksum": checksum(arrays)}
     payload["meta/json"] = np.array(json.dumps(meta, default=_json_default))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -117,7 +119,21 @@ def load_npz(path) -> tuple[dict, dict]:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise CheckpointError(f"checkpoint {path} is not a readable .npz file ({e})") from None
     meta = json.loads(str(arrays.pop("meta/json"))) if "meta/json" in arrays else {}
+    if "checksum" in meta and meta["checksum"] != checksum(arrays):   # files before it have none
+        raise CheckpointError(f"checkpoint {path} is damaged: its arrays do not match the checksum "
+                              "stored when it was written")
     return arrays, meta
+
+
+def checksum(arrays: dict) -> str:
+    """sha256 over every array's name, dtype, shape and bytes, in name order: what makes a
+    checkpoint "intact" checkable (a file cut short already fails to unzip; this catches the rest)."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def params_from(arrays: dict, layout, backend, dtype: str, prefix: str = "", path="") -> Flat:
@@ -159,10 +175,16 @@ def checkpoint_name(epoch: int, step: int) -> str:
 
 def newest_checkpoint(directory) -> Path | None:
     """The checkpoint with the largest (epoch, step) in a run directory, or None."""
+    found = checkpoints_newest_first(directory)
+    return found[0] if found else None
+
+
+def checkpoints_newest_first(directory) -> list[Path]:
+    """A run directory's checkpoints, largest (epoch, step) first."""
     d = Path(directory) / "checkpoints"
     found = [(tuple(map(int, CKPT_RE.match(p.name).groups())), p)
              for p in d.glob("ckpt-*.npz") if CKPT_RE.match(p.name)] if d.is_dir() else []
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found, reverse=True)]
 
 
 def prune(directory, keep: int) -> None:

@@ -112,3 +112,35 @@ def test_resume_with_a_changed_batch_size_is_refused(tmp_path):
                              "train.batch_size=64", cwd=tmp_path, timeout=120)
     assert code != 0
     assert "cannot resume" in se and "batch_size: checkpoint 50, config 64" in se, se
+
+
+def test_resume_auto_skips_a_damaged_newest_checkpoint_and_ends_bit_identical(tmp_path, reference):
+    """The newest checkpoint cut short (a disk that filled), the one before it altered in place
+    (unzips, fails its checksum): resume=auto names and skips both, resumes from the third."""
+    out = tmp_path / "run"
+    proc = start(tmp_path, out)
+    deadline = time.monotonic() + 120
+    while len(list((out / "checkpoints").glob("ckpt-*.npz"))) < 3 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    from ddl.checkpoint import checkpoints_newest_first
+
+    newest, second, third = checkpoints_newest_first(out)[:3]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    with np.load(second, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("meta/json")))
+    key = next(k for k in arrays if k.startswith("W"))
+    arrays[key] = arrays[key] + 1.0                       # bit rot the checksum must catch
+    payload = {**arrays, "meta/json": np.array(json.dumps(meta))}
+    np.savez(second, **payload)
+    code, so, se = ddl_train(2, *CFG, "tracking=off", f"out_dir={out}", "checkpoint.resume=auto",
+                             cwd=tmp_path, timeout=300)
+    assert code == 0, so + se
+    text = so + se
+    assert f"skipping checkpoint {newest.name}" in text and "not a readable .npz" in text, text
+    assert f"skipping checkpoint {second.name}" in text and "checksum" in text, text
+    assert f"resuming from {third}" in text, text
+    assert_identical(out, reference)

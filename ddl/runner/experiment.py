@@ -174,6 +174,20 @@ def build(cfg: Config, comm, backend) -> tuple[Setup, object]:
     return setup, ds
 
 
+def newest_intact(paths, restore, speak: bool):
+    """(path, restore(path)) of the first checkpoint in `paths` that loads; each that does not is
+    named in a warning and skipped; (None, None) when none loads."""
+    for path in paths:
+        try:
+            return path, restore(path)
+        except ckpt.CheckpointError as err:
+            if speak:
+                log.warning("skipping checkpoint %s: %s; trying the next older one", path.name, err)
+    if paths and speak:
+        log.warning("no intact checkpoint in %s: starting from the beginning", paths[0].parent)
+    return None, None
+
+
 def start_state(cfg: Config, setup: Setup, run_dir: Path) -> tuple[TrainState, dict]:
     """A fresh state, or the checkpoint `checkpoint.resume` names (with its metadata)."""
     state = initial_state(cfg, setup.spec, setup.backend, setup.opt)
@@ -181,8 +195,19 @@ def start_state(cfg: Config, setup: Setup, run_dir: Path) -> tuple[TrainState, d
     if found is None:
         return state, {}
     spec = setup.spec
-    state, meta = ckpt.restore(found, TrainState, model.layout(spec), model.bn_state_layout(spec),
-                               setup.backend, cfg.train.dtype)
+
+    def restore(path):
+        return ckpt.restore(path, TrainState, model.layout(spec), model.bn_state_layout(spec),
+                            setup.backend, cfg.train.dtype)
+
+    if cfg.checkpoint.resume == "auto":      # the newest intact one; a damaged one is skipped
+        found, restored = newest_intact(ckpt.checkpoints_newest_first(run_dir), restore,
+                                        setup.comm.rank == 0)
+        if found is None:
+            return state, {}
+        state, meta = restored
+    else:                                    # a checkpoint named by path: it or an error
+        state, meta = restore(found)
     check_resumable(meta, stream_meta(cfg, spec.sizes), found)
     if setup.comm.rank == 0:
         log.info("resuming from %s at epoch %d, step %d", found, state.epoch, state.step)
