@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +32,19 @@ log = logging.getLogger("ddl")
 SESSION: Session | None = None   # this process's invocation (Hydra calls `task` with the config only)
 
 
+SUFFIX_ENV = "DDL_RUN_SUFFIX"
+
+
+def run_suffix() -> str:
+    """4 hex digits, one per invocation, in out_dir and the sweep directory (`${ddl_suffix:}`):
+    runs and sweeps started in the same second never share a directory. Kept in the environment,
+    so the processes an invocation starts (a launcher's jobs) resolve the same directory."""
+    return os.environ.setdefault(SUFFIX_ENV, secrets.token_hex(2))
+
+
+OmegaConf.register_new_resolver("ddl_suffix", run_suffix, replace=True)
+
+
 def register_schemas() -> None:
     """The primary config's first default is this schema, so every group merged into it is
     validated against its dataclass: typos and wrong types fail fast. Groups get no schema
@@ -45,6 +59,7 @@ def compose(overrides: Sequence[str]) -> tuple[C.Config, str]:
     from hydra import compose as hydra_compose, initialize_config_module  # noqa: PLC0415
 
     register_schemas()
+    suffix = os.environ.get(SUFFIX_ENV)   # this process is not an invocation: leave none behind
     try:
         with initialize_config_module(config_module="ddl.conf", version_base="1.3"):
             dcfg = hydra_compose(config_name="config", overrides=list(overrides))
@@ -52,6 +67,9 @@ def compose(overrides: Sequence[str]) -> tuple[C.Config, str]:
     except Exception as err:  # noqa: BLE001 - Hydra's and OmegaConf's errors, and the schema's
         cause = f" ({err.__cause__})" if err.__cause__ and str(err.__cause__) not in str(err) else ""
         raise ValueError(" ".join(f"bad config: {err}{cause}".split())) from None
+    finally:
+        if suffix is None:
+            os.environ.pop(SUFFIX_ENV, None)
 
 
 def sweep_shape(argv) -> tuple[int | None, tuple[str, ...]]:
@@ -101,6 +119,12 @@ def task(dcfg):
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    taken = another_run(run_dir) if dcfg.checkpoint.resume == "never" else []
+    if taken:
+        print(f"ddl: error: {run_dir} already holds another run ({', '.join(taken)}); ddl never "
+              "writes over a run. Give a new out_dir (or hydra.sweep.dir), or continue that run "
+              "with checkpoint.resume=auto.", file=sys.stderr, flush=True)
+        raise SystemExit(1)
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(dcfg, run_dir / "config.yaml", resolve=True)
     cfg = OmegaConf.to_object(dcfg)
@@ -124,6 +148,14 @@ def task(dcfg):
     elif summary is None:
         SESSION.failed.append(job["run_dir"])
     return objective(summary)
+
+
+RUN_FILES = ("summary.json", "final.npz", "train.log", "config.yaml", "checkpoints")
+
+
+def another_run(run_dir: Path) -> list[str]:
+    """The files of a run already in run_dir (Hydra's own .hydra/ does not count)."""
+    return [name for name in RUN_FILES if (run_dir / name).exists()]
 
 
 def learn_sweep_shape(session: Session, hc) -> None:

@@ -20,7 +20,8 @@ LAUNCHER_VARS = ("PMI_", "PMIX_", "OMPI_", "MPI_LOCAL", "HYDRA_", "MV2_", "SLURM
 
 def clean_env(**extra) -> dict:
     """The environment minus launcher variables (pytest itself may run under mpiexec)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCHER_VARS)}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(LAUNCHER_VARS) and k != "DDL_RUN_SUFFIX"}   # each run its own
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
     return env
 

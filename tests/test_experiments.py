@@ -173,3 +173,36 @@ def test_a_tracked_run_that_fails_is_failed_with_its_error_and_log(tmp_path):
     with open(log) as f:
         text = f.read()
     assert "Traceback" in text and text.count("RuntimeError: injected fault") == 1, text
+
+
+def test_runs_and_sweeps_started_together_never_share_a_directory(tmp_path):
+    """Two identical sweeps and two identical single runs, each pair started in the same instant:
+    two sweep directories and two parents with their own children, two run directories; then a
+    run into a directory that holds one is refused and the files stay as they were."""
+    import subprocess
+
+    from helpers import clean_env
+
+    def together(*args):
+        cmd = [sys.executable, "-m", "ddl", *args, *QUICK]
+        procs = [subprocess.Popen(cmd, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+        for p in procs:
+            out = p.communicate(timeout=300)[0]
+            assert p.returncode == 0, out
+
+    together("-m", "optimizer=gd,adam")
+    together("tracking=off")
+    sweeps = sorted(tmp_path.glob("multirun/*/*"))
+    assert len(sweeps) == 2 and all(len(list(d.glob("*/summary.json"))) == 2 for d in sweeps), sweeps
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])
+    parents = [r.info.run_id for r in runs if r.data.tags.get("ddl.sweep") == "true"]
+    children = [r.data.tags.get("mlflow.parentRunId") for r in runs if r.info.run_id not in parents]
+    assert len(parents) == 2 and sorted(children) == sorted(parents * 2), (parents, children)
+    singles = sorted(tmp_path.glob("runs/*/*/summary.json"))
+    assert len(singles) == 2, singles
+    before = {p.name: p.read_bytes() for p in singles[0].parent.iterdir() if p.is_file()}
+    code, so, se = ddl_train(0, *QUICK, "tracking=off", f"out_dir={singles[0].parent}", cwd=tmp_path)
+    assert code == 1 and "already holds another run" in se and "checkpoint.resume=auto" in se, se
+    assert {p.name: p.read_bytes() for p in singles[0].parent.iterdir() if p.is_file()} == before
