@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ddl.files import write_atomic
 from ddl.params import Flat
 
 CKPT_RE = re.compile(r"^ckpt-e(\d+)-s(\d+)\.npz$")
@@ -84,22 +83,10 @@ def state_meta(state, extra: dict | None = None) -> dict:
 
 def save_npz(path, arrays: dict, meta: dict) -> Path:
     """Atomic write of arrays + JSON metadata (temp file in the same directory, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(arrays)
     meta = {**meta, "checksum": checksum(arrays)}
     payload["meta/json"] = np.array(json.dumps(meta, default=_json_default))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: np.savez(f, **payload))
 
 
 def _json_default(o):

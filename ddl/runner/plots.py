@@ -9,6 +9,8 @@ import math
 import os
 from typing import Mapping, Optional, Sequence
 
+from ddl.files import write_atomic
+
 CURVES = (("cost", "cost"), ("error", "error (fraction)"))
 
 
@@ -79,7 +81,7 @@ def schedule_png(lrs: Sequence[float], path: str | os.PathLike, title: str = "Le
 
 def _save(fig, path) -> None:
     fig.tight_layout()
-    fig.savefig(os.fspath(path), dpi=100)
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
 def bias_variance_map_png(points: Sequence[tuple[str, float, float]], path: str | os.PathLike,

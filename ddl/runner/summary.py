@@ -11,6 +11,7 @@ from ddl import checkpoint as ckpt
 from ddl.config import Config
 from ddl.diagnosis import Diagnosis, describe, diagnose, explain, held_out
 from ddl.evaluate import evaluate_split
+from ddl.files import write_text_atomic
 from ddl.runner.session import dashboard_hint
 from ddl.train import Setup, TrainState
 
@@ -51,7 +52,7 @@ def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_
                       {"spec": setup.spec.to_dict(), "class_names": ds.class_names, "run_id": run_id,
                        "epoch": state.epoch, "history": hist,
                        "input_divisor": getattr(ds, "input_divisor", 1.0)})
-        (run_dir / "summary.json").write_text(json.dumps(clean(summary), indent=2) + "\n")
+        write_text_atomic(run_dir / "summary.json", json.dumps(clean(summary), indent=2) + "\n")
         write_plots(cfg, summary, hist, run_dir)
         log.info("done: train acc %s, dev acc %s, test acc %s (%s); run directory %s",
                  pct(1 - train_err), pct(1 - dev_err), pct(1 - test_err),

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from ddl.files import write_text_atomic
 from ddl.naming import distinct_names
 from ddl.tracking.keys import SWEEP_KEYS
 from ddl.tracking.report import format_table, rows_from_runs, to_markdown
@@ -99,7 +100,7 @@ def write_artifacts(runs, rows, out_dir: Path, bias_threshold: float,
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "sweep_table.md"]
-    written[0].write_text(to_markdown(rows))
+    write_text_atomic(written[0], to_markdown(rows))
     names = distinct_names([r["run"] for r in rows])
     points = [(n, r["avoidable_bias"], r["variance"]) for n, r in zip(names, rows)
               if r["avoidable_bias"] is not None and r["variance"] is not None]

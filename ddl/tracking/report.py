@@ -18,6 +18,8 @@ import math
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
+from ddl.files import write_text_atomic
+
 from ddl.config import TrackingConfig
 from ddl.diagnosis import diagnose, held_out
 from ddl.naming import distinct_names
@@ -223,8 +225,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(format_table(rows, args.wide))
     for path, render in ((args.csv, to_csv), (args.markdown, to_markdown)):
         if path:
-            with open(path, "w", encoding="utf-8", newline="") as handle:
-                handle.write(render(rows))
+            write_text_atomic(path, render(rows))
     return 0
 
 

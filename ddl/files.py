@@ -1,0 +1,39 @@
+"""Every file ddl writes is whole or absent: written to a temporary file beside it, fsynced, then
+renamed over the name (a rename within a directory is atomic). A reader, a crash or a full disk
+never sees half a file; an error names the path and leaves what was there before."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+
+class WriteError(OSError):
+    """A file could not be written (full disk, no permission); the message names it."""
+
+
+def write_atomic(path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call write(f) on a temporary file in path's directory, fsync it, rename it to path."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, WriteError):
+            raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
+        raise
+    return path
+
+
+def write_text_atomic(path, text: str) -> Path:
+    return write_atomic(path, lambda f: f.write(text.encode()))
