@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from ddl import config as C
+from ddl.files import write_text_atomic
 from ddl.parallel import get_comm, install_abort_handler, setup_logging
 from ddl.runner.progress import hide_while_bar
 from ddl.runner.ranks import execute, exit_code, worker_loop
@@ -63,13 +64,17 @@ def compose(overrides: Sequence[str]) -> tuple[C.Config, str]:
     try:
         with initialize_config_module(config_module="ddl.conf", version_base="1.3"):
             dcfg = hydra_compose(config_name="config", overrides=list(overrides))
-        return OmegaConf.to_object(dcfg), OmegaConf.to_yaml(dcfg, resolve=True)
+        cfg, yaml_text = OmegaConf.to_object(dcfg), OmegaConf.to_yaml(dcfg, resolve=True)
     except Exception as err:  # noqa: BLE001 - Hydra's and OmegaConf's errors, and the schema's
         cause = f" ({err.__cause__})" if err.__cause__ and str(err.__cause__) not in str(err) else ""
         raise ValueError(" ".join(f"bad config: {err}{cause}".split())) from None
     finally:
         if suffix is None:
             os.environ.pop(SUFFIX_ENV, None)
+    problems = config_problems(cfg, overrides)
+    if problems:
+        raise ValueError(problems)
+    return cfg, yaml_text
 
 
 def sweep_shape(argv) -> tuple[int | None, tuple[str, ...]]:
@@ -119,18 +124,28 @@ def task(dcfg):
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
-    taken = another_run(run_dir) if dcfg.checkpoint.resume == "never" else []
+    overrides = list(hc.overrides.task)
+    if multirun:
+        learn_sweep_shape(SESSION, hc)
+    cfg = OmegaConf.to_object(dcfg)
+    problems = config_problems(cfg, overrides)
+    if problems:
+        print(f"ddl: error: {problems}", file=sys.stderr, flush=True)
+        remove_hydras_leftovers(run_dir)
+        if not multirun:
+            raise SystemExit(1)
+        SESSION.start_point(hc.job.num, overrides)      # a sweep goes on; the point is failed
+        SESSION.end_point(hc.job.num, overrides, "", {}, None)
+        return objective(None)
+    taken = another_run(run_dir) if cfg.checkpoint.resume == "never" else []
     if taken:
         print(f"ddl: error: {run_dir} already holds another run ({', '.join(taken)}); ddl never "
               "writes over a run. Give a new out_dir (or hydra.sweep.dir), or continue that run "
               "with checkpoint.resume=auto.", file=sys.stderr, flush=True)
         raise SystemExit(1)
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(dcfg, run_dir / "config.yaml", resolve=True)
-    cfg = OmegaConf.to_object(dcfg)
-    overrides = list(hc.overrides.task)
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(dcfg, resolve=True))
     if multirun:
-        learn_sweep_shape(SESSION, hc)
         SESSION.start_point(hc.job.num, overrides)
     if cfg.tracking.run_name is None:  # name runs by what was overridden: readable side by side
         cfg.tracking.run_name = run_name(overrides, SESSION.swept if multirun else ())
@@ -148,6 +163,29 @@ def task(dcfg):
     elif summary is None:
         SESSION.failed.append(job["run_dir"])
     return objective(summary)
+
+
+def config_problems(cfg: C.Config, overrides: Sequence[str]) -> str:
+    """One paragraph on what is wrong with a composed config ('' if nothing): values out of range
+    and `+key=value` keys that no schema has (Hydra adds those silently; ddl would ignore them)."""
+    added = [o.lstrip("+").split("=", 1)[0] for o in overrides if o.startswith("+")]
+    added = [k for k in added if "/" not in k and k != "experiment" and not k.startswith("hydra.")]
+    found = C.unknown_keys(added) + C.check(cfg)
+    return f"bad config: {'; '.join(found)}." if found else ""
+
+
+def remove_hydras_leftovers(run_dir: Path) -> None:
+    """A refused run leaves nothing: Hydra made run_dir (and its .hydra/) before ddl saw the
+    config; remove them, and the date folder if that left it empty."""
+    import shutil  # noqa: PLC0415
+
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra"}:
+        shutil.rmtree(run_dir)
+        for parent in (run_dir.parent, run_dir.parent.parent):
+            try:
+                parent.rmdir()            # only if empty
+            except OSError:
+                break
 
 
 RUN_FILES = ("summary.json", "final.npz", "train.log", "config.yaml", "checkpoints")

@@ -164,3 +164,62 @@ class Config:
     backend: str = "auto"           # auto | numpy | cupy | array_api_strict
     allreduce: str = "host"         # host | cuda_aware | nccl (GPU only)
     out_dir: str = "runs/default"   # the run directory
+
+
+# --- checks that need no data: every one runs before any file, directory or MLflow run ---------
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def _rules(cfg: "Config") -> list[tuple[str, Any, bool, str]]:
+    """(key, value, ok, what it must be) for each value with a range or a fixed set."""
+    t, m, c, k, d = cfg.train, cfg.model, cfg.checkpoint, cfg.tracking, cfg.data
+    keep = m.keep_prob if isinstance(m.keep_prob, (list, tuple)) else [m.keep_prob]
+    return [
+        ("train.epochs", t.epochs, t.epochs >= 1, "an integer >= 1"),
+        ("train.batch_size", t.batch_size, t.batch_size >= 1, "an integer >= 1 (the global batch)"),
+        ("train.dtype", t.dtype, t.dtype in ("float32", "float64"), "float32 or float64"),
+        ("train.on_nonfinite", t.on_nonfinite, t.on_nonfinite in ("stop", "skip"), "stop or skip"),
+        ("train.eval_every", t.eval_every, t.eval_every >= 1, "an integer >= 1"),
+        ("train.patience", t.patience, t.patience >= 0, "an integer >= 0 (0: no early stopping)"),
+        ("model.l2", m.l2, _number(m.l2) and m.l2 >= 0, "a number >= 0"),
+        ("model.keep_prob", m.keep_prob, all(_number(p) and 0 < p <= 1 for p in keep),
+         "a number in (0, 1], or a list of them (one per hidden layer)"),
+        ("checkpoint.every", c.every, c.every >= 0, "an integer >= 0 (0: at the end and on signals)"),
+        ("checkpoint.keep", c.keep, c.keep >= 1, "an integer >= 1"),
+        ("tracking.bayes_error", k.bayes_error, _number(k.bayes_error) and 0 <= k.bayes_error < 1,
+         "a number in [0, 1) (an error rate)"),
+        ("tracking.log_every", k.log_every, k.log_every >= 1, "an integer >= 1"),
+        ("data.dev_fraction", d.dev_fraction, _number(d.dev_fraction) and 0 <= d.dev_fraction < 1,
+         "a number in [0, 1)"),
+        ("data.test_fraction", d.test_fraction, _number(d.test_fraction) and 0 <= d.test_fraction < 1
+         and d.dev_fraction + d.test_fraction < 1, "a number in [0, 1), with dev_fraction below 1"),
+    ]
+
+
+def check(cfg: "Config") -> list[str]:
+    """What is wrong with cfg, one 'key=value: must be …' each (empty: nothing found)."""
+    return [f"{key}={value!r}: must be {what}" for key, value, ok, what in _rules(cfg) if not ok]
+
+
+def unknown_keys(keys: List[str]) -> list[str]:
+    """The dotted keys (from `+key=value` overrides) that no schema field has, each with the
+    nearest known key when one is close ('optimizer.lrr: no such key (optimizer.lr?)')."""
+    import dataclasses
+    import difflib
+    import typing
+
+    out = []
+    for key in keys:
+        node: Any = Config
+        for i, part in enumerate(key.split(".")):
+            fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+            if part not in fields:
+                near = difflib.get_close_matches(part, fields, n=1)
+                prefix = ".".join(key.split(".")[:i])
+                hint = f" ({prefix + '.' if prefix else ''}{near[0]}?)" if near else ""
+                out.append(f"{key}: no such key{hint}")
+                break
+            node = typing.get_type_hints(node).get(part)
+    return out

@@ -86,6 +86,34 @@ def test_bad_overrides_fail_fast_with_hydras_message(tmp_path, override, words):
     assert not (tmp_path / "runs").exists(), "nothing is created for a config that fails"
 
 
+@pytest.mark.parametrize("overrides,words", [
+    (["model.l2=-1"], "model.l2=-1.0: must be a number >= 0"),
+    (["checkpoint.every=-1", "checkpoint.keep=0"], "checkpoint.every=-1: must be an integer >= 0"),
+    (["checkpoint.keep=0"], "checkpoint.keep=0: must be an integer >= 1"),
+    (["+optimizer.lrr=0.1"], "optimizer.lrr: no such key (optimizer.lr?)"),   # Hydra's own hint
+    (["model.keep_prob=abc"], "model.keep_prob='abc': must be a number in (0, 1]"),
+    (["train.batch_size=0"], "train.batch_size=0: must be an integer >= 1"),
+    (["train.epochs=0"], "train.epochs=0: must be an integer >= 1"),
+    (["train.on_nonfinite=ignore"], "train.on_nonfinite='ignore': must be stop or skip"),
+    (["train.dtype=float16"], "train.dtype='float16': must be float32 or float64"),
+    (["tracking.bayes_error=5"], "tracking.bayes_error=5.0: must be a number in [0, 1)"),
+])
+def test_bad_values_are_refused_before_any_file_or_mlflow_run(tmp_path, overrides, words):
+    code, out, err = ddl_train(0, *overrides, cwd=tmp_path, timeout=60)   # tracking on
+    assert code == 1 and f"ddl: error: bad config: {words}" in err, err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == [], "nothing is created for a config that is refused"
+
+
+def test_the_notebook_api_refuses_the_same_values(tmp_path, monkeypatch):
+    import ddl
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"model\.l2=-1\.0: must be a number >= 0"):
+        ddl.run("model.l2=-1")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_override_under_mpi_is_printed_once_and_every_rank_exits(tmp_path):
     code, out, err = ddl_train(2, "optimizer.lrr=0.1", "tracking=off", cwd=tmp_path, timeout=60)
     assert code != 0
