@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from ddl import config as C
+from ddl.config import redact
 from ddl.files import write_text_atomic
 from ddl.parallel import get_comm, install_abort_handler, setup_logging
 from ddl.runner.progress import hide_while_bar
@@ -64,7 +65,7 @@ def compose(overrides: Sequence[str]) -> tuple[C.Config, str]:
     try:
         with initialize_config_module(config_module="ddl.conf", version_base="1.3"):
             dcfg = hydra_compose(config_name="config", overrides=list(overrides))
-        cfg, yaml_text = OmegaConf.to_object(dcfg), OmegaConf.to_yaml(dcfg, resolve=True)
+        cfg, yaml_text = OmegaConf.to_object(dcfg), redact(OmegaConf.to_yaml(dcfg, resolve=True))
     except Exception as err:  # noqa: BLE001 - Hydra's and OmegaConf's errors, and the schema's
         cause = f" ({err.__cause__})" if err.__cause__ and str(err.__cause__) not in str(err) else ""
         raise ValueError(" ".join(f"bad config: {err}{cause}".split())) from None
@@ -144,7 +145,9 @@ def task(dcfg):
               "with checkpoint.resume=auto.", file=sys.stderr, flush=True)
         raise SystemExit(1)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(dcfg, resolve=True))
+    write_text_atomic(run_dir / "config.yaml", redact(OmegaConf.to_yaml(dcfg, resolve=True)))
+    if hc.output_subdir:
+        hide_passwords_in(run_dir / hc.output_subdir)
     if multirun:
         SESSION.start_point(hc.job.num, overrides)
     if cfg.tracking.run_name is None:  # name runs by what was overridden: readable side by side
@@ -186,6 +189,14 @@ def remove_hydras_leftovers(run_dir: Path) -> None:
                 parent.rmdir()            # only if empty
             except OSError:
                 break
+
+
+def hide_passwords_in(hydra_dir: Path) -> None:
+    """Hydra's own copies of the config and overrides, with any URI password redacted."""
+    for path in hydra_dir.glob("*.yaml"):
+        text = path.read_text()
+        if redact(text) != text:
+            write_text_atomic(path, redact(text))
 
 
 RUN_FILES = ("summary.json", "final.npz", "train.log", "config.yaml", "checkpoints")

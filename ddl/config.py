@@ -6,6 +6,7 @@ nothing but the standard library, so every schema is importable without NumPy or
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
@@ -223,3 +224,23 @@ def unknown_keys(keys: List[str]) -> list[str]:
                 break
             node = typing.get_type_hints(node).get(part)
     return out
+
+
+_CREDENTIALS = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+):[^@/\s]+@")
+
+
+def redact(text: str) -> str:
+    """Passwords in URIs hidden ('http://me:secret@host' -> 'http://me:***@host'): for everything
+    ddl writes or logs; only the live MLflow client keeps the URI as given."""
+    return _CREDENTIALS.sub(r"\1:***@", text)
+
+
+class RedactingFilter:
+    """A logging filter that applies `redact` to each record's message (handlers, train.log)."""
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        hidden = redact(message)
+        if hidden != message:
+            record.msg, record.args = hidden, None
+        return True

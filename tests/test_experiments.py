@@ -206,3 +206,23 @@ def test_runs_and_sweeps_started_together_never_share_a_directory(tmp_path):
     code, so, se = ddl_train(0, *QUICK, "tracking=off", f"out_dir={singles[0].parent}", cwd=tmp_path)
     assert code == 1 and "already holds another run" in se and "checkpoint.resume=auto" in se, se
     assert {p.name: p.read_bytes() for p in singles[0].parent.iterdir() if p.is_file()} == before
+
+
+def test_a_password_in_the_tracking_uri_is_written_and_logged_nowhere(tmp_path, mlflow_server):
+    uri = mlflow_server.replace("http://", "http://student:s3cret-pw@")
+    out = tmp_path / "run"
+    code, so, se = ddl_train(2, *QUICK, "tracking=server", f"tracking.uri={uri}",
+                             "tracking.experiment=secret", f"out_dir={out}", cwd=tmp_path, timeout=180)
+    assert code == 0, so + se
+    assert "s3cret" not in so + se and "student:***@" in so + se, so + se
+    for path in out.rglob("*"):                      # config.yaml, .hydra/*, train.log, summary ...
+        if path.is_file():
+            assert b"s3cret" not in path.read_bytes(), path
+    summary = json.loads((out / "summary.json").read_text())
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(summary["mlflow_run_id"])
+    stored = [run.info.run_name, *run.data.params.values(), *run.data.tags.values()]
+    assert not [v for v in stored if "s3cret" in v], stored
+    assert run.data.params["tracking.uri"] == mlflow_server.replace("http://", "http://student:***@")
+    config = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
+    assert "s3cret" not in open(config).read()

@@ -12,6 +12,8 @@ import sys
 import threading
 import traceback
 
+from ddl.config import RedactingFilter, redact
+
 LOGGER_NAME = "ddl"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -19,8 +21,8 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 def report_exception(rank: int, exc_type, exc, tb, stream=None) -> None:
     """Write "[rank R] Type: message" and then the traceback to `stream` (stderr by default)."""
     stream = stream or sys.stderr
-    print(f"[rank {rank}] {exc_type.__name__}: {exc}", file=stream)
-    traceback.print_exception(exc_type, exc, tb, file=stream)
+    print(redact(f"[rank {rank}] {exc_type.__name__}: {exc}"), file=stream)
+    stream.write(redact("".join(traceback.format_exception(exc_type, exc, tb))))
     stream.flush()
 
 
@@ -60,6 +62,7 @@ def setup_logging(comm, level: str | int = "INFO", stream=None) -> logging.Logge
     fmt = prefix + "%(asctime)s %(levelname)s %(name)s: %(message)s"
     handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
     handler._ddl_rank_handler = True
+    handler.addFilter(RedactingFilter())
     logger.addHandler(handler)
     logger.setLevel(wanted if comm.rank == 0 else max(wanted, logging.WARNING))
     logger.propagate = False

@@ -12,6 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
+from ddl.config import RedactingFilter, redact
 from ddl.train import NonFiniteError
 
 log = logging.getLogger("ddl")
@@ -51,8 +52,8 @@ def fail(job, comm, err: BaseException, fatal: bool, consistent: bool) -> None:
     aborts every rank (they may be waiting in a collective), after giving rank 0 the first word."""
     keep_traceback(Path(job["run_dir"]), comm, err)
     where = f"[rank {comm.rank}] " if comm.size > 1 else ""
-    msg = (f"ddl: error: {where}{type(err).__name__}: {err}\n"
-           f"(run directory {job['run_dir']}; the full traceback is in its train.log)")
+    msg = redact(f"ddl: error: {where}{type(err).__name__}: {err}\n"
+                 f"(run directory {job['run_dir']}; the full traceback is in its train.log)")
     if comm.size > 1 and not consistent:
         if comm.rank != 0:
             time.sleep(1.0)  # a global error: let rank 0 report and abort for everyone
@@ -88,6 +89,7 @@ def attach_file_log(run_dir: Path) -> logging.Handler:
     h = logging.FileHandler(run_dir / "train.log")
     h.setLevel(logging.DEBUG)
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    h.addFilter(RedactingFilter())
     log.addHandler(h)
     return h
 

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ddl.config import Config
+from ddl.config import Config, redact
 from ddl.naming import compact
 from ddl.parallel import get_comm, install_abort_handler, setup_logging
 
@@ -136,7 +136,7 @@ def dashboard_hint(tracking_cfg, experiment_id: Optional[str]) -> str:
     view of the experiment (model-training mode), and the terminal's table."""
     from ddl.tracking.dashboard import ui_url, view_link  # noqa: PLC0415
 
-    uri = tracking_cfg.uri
+    uri = redact(tracking_cfg.uri)
     lines = [f"  dashboard: mlflow ui --backend-store-uri {uri}"] if uri.startswith("sqlite") else []
     if experiment_id is not None:
         lines.append(f"  open:      {view_link(ui_url(uri), experiment_id)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Optional
 
-from ddl.config import TrackingConfig
+from ddl.config import TrackingConfig, redact
 from ddl.tracking.store import (MAX_PARAM_VALUE, MAX_PARAMS_PER_BATCH, TrackingError,
                                 _client, _file_lock, _sqlite_path, _unreachable,
                                 ensure_store)
@@ -16,7 +16,7 @@ def start_parent(cfg: TrackingConfig, name: str, params: Mapping[str, Any],
     uri = cfg.uri
     experiment_id = ensure_store(uri, cfg.experiment)
     client = _client(uri)
-    run = client.create_run(experiment_id, tags={**tags, "ddl.sweep": "true"}, run_name=name)
+    run = client.create_run(experiment_id, tags={**tags, "ddl.sweep": "true"}, run_name=redact(name))
     log_params(client, run.info.run_id, params)
     return run.info.run_id
 
@@ -26,7 +26,7 @@ def log_params(client, run_id: str, params: Mapping[str, Any], already: Mapping[
     refuses to change a logged value)."""
     from mlflow.entities import Param  # noqa: PLC0415
 
-    todo = [Param(k, str(v)[:MAX_PARAM_VALUE]) for k, v in params.items() if k not in already]
+    todo = [Param(k, redact(str(v))[:MAX_PARAM_VALUE]) for k, v in params.items() if k not in already]
     for i in range(0, len(todo), MAX_PARAMS_PER_BATCH):
         client.log_batch(run_id, params=todo[i:i + MAX_PARAMS_PER_BATCH])
 

@@ -15,7 +15,9 @@ from ddl.tracking.dashboard import experiment_tags, stale_tags
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits for one log_batch call and one param value
 MAX_PARAM_VALUE = 6000
 # Fail fast on an unreachable server instead of MLflow's default 7 retries x 120 s timeout.
-_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+# MLflow's own "View run <url>" line would print the URI with its password; ddl prints a link.
+_HTTP_DEFAULTS = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+                  "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 

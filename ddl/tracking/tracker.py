@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional
 
 from ddl.diagnosis import diagnose, held_out
 
-from ddl.config import TrackingConfig
+from ddl.config import TrackingConfig, redact
 from ddl.tracking.keys import mlflow_key
 from ddl.tracking.runs import log_params
 from ddl.tracking.store import TrackingError, _client, ensure_store
@@ -41,8 +41,10 @@ class Tracker:
         client = _client(uri)
         if run_id is None:
             parent = nested_in or cfg.parent_run_id
-            run_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {})}
-            run = client.create_run(experiment_id, tags=run_tags, run_name=cfg.run_name)
+            run_tags = {**{k: redact(str(v)) for k, v in tags.items()},
+                        **({"mlflow.parentRunId": parent} if parent else {})}
+            run = client.create_run(experiment_id, tags=run_tags,
+                                    run_name=redact(cfg.run_name) if cfg.run_name else None)
             tracker = cls(client, run.info.run_id, cfg, {})
             tracker.parent = parent
         else:
@@ -106,7 +108,7 @@ class Tracker:
 
         self.flush()
         if tags:
-            self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            self._client.log_batch(self.run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()])
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: Optional[str] = None) -> None:
         self.flush()
