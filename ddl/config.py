@@ -79,6 +79,9 @@ class TrackingConfig:
     bias_threshold: float = 0.05
     variance_threshold: float = 0.05
     log_every: int = 1  # epochs
+    # an unreachable store at the start: fail (refuse before any work) | continue (untracked);
+    # once a run is tracked, an outage never stops it (what it logs is kept and replayed)
+    on_error: str = "fail"
 
     def __post_init__(self):
         # The one place the default store is decided: everything downstream gets a concrete URI.
@@ -192,6 +195,7 @@ def _rules(cfg: "Config") -> list[tuple[str, Any, bool, str]]:
         ("tracking.bayes_error", k.bayes_error, _number(k.bayes_error) and 0 <= k.bayes_error < 1,
          "a number in [0, 1) (an error rate)"),
         ("tracking.log_every", k.log_every, k.log_every >= 1, "an integer >= 1"),
+        ("tracking.on_error", k.on_error, k.on_error in ("fail", "continue"), "fail or continue"),
         ("data.dev_fraction", d.dev_fraction, _number(d.dev_fraction) and 0 <= d.dev_fraction < 1,
          "a number in [0, 1)"),
         ("data.test_fraction", d.test_fraction, _number(d.test_fraction) and 0 <= d.test_fraction < 1

@@ -61,7 +61,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @contextmanager
 def run_mlflow_server(root: Path, timeout: float = START_TIMEOUT_S,
-                      ui_for: str | None = None) -> Iterator[str]:
+                      ui_for: str | None = None, port: int | None = None) -> Iterator[str]:
     """Start `mlflow server` with its store under `root`, yield its URI, stop it afterwards.
     ui_for: a store URI to show with `mlflow ui` instead (as a user views a local store)."""
     try:  # with mlflow-skinny alone the server's workers die and respawn until the timeout
@@ -69,7 +69,7 @@ def run_mlflow_server(root: Path, timeout: float = START_TIMEOUT_S,
     except importlib.metadata.PackageNotFoundError:
         raise RuntimeError("`mlflow server` needs the full mlflow package, not only mlflow-skinny: "
                            "pip install '.[ui]'") from None
-    port = free_port()
+    port = port or free_port()      # a given port: the same server started again
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
@@ -80,7 +80,7 @@ def run_mlflow_server(root: Path, timeout: float = START_TIMEOUT_S,
     # No background job consumers (GenAI scorers): nothing to test here, 7 fewer processes.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = root / "server.log"
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, cwd=root, start_new_session=True)
     try:

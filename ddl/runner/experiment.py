@@ -115,6 +115,8 @@ def run(cfg: Config, comm, run_dir, parent_run_id=None, tags=None) -> dict:
     setup, ds = build(cfg, comm, backend)
     state, meta = start_state(cfg, setup, run_dir)
     tracker = open_tracking(cfg, comm, backend, meta.get("run_id"), parent_run_id, tags)
+    if tracker:
+        tracker.keep_unsent_in(run_dir)
     try:
         return tracked_run(cfg, setup, ds, state, meta, tracker, run_dir, rss_start)
     except BaseException as err:
@@ -159,7 +161,14 @@ def prepare(cfg: Config, comm):
     if comm.rank == 0 and cfg.tracking.enabled:
         from ddl import tracking  # noqa: PLC0415 - MLflow only on rank 0, only when tracking
 
-        tracking.ensure_store(cfg.tracking.uri, cfg.tracking.experiment)  # a bad store stops us here
+        try:
+            tracking.ensure_store(cfg.tracking.uri, cfg.tracking.experiment)  # a bad store stops us
+        except tracking.TrackingError as err:
+            if cfg.tracking.on_error != "continue":
+                raise
+            log.warning("%s; training goes on untracked (tracking.on_error=continue): its history "
+                        "is in final.npz and summary.json", err)
+            cfg.tracking.enabled = False
     backend = get_backend(cfg.backend, comm.local_rank)
     comm.use_allreduce(cfg.allreduce, backend)
     return backend

@@ -16,6 +16,7 @@ from ddl.diagnosis import diagnose, held_out
 
 from ddl.config import TrackingConfig, redact
 from ddl.tracking.keys import mlflow_key
+from ddl.tracking.outbox import Outbox
 from ddl.tracking.runs import log_params
 from ddl.tracking.store import TrackingError, _client, ensure_store
 
@@ -29,6 +30,7 @@ class Tracker:
         self._client, self.run_id, self.cfg = client, run_id, cfg
         self._last = dict(last_steps)  # store's metric key -> largest step already there
         self._pending, self._label, self._flushed = [], None, time.monotonic()
+        self.outbox = Outbox(client, run_id, cfg.uri)   # delivered in order, or kept
         self.parent: Optional[str] = None   # the sweep parent's run id, for a sweep's point
         self.experiment_id: Optional[str] = None
 
@@ -65,15 +67,13 @@ class Tracker:
         """Log one epoch (step=epoch) in one log_batch call, skipping keys whose step is already
         stored. Given train_error, avoidable_bias and variance are added (unless given) and the
         "diagnosis" tag is set. The caller applies cfg.log_every (it knows the last epoch)."""
-        from mlflow.entities import Metric
-
         derived, label = self._diagnosis(metrics)
         named = {mlflow_key(k): shown(v) for k, v in {**derived, **metrics}.items()}
         fresh = {k: v for k, v in named.items() if epoch > self._last.get(k, -1)}
         if not fresh:  # a resumed job replaying epochs that are already in the store
             return
         ts = int(time.time() * 1000)
-        self._pending += [Metric(k, v, ts, epoch) for k, v in fresh.items()]
+        self._pending += [[k, v, ts, epoch] for k, v in fresh.items()]
         self._label = label or self._label
         self._last.update(dict.fromkeys(fresh, epoch))
         if (len(self._pending) >= self.FLUSH_METRICS
@@ -82,14 +82,17 @@ class Tracker:
 
     def flush(self) -> None:
         """Send buffered epochs: a store round trip per epoch would slow short epochs down."""
-        from mlflow.entities import RunTag
-
-        tags = [RunTag("diagnosis", self._label)] if self._label else []
+        tags = {"diagnosis": self._label} if self._label else {}
         while self._pending or tags:
             batch, self._pending = self._pending[:self.FLUSH_METRICS], self._pending[self.FLUSH_METRICS:]
-            self._client.log_batch(self.run_id, metrics=batch, tags=tags)
-            tags = []
+            self.outbox.add({"op": "metrics", "metrics": batch, "tags": tags})
+            tags = {}
         self._label, self._flushed = None, time.monotonic()
+        self.outbox.deliver()
+
+    def keep_unsent_in(self, run_dir) -> None:
+        """While the store is unreachable, what could not be sent is kept in run_dir/unsent.jsonl."""
+        self.outbox.keep_in(run_dir)
 
     def _diagnosis(self, metrics: Mapping[str, float]) -> tuple[dict[str, float], Optional[str]]:
         train = metrics.get("train_error")
@@ -104,23 +107,25 @@ class Tracker:
         return {"avoidable_bias": d.avoidable_bias, **variance}, d.label
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        self.flush()
         if tags:
-            self._client.log_batch(self.run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()])
+            self.outbox.add({"op": "tags", "tags": {k: redact(str(v)) for k, v in tags.items()}})
+        self.flush()
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: Optional[str] = None) -> None:
+        self.outbox.add({"op": "artifact", "path": os.path.abspath(path), "artifact_path": artifact_path})
         self.flush()
-        self._client.log_artifact(self.run_id, os.fspath(path), artifact_path)
 
     def log_text(self, text: str, name: str) -> None:
+        self.outbox.add({"op": "text", "text": text, "name": name})
         self.flush()
-        self._client.log_text(self.run_id, text, name)
 
     def end(self, status: str = "FINISHED") -> None:
+        """The run's end: one last try to deliver everything (the backoff does not apply), else
+        a report of exactly what did not reach the store and how to replay it."""
         self.flush()
-        self._client.set_terminated(self.run_id, status)
+        self.outbox.add({"op": "end", "status": status})
+        if not self.outbox.deliver(final=True):
+            self.outbox.report_undelivered()
 
 
 def _get_run(client, uri: str, run_id: str):
@@ -156,7 +161,7 @@ class NullTracker:
     def _nothing(self, *args: Any, **kwargs: Any) -> None:
         """Accept any Tracker call and drop it."""
 
-    log_epoch = set_tags = log_artifact = log_text = end = flush = _nothing
+    log_epoch = set_tags = log_artifact = log_text = end = flush = keep_unsent_in = _nothing
 
 
 def open_tracker(cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[str, str] = {},
