@@ -152,10 +152,14 @@ def run(*overrides: str, ranks: int = 1, quiet: bool = False) -> Result:
     setup_logging(comm, "WARNING" if quiet else "INFO", stream=sys.stdout)
     job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": None, "multirun": False,
            "tags": {"ddl.overrides": " ".join(overrides)}}
-    kept = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    kept = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)}
     try:
         summary = execute(job, comm)
     except SystemExit as stop:
+        if stop.code == 130:           # the kernel's interrupt: stopped at a step, checkpointed
+            raise KeyboardInterrupt(f"stopped at a step boundary with a checkpoint in {run_dir}; "
+                                    f"continue with ddl.run(..., 'out_dir={run_dir}', "
+                                    "'checkpoint.resume=auto')") from None
         raise RunFailed(f"the run failed (exit {stop.code}); the error is above and its traceback "
                         f"in {run_dir / 'train.log'}") from None
     finally:

@@ -24,6 +24,7 @@ from ddl import config as C
 from ddl.config import redact
 from ddl.files import write_text_atomic
 from ddl.parallel import get_comm, install_abort_handler, setup_logging
+from ddl.parallel.signals import install_startup_handlers
 from ddl.runner.progress import hide_while_bar
 from ddl.runner.ranks import execute, exit_code, worker_loop
 from ddl.runner.session import Session, objective, run_name, standalone_session
@@ -228,11 +229,15 @@ def main() -> None:
     if comm.rank != 0:
         sys.exit(worker_loop(comm))
     register_schemas()
+    install_startup_handlers()
     SESSION, code = Session(comm, *sweep_shape(sys.argv[1:])), 0
     try:
         hydra_main()
     except SystemExit as e:
         code = exit_code(e)
+    except KeyboardInterrupt:        # a second Ctrl-C, or one before training: no traceback
+        print("ddl: interrupted (Ctrl-C)", file=sys.stderr)
+        code = 130
     except BrokenPipeError:          # `ddl-train --help | head`: the reader left, nothing to say
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115
         code = 0

@@ -144,3 +144,47 @@ def test_resume_auto_skips_a_damaged_newest_checkpoint_and_ends_bit_identical(tm
     assert f"skipping checkpoint {second.name}" in text and "checksum" in text, text
     assert f"resuming from {third}" in text, text
     assert_identical(out, reference)
+
+
+def ctrl_c_when_checkpointed(tmp_path, out, *args):
+    """A single-process ddl-train in its own process group, given Ctrl-C (SIGINT to the group,
+    as a terminal sends it) once its first checkpoint exists; (exit code, output)."""
+    cmd = [sys.executable, "-m", "ddl", *args]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=clean_env(), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for_checkpoint(out, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    return finish(proc)
+
+
+def test_ctrl_c_stops_at_a_step_with_a_checkpoint_and_exit_130_then_resumes(tmp_path, reference):
+    out = tmp_path / "run"
+    code, text = ctrl_c_when_checkpointed(tmp_path, out, *CFG, f"out_dir={out}")
+    assert code == 130, text
+    assert "stopped by Ctrl-C" in text and "checkpoint.resume=auto" in text, text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])
+    assert run.info.status == "KILLED"
+    code, so, se = ddl_train(2, *CFG, f"out_dir={out}", "checkpoint.resume=auto", cwd=tmp_path,
+                             timeout=300)
+    assert code == 0, so + se
+    arrays, meta = load_final(out)          # one rank, then two: the same model to reduction order
+    for k in reference:
+        np.testing.assert_allclose(arrays[k], reference[k], rtol=1e-9, atol=1e-12, err_msg=k)
+    assert [r["epoch"] for r in meta["history"]] == list(range(EPOCHS))
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_ctrl_c_on_a_sweep_leaves_its_parent_killed_not_finished(tmp_path):
+    sweep = tmp_path / "sweep"
+    points = [c for c in CFG if not c.startswith("train.epochs")]
+    code, text = ctrl_c_when_checkpointed(tmp_path, sweep / "1", "-m", "train.epochs=2,400,400",
+                                          *points, f"hydra.sweep.dir={sweep}")
+    assert code == 130 and "Traceback" not in text, text
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("ddl.sweep") == "true"]
+    assert parent.info.status == "KILLED", [(r.info.run_name, r.info.status) for r in runs]
+    statuses = sorted(r.info.status for r in runs if r.info.run_id != parent.info.run_id)
+    assert statuses == ["FINISHED", "KILLED"], statuses

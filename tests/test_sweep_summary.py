@@ -96,3 +96,17 @@ def test_run_names_are_compact_with_long_floats_shortened(token, name):
     from ddl.naming import compact
 
     assert compact(token) == name and compact(name) == name          # idempotent
+
+
+@pytest.mark.parametrize("points, failed, stored, expected, status", [
+    (3, 0, ["FINISHED"] * 3, 3, "FINISHED"),
+    (2, 1, ["FINISHED", "FAILED"], 3, "FAILED"),
+    (1, 0, ["FINISHED", "KILLED"], 3, "KILLED"),          # Ctrl-C in the second point
+    (1, 0, ["FINISHED"], 9, "KILLED"),                    # stopped before the others started
+    (0, 0, [], None, "FAILED"),
+])
+def test_a_sweep_parent_is_finished_only_when_every_point_finished(points, failed, stored, expected,
+                                                                  status):
+    from ddl.runner.sweep_summary import sweep_status
+
+    assert sweep_status(points, failed, stored, expected) == status

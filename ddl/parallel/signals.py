@@ -1,5 +1,7 @@
-"""Stop requests from signals (preemption): a rank that receives SIGUSR1/SIGTERM sets a flag that
-the trainer folds into the step's allreduce, so every rank stops at the same step."""
+"""Stop requests from signals (preemption, Ctrl-C): a rank that receives SIGUSR1, SIGTERM or SIGINT
+sets a flag that the trainer folds into the step's allreduce, so every rank stops at the same step
+(and checkpoints). A second Ctrl-C interrupts at once. Before training, a signal ends the process
+with one line (`install_startup_handlers`)."""
 from __future__ import annotations
 
 import signal
@@ -12,12 +14,34 @@ def requested() -> bool:
     return _REQUESTED["flag"]
 
 
+def stop_signal():
+    """The signal that asked for the stop (None if none did)."""
+    return _REQUESTED["signal"] if _REQUESTED["flag"] else None
+
+
 def _on_signal(signum, _frame) -> None:
     _REQUESTED["flag"], _REQUESTED["signal"] = True, signum
+    if signum == signal.SIGINT:          # the next Ctrl-C does not wait for the step boundary
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def install_signal_handlers(signals=(signal.SIGUSR1, signal.SIGTERM)) -> None:
-    """SLURM's `--signal=USR1@N` and a plain `kill` ask for a checkpoint at the next step."""
-    _REQUESTED["flag"] = False
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+
+
+def install_signal_handlers(signals=STOP_SIGNALS) -> None:
+    """SLURM's `--signal=USR1@N`, a plain `kill` and Ctrl-C ask for a checkpoint at the next step."""
+    _REQUESTED["flag"], _REQUESTED["signal"] = False, None
     for s in signals:
         signal.signal(s, _on_signal)
+
+
+def _stopped_early(signum, _frame) -> None:
+    name = signal.Signals(signum).name
+    print(f"ddl: stopped by {name} before training started; nothing to resume", flush=True)
+    raise SystemExit(128 + signum)
+
+
+def install_startup_handlers() -> None:
+    """Until training starts, SIGTERM/SIGUSR1 end the process with one line (not silently)."""
+    for s in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(s, _stopped_early)

@@ -7,17 +7,20 @@ only some ranks saw it, an abort of all), ranks > 0 wait for rank 0's next job, 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 import traceback
 from pathlib import Path
 
 from ddl.config import RedactingFilter, redact
+from ddl.parallel import signals
 from ddl.train import NonFiniteError
 
 log = logging.getLogger("ddl")
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerun with checkpoint.resume=auto
+EXIT_INTERRUPTED = 130   # the shell's code for Ctrl-C: stopped by SIGINT, after a checkpoint too
 
 
 def execute(job: dict, comm) -> dict | None:
@@ -29,10 +32,12 @@ def execute(job: dict, comm) -> dict | None:
     try:
         summary = experiment.run(job["cfg"], comm, run_dir, job["parent"], job.get("tags"))
         if summary.get("stopped") == "signal":
-            log.warning("stopped by a signal at epoch %d step %d; checkpoint written in %s. Rerun "
-                        "with out_dir=%s checkpoint.resume=auto to continue.", summary["epoch"],
-                        summary["step"], run_dir, run_dir)
-            raise SystemExit(EXIT_STOPPED)
+            ctrl_c = signals.stop_signal() == signal.SIGINT
+            log.warning("stopped by %s at epoch %d step %d; checkpoint written in %s. Rerun "
+                        "with out_dir=%s checkpoint.resume=auto to continue.",
+                        "Ctrl-C" if ctrl_c else "a signal", summary["epoch"], summary["step"],
+                        run_dir, run_dir)
+            raise SystemExit(EXIT_INTERRUPTED if ctrl_c else EXIT_STOPPED)
         return summary
     except NonFiniteError as e:            # decided from allreduced values: the same on every rank
         fail(job, comm, e, fatal=not job["multirun"], consistent=True)

@@ -78,7 +78,8 @@ class Session:
 
         log.info("sweep results, best first:\n%s", console_table(self.points))
         if self.parent and self.sweep_cfg is not None and not self.sweep_cfg.parent_run_id:
-            status, experiment_id = close_sweep(self.sweep_cfg, self.parent, self.sweep_dir, self.points)
+            status, experiment_id = close_sweep(self.sweep_cfg, self.parent, self.sweep_dir,
+                                                self.points, expected=self.total)
             log.info("sweep parent run %s %s\n%s", self.parent, status,
                      dashboard_hint(self.sweep_cfg, experiment_id))
 

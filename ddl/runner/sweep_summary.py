@@ -142,10 +142,20 @@ def console_table(runs: Sequence[Mapping[str, Any]]) -> str:
             f"{best['diagnosis']})")
 
 
-def close_sweep(tracking_cfg, parent: str, out_dir: Path,
-                runs: Optional[list] = None) -> tuple[str, str]:
+def sweep_status(points: int, failed: int, stored: Sequence[str], expected: Optional[int]) -> str:
+    """FAILED if a point failed; KILLED if one was stopped (Ctrl-C, a signal) or fewer than
+    `expected` ran; FINISHED only when every point finished; FAILED when none ran."""
+    if failed or "FAILED" in stored:
+        return "FAILED"
+    if "KILLED" in stored or (expected and points < expected):
+        return "KILLED"
+    return "FINISHED" if points and all(s == "FINISHED" for s in stored) else "FAILED"
+
+
+def close_sweep(tracking_cfg, parent: str, out_dir: Path, runs: Optional[list] = None,
+                expected: Optional[int] = None) -> tuple[str, str]:
     """End a sweep's parent run with its rollups and artifacts; FINISHED only when every point
-    finished; (status, experiment id). `runs`: the points this process ran (failed ones too,
+    finished (KILLED when fewer than `expected` points ran); (status, experiment id). `runs`: the points this process ran (failed ones too,
     even those that never reached the store); None: the parent's children in the store."""
     from ddl import tracking  # noqa: PLC0415
 
@@ -165,7 +175,7 @@ def close_sweep(tracking_cfg, parent: str, out_dir: Path,
             tracker.log_artifact(path)
     except Exception as err:  # noqa: BLE001 - a plot must not leave the parent RUNNING
         log.warning("sweep artifacts not written: %s: %s", type(err).__name__, err)
-    ok = metrics[SWEEP_KEYS["failed"]] == 0 and metrics[SWEEP_KEYS["points"]] > 0
-    status = "FINISHED" if ok and all(r["status"] == "FINISHED" for r in stored) else "FAILED"
+    status = sweep_status(metrics[SWEEP_KEYS["points"]], metrics[SWEEP_KEYS["failed"]],
+                          [r["status"] for r in stored], expected)
     tracker.end(status)
     return status, tracker.experiment_id
