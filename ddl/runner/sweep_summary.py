@@ -154,9 +154,9 @@ def sweep_status(points: int, failed: int, stored: Sequence[str], expected: Opti
 
 def close_sweep(tracking_cfg, parent: str, out_dir: Path, runs: Optional[list] = None,
                 expected: Optional[int] = None) -> tuple[str, str]:
-    """End a sweep's parent run with its rollups and artifacts; FINISHED only when every point
-    finished (KILLED when fewer than `expected` points ran); (status, experiment id). `runs`: the points this process ran (failed ones too,
-    even those that never reached the store); None: the parent's children in the store."""
+    """End a sweep's parent run with its rollups and artifacts, its status by `sweep_status`;
+    (status, experiment id). `runs`: the points this process ran (failed ones too, even those
+    that never reached the store); None: the parent's children in the store."""
     from ddl import tracking  # noqa: PLC0415
 
     stored = tracking.fetch_runs(tracking_cfg, parent=parent)
