@@ -61,8 +61,14 @@ def compose(overrides: Sequence[str]) -> tuple[C.Config, str]:
     ValueError in one paragraph, before any work."""
     from hydra import compose as hydra_compose, initialize_config_module  # noqa: PLC0415
 
+    from hydra.core.global_hydra import GlobalHydra  # noqa: PLC0415
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup  # noqa: PLC0415
+
     register_schemas()
     suffix = os.environ.get(SUFFIX_ENV)   # this process is not an invocation: leave none behind
+    outer = get_gh_backup() if GlobalHydra.instance().is_initialized() else None
+    if outer is not None:                 # the caller's own Hydra: set aside, given back below
+        GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module="ddl.conf", version_base="1.3"):
             dcfg = hydra_compose(config_name="config", overrides=list(overrides))
@@ -73,6 +79,8 @@ def compose(overrides: Sequence[str]) -> tuple[C.Config, str]:
     finally:
         if suffix is None:
             os.environ.pop(SUFFIX_ENV, None)
+        if outer is not None:
+            restore_gh_from_backup(outer)
     problems = config_problems(cfg, overrides)
     if problems:
         raise ValueError(problems)

@@ -82,13 +82,17 @@ class Tracker:
 
     def flush(self) -> None:
         """Send buffered epochs: a store round trip per epoch would slow short epochs down."""
+        self._queue_epochs()
+        self.outbox.deliver()
+
+    def _queue_epochs(self) -> None:
+        """The buffered epochs into the outbox, ahead of whatever is queued after them."""
         tags = {"diagnosis": self._label} if self._label else {}
         while self._pending or tags:
             batch, self._pending = self._pending[:self.FLUSH_METRICS], self._pending[self.FLUSH_METRICS:]
             self.outbox.add({"op": "metrics", "metrics": batch, "tags": tags})
             tags = {}
         self._label, self._flushed = None, time.monotonic()
-        self.outbox.deliver()
 
     def keep_unsent_in(self, run_dir) -> None:
         """While the store is unreachable, what could not be sent is kept in run_dir/unsent.jsonl."""
@@ -107,22 +111,25 @@ class Tracker:
         return {"avoidable_bias": d.avoidable_bias, **variance}, d.label
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._queue_epochs()          # in the order they were logged: a tag set now wins
         if tags:
             self.outbox.add({"op": "tags", "tags": {k: redact(str(v)) for k, v in tags.items()}})
-        self.flush()
+        self.outbox.deliver()
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: Optional[str] = None) -> None:
+        self._queue_epochs()
         self.outbox.add({"op": "artifact", "path": os.path.abspath(path), "artifact_path": artifact_path})
-        self.flush()
+        self.outbox.deliver()
 
     def log_text(self, text: str, name: str) -> None:
+        self._queue_epochs()
         self.outbox.add({"op": "text", "text": text, "name": name})
-        self.flush()
+        self.outbox.deliver()
 
     def end(self, status: str = "FINISHED") -> None:
         """The run's end: one last try to deliver everything (the backoff does not apply), else
         a report of exactly what did not reach the store and how to replay it."""
-        self.flush()
+        self._queue_epochs()
         self.outbox.add({"op": "end", "status": status})
         if not self.outbox.deliver(final=True):
             self.outbox.report_undelivered()
