@@ -93,6 +93,7 @@ def check_parent(client, parent, children):
     best = min(children, key=lambda r: r.data.metrics["error/dev"])
     assert m["sweep/best_held_out_error"] == best.data.metrics["error/dev"] == m["error/dev"]
     assert tags["ddl.sweep.best_run_id"] == best.info.run_id and parent.info.status == "FINISHED"
+    assert tags["diagnosis"] == f"best point: {best.data.tags['diagnosis']}"   # set last, kept
     assert parent.info.run_name.startswith("sweep optimizer × decay_rate"), parent.info.run_name
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"bias_variance_map.png", "sweep_table.md", "error_vs_schedule_decay_rate.png"} <= artifacts
@@ -226,3 +227,24 @@ def test_a_password_in_the_tracking_uri_is_written_and_logged_nowhere(tmp_path, 
     assert run.data.params["tracking.uri"] == mlflow_server.replace("http://", "http://student:***@")
     config = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
     assert "s3cret" not in open(config).read()
+
+
+def test_divergence_without_nan_is_said_tagged_and_stops_as_a_nan_would(tmp_path):
+    """optimizer.lr=1e6 on a tanh/Adam net: costs near 1e5 and no NaN. Default: every rank stops
+    with one message, the MLflow run FAILED and tagged; train.on_nonfinite=skip: a warning,
+    the run goes on, summary.json and the tag say diverged."""
+    wild = ["data=moons", "model.hidden=[20,7]", "model.activation=tanh", "optimizer=adam",
+            "optimizer.lr=1e6", "train.epochs=30", "train.progress=false"]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, so, se = ddl_train(2, *wild, f"tracking.uri={uri}", f"out_dir={tmp_path / 'stop'}",
+                             cwd=tmp_path, timeout=180)
+    assert code == 1 and se.count("diverging (the train cost has stayed above 1000") == 1, se
+    code, so, se = ddl_train(2, *wild, f"tracking.uri={uri}", "train.on_nonfinite=skip",
+                             f"out_dir={tmp_path / 'skip'}", cwd=tmp_path, timeout=180)
+    assert code == 0 and "diverging at epoch 4" in so + se, so + se
+    assert json.loads((tmp_path / "skip" / "summary.json").read_text())["diverged"] is True
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("ddl")
+    runs = {r.info.status: r.data.tags for r in client.search_runs([exp.experiment_id])}
+    assert runs["FAILED"]["ddl.diverged"] == "true" and "diverging" in runs["FAILED"]["ddl.error"]
+    assert runs["FINISHED"]["ddl.diverged"] == "true"

@@ -178,3 +178,19 @@ def test_regression_with_two_targets_gets_two_linear_outputs(tmp_path):
     assert setup.spec.output == "linear" and setup.spec.sizes[-1] == 2
     history = train(ds, setup, state).history
     assert history[-1]["train_cost"] < 0.01 * history[0]["train_cost"]   # a linear map is learnable
+
+
+@pytest.mark.parametrize("costs, cross_entropy, flagged", [
+    ([8.7e5, 9.7e5, 8.1e5, 8.4e5, 8.3e5], True, True),          # lr=1e6: stuck near 1e5-1e6
+    ([8.7e5, 9.7e5, 8.1e5, 8.4e5], True, False),                # not yet 5 evaluations
+    ([1281, 929, 664, 448, 323, 258], True, False),             # the course's x10 init: falls fast
+    ([0.69, 0.5, 0.4, 0.3, 0.2], True, False),                  # an ordinary run
+    ([0.69, 0.5, 0.4, 2e3], True, True),                        # rose 1000x from its best
+    ([5e3, 5e3, 5e3, 5e3, 5e3], False, False),                  # regression: a large stuck MSE
+    ([2.0, 1.5, 5e3], False, True),                             # regression that blew up
+])
+def test_divergence_without_nan_is_detected_from_the_costs(costs, cross_entropy, flagged):
+    from ddl.train import diverging
+
+    history = [{"epoch": i, "train_cost": c} for i, c in enumerate(costs)]
+    assert (diverging(history, cross_entropy) is not None) == flagged

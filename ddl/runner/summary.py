@@ -13,7 +13,7 @@ from ddl.diagnosis import Diagnosis, describe, diagnose, explain, held_out
 from ddl.evaluate import evaluate_split
 from ddl.files import write_text_atomic
 from ddl.runner.session import dashboard_hint
-from ddl.train import Setup, TrainState
+from ddl.train import DivergedError, Setup, TrainState
 
 log = logging.getLogger("ddl")
 
@@ -38,6 +38,7 @@ def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_
         "avoidable_bias": d.avoidable_bias, "variance": d.variance, "diagnosis": d.label,
         "diagnosis_split": judged_on,
         "epochs_run": state.epoch, "stopped": state.stopped or "completed",
+        "diverged": state.diverged,
         "best_epoch": state.best["epoch"] if state.best else None,
         "skipped_steps": state.skipped_steps, "world_size": setup.comm.size,
         "backend": setup.backend.name, "dtype": cfg.train.dtype,
@@ -69,7 +70,7 @@ def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> No
     final = {"test_cost": summary["test"]["cost"], "test_error": summary["test"]["error"]}
     tracker.log_epoch(max(state.epoch - 1, 0), {k: v for k, v in final.items() if not math.isnan(v)})
     tracker.set_tags({"diagnosis": summary["diagnosis"], "diagnosis.split": summary["diagnosis_split"],
-                      "ddl.stopped": summary["stopped"],
+                      "ddl.stopped": summary["stopped"], "ddl.diverged": str(summary["diverged"]).lower(),
                       "mlflow.note.content": run_description(cfg, summary)})
     for name in ARTIFACTS:
         if (run_dir / name).exists():
@@ -107,7 +108,8 @@ def track_failure(tracker, comm, err: BaseException, run_dir: Path) -> None:
     text = f"{type(err).__name__}: {err}"
     try:
         keep_traceback(run_dir, comm, err)
-        tracker.set_tags({"ddl.error": text[:5000], "ddl.stopped": status.lower(),
+        diverged = {"ddl.diverged": "true"} if isinstance(err, DivergedError) else {}
+        tracker.set_tags({**diverged, "ddl.error": text[:5000], "ddl.stopped": status.lower(),
                           "mlflow.note.content": f"**{status}**: {text[:4000]}\n\nThe traceback "
                                                  "is in the train.log artifact."})
         upload_log(tracker, run_dir)
