@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ddl import early_stopping
+from ddl import early_stopping, faults
 from ddl.backend import Backend, make_key
 from ddl.config import TrainConfig
 from ddl.data.feed import feeder
@@ -91,12 +91,16 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
     sync_params(setup, state)
     bufs = StepBuffers.make(setup, state.params.layout)
     timer = Timer(comm)
+    fault = faults.from_env()                     # test-only; None in every real run
     for epoch in range(state.epoch, cfg.epochs):
         lr = setup.schedule(epoch)
         batches = shard_batches(ds.train.m, cfg.batch_size, epoch, cfg.seed, comm.rank, comm.size)
         for step in range(state.step, len(batches)):
             key = make_key(cfg.seed, epoch, step)
-            count, loss_sum, bad, stop = train_step(ds, setup, state, bufs, batches[step], key, lr)
+            poison = fault is not None and fault.due(comm.rank, epoch * len(batches) + step) \
+                and fault.strike()
+            count, loss_sum, bad, stop = train_step(ds, setup, state, bufs, batches[step], key, lr,
+                                                    poison)
             state.step = step + 1
             timer.examples += count
             if bad:
@@ -141,7 +145,8 @@ class StepBuffers:
         return cls(ext, Flat(layout, ext[:layout.size], xp), ext[layout.size:], mask, reduce)
 
 
-def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key: int, lr: float):
+def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key: int, lr: float,
+               poison: bool = False):
     """Forward/backward on this rank's rows `idx`, one allreduce, one update.
 
     Returns the global (count, loss sum, non-finite flag, stop flag) of the step. On a GPU the
@@ -156,6 +161,8 @@ def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key:
     # labels were checked when the data was loaded: no per-step check (a device sync on a GPU)
     Y = losses.encode_targets(xp, y, spec.output, spec.sizes[-1], ZL.dtype, check=False)
     loss = losses.loss_sum(xp, ZL, Y, spec.output)
+    if poison:                                    # DDL_FAULT=nan@…: this rank's loss is NaN
+        loss = loss * float("nan")
     bufs.grads.assign(model.backward(xp, losses.loss_grad(xp, ZL, Y, spec.output), caches, spec,
                                      reduce=bufs.bn_reduce))
     write_tail(xp, bufs, len(idx), loss, signals.requested())

@@ -106,6 +106,9 @@ def resume_path(cfg: Config, run_dir: Path):
     return Path(r)
 
 
+CURRENT_RUN: dict = {}   # {"tracking": TrackingConfig, "run_id": str} of the run this process is in
+
+
 def run(cfg: Config, comm, run_dir, parent_run_id=None, tags=None) -> dict:
     """Train one config on every rank of `comm`; rank 0 writes `run_dir` and tracks (a child of
     `parent_run_id` in a sweep, with `tags`). Returns the summary. A tracked run that fails ends
@@ -117,6 +120,9 @@ def run(cfg: Config, comm, run_dir, parent_run_id=None, tags=None) -> dict:
     tracker = open_tracking(cfg, comm, backend, meta.get("run_id"), parent_run_id, tags)
     if tracker:
         tracker.keep_unsent_in(run_dir)
+    # every rank knows the MLflow run: one that fails alone marks it FAILED before it aborts
+    CURRENT_RUN.update(tracking=cfg.tracking if cfg.tracking.enabled else None,
+                       run_id=comm.bcast(tracker.run_id if tracker else None, root=0))
     try:
         return tracked_run(cfg, setup, ds, state, meta, tracker, run_dir, rss_start)
     except BaseException as err:

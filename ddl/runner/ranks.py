@@ -57,11 +57,13 @@ def fail(job, comm, err: BaseException, fatal: bool, consistent: bool) -> None:
     aborts every rank (they may be waiting in a collective), after giving rank 0 the first word."""
     keep_traceback(Path(job["run_dir"]), comm, err)
     where = f"[rank {comm.rank}] " if comm.size > 1 else ""
+    log_name = "train.log" if comm.rank == 0 else f"train.rank{comm.rank}.log"
     msg = redact(f"ddl: error: {where}{type(err).__name__}: {err}\n"
-                 f"(run directory {job['run_dir']}; the full traceback is in its train.log)")
+                 f"(run directory {job['run_dir']}; the full traceback is in its {log_name})")
     if comm.size > 1 and not consistent:
         if comm.rank != 0:
             time.sleep(1.0)  # a global error: let rank 0 report and abort for everyone
+            mark_failed(comm.rank, err, log_name)   # rank 0 will not get to: the abort ends it
         print(msg, file=sys.stderr, flush=True)
         comm.abort(1)
         raise SystemExit(1)   # abort normally does not return
@@ -69,6 +71,23 @@ def fail(job, comm, err: BaseException, fatal: bool, consistent: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
     if fatal:
         raise SystemExit(1)
+
+
+def mark_failed(rank: int, err: BaseException, log_name: str) -> None:
+    """From a rank other than 0, just before it aborts the job: the run's MLflow run FAILED with
+    the error (rank 0, which tracks, is about to be killed by the abort). Quick, and never over
+    the error itself: a store that does not answer at once is left as it is."""
+    from ddl.runner import experiment  # noqa: PLC0415
+
+    tracking_cfg, run_id = experiment.CURRENT_RUN.get("tracking"), experiment.CURRENT_RUN.get("run_id")
+    if not run_id or tracking_cfg is None:
+        return
+    try:
+        from ddl.tracking.failure import fail_run  # noqa: PLC0415 - MLflow: the failure path only
+
+        fail_run(tracking_cfg, run_id, redact(f"[rank {rank}] {type(err).__name__}: {err}"), log_name)
+    except Exception as tracking_err:  # noqa: BLE001
+        print(f"ddl: could not mark MLflow run {run_id} FAILED: {tracking_err}", file=sys.stderr)
 
 
 def keep_traceback(run_dir: Path, comm, err: BaseException) -> None:
