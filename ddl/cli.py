@@ -153,8 +153,13 @@ def task(dcfg):
               "writes over a run. Give a new out_dir (or hydra.sweep.dir), or continue that run "
               "with checkpoint.resume=auto.", file=sys.stderr, flush=True)
         raise SystemExit(1)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", redact(OmegaConf.to_yaml(dcfg, resolve=True)))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", redact(OmegaConf.to_yaml(dcfg, resolve=True)))
+    except OSError as err:               # out_dir is a file, or a place this user cannot write
+        print(f"ddl: error: cannot use {run_dir} as the run directory (out_dir): "
+              f"{err.strerror or err}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     if hc.output_subdir:
         hide_passwords_in(run_dir / hc.output_subdir)
     if multirun:
@@ -182,8 +187,25 @@ def config_problems(cfg: C.Config, overrides: Sequence[str]) -> str:
     and `+key=value` keys that no schema has (Hydra adds those silently; ddl would ignore them)."""
     added = [o.lstrip("+").split("=", 1)[0] for o in overrides if o.startswith("+")]
     added = [k for k in added if "/" not in k and k != "experiment" and not k.startswith("hydra.")]
-    found = C.unknown_keys(added) + C.check(cfg)
+    from ddl.tracking.store import sqlite_place_problem  # noqa: PLC0415 - pure: no MLflow import
+
+    store = sqlite_place_problem(cfg.tracking.uri) if cfg.tracking.enabled else None
+    found = C.unknown_keys(added) + C.check(cfg) + ([store] if store else [])
     return f"bad config: {'; '.join(found)}." if found else ""
+
+
+def out_dir_problem(argv: Sequence[str]) -> str:
+    """An out_dir (or hydra.run.dir / hydra.sweep.dir) given on the command line that cannot be
+    a directory: it, or a folder above it, is a file. '' when fine (or not given)."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") in ("out_dir", "hydra.run.dir", "hydra.sweep.dir") and value:
+            path = Path(value).expanduser()
+            blocker = next((p for p in (path, *path.parents) if p.exists()), None)
+            if blocker is not None and not blocker.is_dir():
+                return (f"{key}={value}: {blocker} is a file, so it cannot hold a run directory; "
+                        "give another out_dir")
+    return ""
 
 
 def remove_hydras_leftovers(run_dir: Path) -> None:
@@ -238,6 +260,12 @@ def main() -> None:
         sys.exit(worker_loop(comm))
     register_schemas()
     install_startup_handlers()
+    bad_dir = out_dir_problem(sys.argv[1:])
+    if bad_dir:                       # Hydra would make the directory first, with a traceback
+        print(f"ddl: error: {bad_dir}", file=sys.stderr)
+        if comm.size > 1:
+            comm.bcast({"op": "exit", "code": 1}, root=0)
+        sys.exit(1)
     SESSION, code = Session(comm, *sweep_shape(sys.argv[1:])), 0
     try:
         hydra_main()

@@ -155,3 +155,21 @@ def test_submitit_slurm_launcher_config_composes(tmp_path):
 def test_usage_error_is_one_paragraph(tmp_path):
     code, out, err = ddl_train(0, "-m", "--cfg", "job", cwd=tmp_path, timeout=60)
     assert code == 2 and "ddl-train: error: Only one of" in err and "Traceback" not in err, err
+
+
+def test_a_store_or_run_directory_that_cannot_be_is_refused_at_once(tmp_path):
+    """A directory where the SQLite file goes (MLflow would retry for ~100 s) and an out_dir
+    that is a file (Hydra would make it first, with a traceback): one paragraph, nothing made."""
+    work = tmp_path / "work"
+    (work / "store").mkdir(parents=True)
+    (work / "afile").write_text("")
+    before = sorted(p.name for p in work.iterdir())
+    code, so, se = ddl_train(0, "train.epochs=2", f"tracking.uri=sqlite:///{work / 'store'}",
+                             cwd=work, timeout=60)
+    assert code == 1 and "names a directory, not an SQLite file" in se and "Traceback" not in se, se
+    for out in ("afile", "afile/sub"):
+        code, so, se = ddl_train(0, "train.epochs=2", "tracking=off", f"out_dir={work / out}",
+                                 cwd=work, timeout=60)
+        assert code == 1 and "is a file, so it cannot hold a run directory" in se, se
+        assert "Traceback" not in se and "HYDRA_FULL_ERROR" not in se, se
+    assert sorted(p.name for p in work.iterdir()) == before

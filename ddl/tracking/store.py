@@ -107,6 +107,7 @@ def ensure_store(uri: str, experiment: str) -> str:
     creation runs under an flock on "<db>.lock": sweeps and SLURM arrays start all at once."""
     if uri.startswith("sqlite:"):
         db = _sqlite_path(uri)
+        _check_sqlite_place(uri, db)
         _create_sqlite_once(uri, db, _lock_path(db))
         return _get_or_create(_client(uri), experiment, (db.parent / "mlartifacts").as_uri())
     try:
@@ -115,6 +116,30 @@ def ensure_store(uri: str, experiment: str) -> str:
         raise
     except Exception as err:  # MLflow wraps connection errors in several exception types
         raise _unreachable(uri, err) from err
+
+
+def sqlite_place_problem(uri: str) -> Optional[str]:
+    """What makes an SQLite tracking.uri unusable, found at once (MLflow would retry for minutes):
+    a directory where the file should be, or a file where a folder should be. None: usable."""
+    if not uri.startswith("sqlite:"):
+        return None
+    try:
+        db = _sqlite_path(uri)
+    except ValueError as err:
+        return str(err)
+    if db.is_dir():
+        return (f"tracking.uri={uri} names a directory, not an SQLite file (e.g. "
+                f"sqlite:///{db / 'mlflow.db'})")
+    folder = next((p for p in db.parents if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        return f"tracking.uri={uri}: {folder} is a file, not a folder"
+    return None
+
+
+def _check_sqlite_place(uri: str, db: Path) -> None:
+    problem = sqlite_place_problem(uri)
+    if problem:
+        raise TrackingError(problem)
 
 
 def _get_or_create(client, name: str, artifact_location: Optional[str]) -> str:
