@@ -147,6 +147,9 @@ class TrainConfig:
     log_every: int = 0              # epochs between log lines; 0 = about 20 lines per run
     blas_threads: int = 0           # BLAS threads per rank; 0 = leave as is (1 under MPI)
     progress: bool = True           # progress bar on rank 0 when attached to a terminal
+    stall_timeout: float = 120.0    # seconds a step's allreduce may wait before the missing ranks
+                                    # are named (0: never); far above any normal step
+    on_stall: str = "wait"          # wait (warn again every stall_timeout) | abort (checkpoint, end)
 
 
 @dataclass
@@ -187,6 +190,9 @@ def _rules(cfg: "Config") -> list[tuple[str, Any, bool, str]]:
         ("train.on_nonfinite", t.on_nonfinite, t.on_nonfinite in ("stop", "skip"), "stop or skip"),
         ("train.eval_every", t.eval_every, t.eval_every >= 1, "an integer >= 1"),
         ("train.patience", t.patience, t.patience >= 0, "an integer >= 0 (0: no early stopping)"),
+        ("train.stall_timeout", t.stall_timeout, _number(t.stall_timeout) and t.stall_timeout >= 0,
+         "seconds >= 0 (0: never)"),
+        ("train.on_stall", t.on_stall, t.on_stall in ("wait", "abort"), "wait or abort"),
         ("model.l2", m.l2, _number(m.l2) and m.l2 >= 0, "a number >= 0"),
         ("model.keep_prob", m.keep_prob, all(_number(p) and 0 < p <= 1 for p in keep),
          "a number in (0, 1], or a list of them (one per hidden layer)"),

@@ -62,6 +62,7 @@ class Hooks:
     on_epoch: Callable[[dict], None] = lambda record: None
     checkpoint: Callable[[TrainState, str], None] = lambda state, reason: None
     checkpoint_every: int = 0
+    checkpoint_alone: Callable[[TrainState, str], None] = lambda state, reason: None  # no collective
 
 
 @dataclass
@@ -92,11 +93,17 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
     bufs = StepBuffers.make(setup, state.params.layout)
     timer = Timer(comm)
     fault = faults.from_env()                     # test-only; None in every real run
+    watch = getattr(comm, "stall_watch", None)    # MPI: name ranks that do not arrive
+    if watch is not None:
+        watch.timeout, watch.on_stall = cfg.stall_timeout, cfg.on_stall
+        watch.on_abort = lambda: hooks.checkpoint_alone(state, "stall")   # the state before the step
     for epoch in range(state.epoch, cfg.epochs):
         lr = setup.schedule(epoch)
         batches = shard_batches(ds.train.m, cfg.batch_size, epoch, cfg.seed, comm.rank, comm.size)
         for step in range(state.step, len(batches)):
             key = make_key(cfg.seed, epoch, step)
+            if watch is not None:
+                watch.position = f"epoch {epoch} step {step}"
             poison = fault is not None and fault.due(comm.rank, epoch * len(batches) + step) \
                 and fault.strike()
             count, loss_sum, bad, stop = train_step(ds, setup, state, bufs, batches[step], key, lr,

@@ -73,3 +73,79 @@ def test_a_bad_fault_variable_is_refused(monkeypatch):
     monkeypatch.setenv("DDL_FAULT", "explode@rank=1")
     with pytest.raises(ValueError, match="DDL_FAULT='explode@rank=1'"):
         from_env()
+
+
+def rank_pids(out) -> dict:
+    """{rank: pid} of the ranks of the job writing `out` (their command line names it)."""
+    import os
+    from pathlib import Path
+
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if str(out) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                env = dict(kv.split("=", 1) for kv in (proc / "environ").read_bytes().decode(
+                    errors="replace").split("\0") if "=" in kv)
+                if "PMI_RANK" in env:
+                    found[int(env["PMI_RANK"])] = int(proc.name)
+        except (OSError, ValueError):
+            continue
+    assert os.getpid() not in found.values()
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    import os
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_stalled_rank_is_named_and_the_others_wait_without_spinning(tmp_path):
+    """Rank 1 stalls 8 s at step 30 (stall_timeout 2 s): rank 0 names it, the waiting rank uses
+    well under a core, and when it comes back the run finishes as usual. Two ranks: on this
+    2-core machine three would be more ranks than cores, where ddl keeps the blocking allreduce."""
+    import subprocess
+    import sys
+
+    from helpers import mpiexec
+
+    out = tmp_path / "run"
+    cmd = [mpiexec(), "-n", "2", sys.executable, "-m", "ddl", *CFG, "tracking=off",
+           "train.stall_timeout=2", f"out_dir={out}"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=clean_env(DDL_FAULT="stall=8@rank=1,step=30"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while len(pids := rank_pids(out)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = out / "train.log"
+    while not (log.exists() and "stalled:" in log.read_text()):    # until rank 0 names the stall
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.1)
+    before = {r: cpu_seconds(p) for r, p in pids.items() if r != 1}
+    time.sleep(3.0)
+    used = {r: (cpu_seconds(p) - before[r]) / 3.0 for r, p in pids.items() if r != 1}
+    text = proc.communicate(timeout=120)[0]
+    print(f"CPU share of the waiting ranks during the stall: {used}")
+    assert proc.returncode == 0, text
+    assert "rank(s) [1] have not arrived" in text and "train.on_stall=wait" in text, text
+    assert all(share < 0.3 for share in used.values()), used        # a spinning rank shows ~1.0
+    assert json.loads((out / "summary.json").read_text())["epochs_run"] == 20
+
+
+def test_on_stall_abort_checkpoints_the_last_consistent_state_and_ends_the_job(tmp_path):
+    started = time.monotonic()
+    code, so, se = ddl_train(2, *CFG, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                             "train.stall_timeout=2", "train.on_stall=abort",
+                             f"out_dir={tmp_path / 'run'}", cwd=tmp_path, timeout=120,
+                             env=clean_env(DDL_FAULT="stall=60@rank=1,step=30"))
+    seconds = time.monotonic() - started
+    text = so + se
+    print(f"on_stall=abort: exit {code} after {seconds:.1f} s")
+    assert code != 0 and seconds < 50, text                      # not the 60 s of the stall
+    assert "StalledError" in text and "rank(s) [1] did not arrive" in text, text
+    stall = list((tmp_path / "run" / "checkpoints").glob("ckpt-*.npz"))
+    assert any("s000030" in p.name or "e000001" in p.name for p in stall), stall
+    no_corrupt_file(tmp_path / "run")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])
+    assert run.info.status == "FAILED" and "StalledError" in run.data.tags["ddl.error"]

@@ -50,7 +50,8 @@ def make_hooks(cfg: Config, comm, backend, run_dir: Path, ds, run_id, tracker, f
     resume must keep) written by rank 0 while the other ranks wait."""
     rank0 = comm.rank == 0
 
-    def save(state, reason: str) -> None:
+    def write(state, reason: str) -> None:
+        """Rank 0 alone, no collective (also what a stall ends with, while others wait)."""
         if rank0:
             path = run_dir / "checkpoints" / ckpt.checkpoint_name(state.epoch, state.step)
             ckpt.save_npz(path, ckpt.state_arrays(state, backend, ds.normalizer),
@@ -59,7 +60,10 @@ def make_hooks(cfg: Config, comm, backend, run_dir: Path, ds, run_id, tracker, f
             if reason == "periodic":
                 ckpt.prune(run_dir, cfg.checkpoint.keep)
             log.info("checkpoint (%s) written: %s", reason, path)
+
+    def save(state, reason: str) -> None:
+        write(state, reason)
         comm.barrier()
 
     return Hooks(on_epoch=EpochHook(cfg, tracker, rank0), checkpoint=save,
-                 checkpoint_every=cfg.checkpoint.every)
+                 checkpoint_every=cfg.checkpoint.every, checkpoint_alone=write)
