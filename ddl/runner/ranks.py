@@ -14,8 +14,8 @@ import traceback
 from pathlib import Path
 
 from ddl.config import RedactingFilter, redact
+from ddl.nonfinite import NonFiniteError
 from ddl.parallel import signals
-from ddl.train import NonFiniteError
 
 log = logging.getLogger("ddl")
 

@@ -12,8 +12,9 @@ from ddl.config import Config
 from ddl.diagnosis import Diagnosis, describe, diagnose, explain, held_out
 from ddl.evaluate import evaluate_split
 from ddl.files import write_text_atomic
+from ddl.nonfinite import DivergedError
 from ddl.runner.session import dashboard_hint
-from ddl.train import DivergedError, Setup, TrainState
+from ddl.train import Setup, TrainState
 
 log = logging.getLogger("ddl")
 
