@@ -86,14 +86,19 @@ class Result:
     def mlflow_run_id(self) -> Optional[str]:
         return self.summary.get("mlflow_run_id")
 
+    @property
+    def held_out_error(self) -> Optional[float]:
+        """The error of the split the diagnosis was judged on (dev, else test); None without one."""
+        split = self.diagnosis_split
+        held = self.summary.get(split, {}).get("error") if split in ("dev", "test") else None
+        return None if held is None or math.isnan(held) else held
+
     def describe(self) -> str:
         """The diagnosis in a sentence, with the course's next step (the run's MLflow description)."""
         from ddl.diagnosis import explain  # noqa: PLC0415
 
-        split = self.diagnosis_split
-        held = self.summary.get(split, {}).get("error") if split in ("dev", "test") else None
-        held = None if held is None or math.isnan(held) else held
-        return explain(self.diagnosis, split, self.summary["train"]["error"], held)
+        return explain(self.diagnosis, self.diagnosis_split, self.summary["train"]["error"],
+                       self.held_out_error)
 
     def plot(self) -> Plot:
         """The learning curves (cost and error, train and the held-out split), shown inline."""
@@ -193,7 +198,7 @@ def sweep(*overrides: str, ranks: int = 1, quiet: bool = False) -> SweepResult:
     failed = [d for d in done if not (d / "summary.json").is_file()]
     if not points and code != 0:
         raise RunFailed(f"the sweep failed (exit {code}) before any point finished; see above")
-    points.sort(key=_held_out_error)
+    points.sort(key=lambda p: math.inf if p.held_out_error is None else p.held_out_error)
     parent = re.findall(r"sweep parent run (\w+)", text)
     table = re.search(r"sweep results, best first:\n(.*?^best: [^\n]*)", text, re.S | re.M)
     return SweepResult(sweep_dir, points, failed, parent[-1] if parent else None,
@@ -215,12 +220,6 @@ def _first_value(override: str) -> str:
     if not sep or key.startswith(("+", "~")) or "(" in value or "[" in value:
         return override
     return f"{key}={value.split(',')[0]}"
-
-
-def _held_out_error(r: Result) -> float:
-    split = r.diagnosis_split
-    value = r.summary.get(split, {}).get("error") if split in ("dev", "test") else None
-    return math.inf if value is None or math.isnan(value) else value
 
 
 def _mpiexec() -> str:
