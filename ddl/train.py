@@ -84,7 +84,7 @@ class Setup:
 def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) -> TrainState:
     """Run epochs `state.epoch .. cfg.epochs-1` (resuming at `state.step`); returns the final state."""
     hooks, cfg, comm = hooks or Hooks(), setup.cfg, setup.comm
-    check_start(ds, setup, state)
+    check_start(ds, setup)
     sync_params(setup, state)
     bufs = StepBuffers.make(setup, state.params.layout)
     timer = Timer(comm)
@@ -240,7 +240,8 @@ def epoch_record(ds, setup: Setup, state: TrainState, epoch: int, lr: float, tim
             "skipped_steps": state.skipped_steps}
 
 
-def check_start(ds, setup: Setup, state: TrainState) -> None:
+def check_start(ds, setup: Setup) -> None:
+    """What the config asks of this data (train() checks again for callers of the library)."""
     cfg = setup.cfg
     if cfg.batch_size < 1:
         raise ValueError(f"train.batch_size must be an integer >= 1, got {cfg.batch_size}")

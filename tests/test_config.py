@@ -173,3 +173,24 @@ def test_a_store_or_run_directory_that_cannot_be_is_refused_at_once(tmp_path):
         assert code == 1 and "is a file, so it cannot hold a run directory" in se, se
         assert "Traceback" not in se and "HYDRA_FULL_ERROR" not in se, se
     assert sorted(p.name for p in work.iterdir()) == before
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["data=moons", "data.dev_fraction=0", "train.patience=5"], "train.patience > 0 (early stopping) "
+                                                                "needs a dev split"),
+    (["data=npz", "data.path=narrow.npz"], "(dev split): examples of shape (2,), but the train split's "
+                                           "are (3,)"),
+])
+def test_what_the_data_must_allow_is_refused_before_any_mlflow_run(tmp_path, overrides, words):
+    """Checks that need the data (its own dev split, its width) run before the MLflow run opens."""
+    import numpy as np
+    from mlflow import MlflowClient
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "narrow.npz", X=rng.random((40, 3)), y=np.arange(40) % 2,
+             X_dev=rng.random((10, 2)), y_dev=np.arange(10) % 2)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, so, se = ddl_train(0, *overrides, f"tracking.uri={uri}", cwd=tmp_path, timeout=60)
+    assert code == 1 and words in se and "Traceback" not in se, se
+    client = MlflowClient(uri)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []

@@ -101,6 +101,10 @@ def bad_files(tmp_path):
     nan_dir = tmp_path / "nan_npy"
     nan_dir.mkdir()
     neg, frac = Y10.copy(), Y10.astype(float)
+    csv_named_npz, npy_named_npz = tmp_path / "table.npz", tmp_path / "one.npz"
+    csv_named_npz.write_text("a,b,label\n1,2,0\n3,4,1\n")
+    np.save(tmp_path / "one.npy", X10)
+    (tmp_path / "one.npy").rename(npy_named_npz)
     neg[2], frac[2] = -1, 1.5
     return [
         ("npz", tmp_path / "missing.npz", "file not found"),
@@ -116,6 +120,13 @@ def bad_files(tmp_path):
         ("npz", save_npz(tmp_path, "neg", X=X10, y=neg), "label -1 at row 2 is outside 0..2"),
         ("npz", save_npz(tmp_path, "frac", X=X10, y=frac), "non-integer class label 1.5 at row 2"),
         ("npz", save_npz(tmp_path, "empty", X=X10[:0], y=Y10[:0]), "the dataset is empty"),
+        ("npz", csv_named_npz, "text (a CSV renamed .npz?), not a NumPy .npz archive: for a CSV file use "
+                               "data=csv"),
+        ("npz", npy_named_npz, "a single-array .npy file, not an .npz archive of X and y"),
+        ("npz", save_npz(tmp_path, "objects", X=np.array([{}, {}], dtype=object), y=Y10[:2]),
+         "holds pickled Python objects, which ddl never loads"),
+        ("npz", save_npz(tmp_path, "narrow_dev", X=X10, y=Y10, X_dev=X10[:4, :2], y_dev=Y10[:4]),
+         "(dev split): examples of shape (2,), but the train split's are (3,)"),
     ]
 
 

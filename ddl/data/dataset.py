@@ -15,7 +15,7 @@ import numpy as np
 from ddl.data import course, files, generated
 from ddl.config import NAMES, DataConfig
 from ddl.data.errors import (DataError, check_finite, check_label_range, check_lengths,
-                             class_labels, fail, regression_targets)
+                             check_widths, class_labels, fail, regression_targets)
 from ddl.data.normalize import Normalizer, fit_normalizer
 from ddl.data.shard import rank_slice
 from ddl.data.splits import PIXEL_DIVISOR, Raw, Split, split_indices
@@ -55,6 +55,7 @@ def load_dataset(cfg: DataConfig, rank: int = 0, world_size: int = 1) -> Dataset
     _check_config(cfg)
     raw = _load_raw(cfg)
     parts = {p: _labelled(raw, p, cfg.regression) for p in ("train", "dev", "test")}
+    check_widths(parts)
     n_classes = _n_classes(raw, cfg, parts)
     splits = {}
     for p, part in parts.items():

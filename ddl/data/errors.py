@@ -26,6 +26,15 @@ def check_lengths(where: str, X, y, part: str = "") -> None:
         raise fail(where, f"the dataset is empty{tag}: 0 examples")
 
 
+def check_widths(parts: dict) -> None:
+    """Every given split has the train split's features per example: {part: (X, y, where)}."""
+    shape = parts["train"][0].shape[1:]
+    for part, (X, _, where) in ((p, v) for p, v in parts.items() if v is not None and p != "train"):
+        if X.shape[1:] != shape:
+            raise fail(where, f"examples of shape {tuple(X.shape[1:])}, but the train split's are "
+                              f"{tuple(shape)}: every split needs the same features")
+
+
 def class_labels(where: str, y) -> np.ndarray:
     """Labels (m,) or (m, 1) of any numeric dtype -> int64 class indices (m,).
 

@@ -146,15 +146,44 @@ def _load_npy(path) -> np.ndarray:
 def load_npz(path, x_key: str = "X", y_key: str = "y") -> Raw:
     """Arrays X (m, ...) and y; optional X_dev, y_dev, X_test, y_test are used as given splits."""
     path = str(_exists(path))
+    kind = _npz_problem(path)
+    if kind:
+        raise fail(path, kind)
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except Exception as e:  # not a zip, corrupt member, pickled objects ...
+    except ValueError as e:  # NumPy's hint here is about trusting the file: not what to do
+        if "pickle" in str(e):
+            raise fail(path, "holds pickled Python objects, which ddl never loads (unpickling can run "
+                             "code); save plain numeric arrays with np.savez") from e
+        raise fail(path, f"not a readable .npz file ({e})") from e
+    except Exception as e:  # corrupt or truncated member ...
         raise fail(path, f"not a readable .npz file ({e})") from e
     get = _getter(path, arrays)
     own = {p: (get(f"X_{p}"), get(f"y_{p}")) if f"X_{p}" in arrays or f"y_{p}" in arrays else None
            for p in ("dev", "test")}
     return Raw(path, get(x_key), get(y_key), dev=own["dev"], test=own["test"])
+
+
+def _npz_problem(path: str) -> str:
+    """What the file is when it is not an .npz archive (a zip of .npy files), from its first bytes;
+    "" when it starts like one."""
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    if head.startswith(b"PK"):
+        return ""
+    if head.startswith(b"\x93NUMPY"):
+        return ("a single-array .npy file, not an .npz archive of X and y: save both with "
+                "np.savez(path, X=..., y=...)")
+    try:
+        head.decode("utf-8")
+        text = bool(head.strip())
+    except UnicodeDecodeError:
+        text = False
+    if text:
+        return ("text (a CSV renamed .npz?), not a NumPy .npz archive: for a CSV file use data=csv "
+                "data.path=... (a header row, then numbers), or save the arrays with np.savez")
+    return "not a readable .npz file (not a zip archive of .npy files, as np.savez writes)"
 
 
 def _getter(path: str, arrays):

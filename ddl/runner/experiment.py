@@ -25,7 +25,7 @@ from ddl.optim.schedules import make_schedule
 from ddl.params import Flat
 from ddl.runner.hooks import make_hooks
 from ddl.runner.summary import current_rss_mb, finish, peak_rss_mb, track_failure, track_final
-from ddl.train import Setup, TrainState, train
+from ddl.train import Setup, TrainState, check_start, train
 
 log = logging.getLogger("ddl")
 
@@ -186,6 +186,7 @@ def build(cfg: Config, comm, backend) -> tuple[Setup, object]:
     ds = load_dataset(cfg.data, rank=comm.rank, world_size=comm.size)
     spec = build_spec(cfg, ds)
     setup = Setup(backend, comm, spec, opt, schedule, cfg.train, cfg.model.l2, cfg.model.sync_bn)
+    check_start(ds, setup)                           # before any MLflow run exists
     return setup, ds
 
 
