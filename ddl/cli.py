@@ -266,7 +266,7 @@ def main() -> None:
         if comm.size > 1:
             comm.bcast({"op": "exit", "code": 1}, root=0)
         sys.exit(1)
-    SESSION, code = Session(comm, *sweep_shape(sys.argv[1:])), 0
+    SESSION, code = Session(comm, *sweep_shape(sys.argv[1:]), owner=True), 0
     try:
         hydra_main()
     except SystemExit as e:

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from ddl import faults
+
 
 class WriteError(OSError):
     """A file could not be written (full disk, no permission); the message names it."""
@@ -26,6 +28,7 @@ def write_atomic(path, write: Callable[[BinaryIO], None]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+            faults.in_write()              # test-only (DDL_FAULT=…,checkpoint=E); a no-op otherwise
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)

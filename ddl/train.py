@@ -114,6 +114,8 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
                 return state
         state.epoch, state.step = epoch + 1, 0
         if state.epoch % max(cfg.eval_every, 1) == 0 or state.epoch == cfg.epochs:
+            if fault is not None and fault.due(comm.rank, state.epoch, "eval"):
+                fault.strike()
             record = epoch_record(ds, setup, state, epoch, lr, timer.lap())
             state.history.append(record)
             hooks.on_epoch(record)

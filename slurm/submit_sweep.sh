@@ -13,7 +13,14 @@ URI="${DDL_URI:-sqlite:///$(pwd)/mlflow.db}"
 EXPERIMENT="${DDL_EXPERIMENT:-ddl}"
 # shellcheck disable=SC2086
 N=$(python -m ddl.sweep count $GRID)
+if ! command -v sbatch >/dev/null; then
+  echo "submit_sweep.sh: error: sbatch not found: this script submits a SLURM job array. Without SLURM," \
+       "run the same sweep in one process: ddl-train -m $GRID $*" >&2
+  exit 2
+fi
 PARENT=$(python -m ddl.sweep parent --name "sweep: $GRID" --uri "$URI" --experiment "$EXPERIMENT")
+# a submission that fails after the parent exists ends it (FAILED: it has no finished point)
+trap 'python -m ddl.sweep end "$PARENT" --uri "$URI" --experiment "$EXPERIMENT" >&2' ERR
 # shellcheck disable=SC2086
 # (the grid goes through the environment: sbatch --export=A=x,y would split it at its commas)
 JOB=$(DDL_GRID="$GRID" DDL_PARENT="$PARENT" sbatch --parsable ${DDL_SBATCH:-} --export=ALL \
@@ -21,4 +28,5 @@ JOB=$(DDL_GRID="$GRID" DDL_PARENT="$PARENT" sbatch --parsable ${DDL_SBATCH:-} --
 JOB="${JOB%%;*}"
 sbatch --parsable --dependency="afterany:$JOB" --job-name=ddl-sweep-end --output=/dev/null \
        --wrap "python -m ddl.sweep end $PARENT --uri '$URI' --experiment '$EXPERIMENT'" >/dev/null
+trap - ERR
 echo "array job $JOB ($N points), MLflow parent run $PARENT"

@@ -29,14 +29,25 @@ def no_corrupt_file(run_dir) -> None:
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
 
 
-def run_with(tmp_path, fault: str, timeout: float = 120):
+def the_run(uri: str, settle: float = 0.0):
+    """The one MLflow run of the store; with `settle`, waited for (up to that many seconds) until
+    it is no longer RUNNING: a job killed outright is ended by its guard process just after."""
+    client = MlflowClient(uri)
+    deadline = time.monotonic() + settle
+    while True:
+        (run,) = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])
+        if run.info.status != "RUNNING" or time.monotonic() >= deadline:
+            return run
+        time.sleep(0.5)
+
+
+def run_with(tmp_path, fault: str, timeout: float = 120, settle: float = 0.0):
     out, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
     started = time.monotonic()
     code, so, se = ddl_train(3, *CFG, f"tracking.uri={uri}", f"out_dir={out}", cwd=tmp_path,
                              timeout=timeout, env=clean_env(DDL_FAULT=fault))
     seconds = time.monotonic() - started
-    client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])
+    run = the_run(uri, settle)
     no_corrupt_file(out)
     print(f"{fault}: exit {code} after {seconds:.1f} s, MLflow {run.info.status}")
     return code, so + se, run, out
@@ -55,10 +66,87 @@ def test_a_nan_on_rank_2_stops_every_rank_at_that_step(tmp_path):
     assert run.info.status == "FAILED"
 
 
-def test_a_rank_that_dies_ends_the_job(tmp_path):
-    code, text, run, out = run_with(tmp_path, "exit@rank=2,step=30")
+@pytest.mark.parametrize("fault, rank", [("raise@rank=1,step=0", 1),     # at start-up: the first step
+                                         ("raise@rank=2,eval=3", 2),     # during an evaluation
+                                         ("raise@rank=1,checkpoint=4", 1)])   # while rank 0 writes
+def test_an_exception_on_one_rank_anywhere_names_it_and_fails_the_run(tmp_path, fault, rank):
+    code, text, run, out = run_with(tmp_path, fault)
+    assert code != 0 and f"[rank {rank}] RuntimeError: injected fault" in text, text
+    assert run.info.status == "FAILED" and f"[rank {rank}]" in run.data.tags["ddl.error"]
+
+
+def test_an_exception_while_rank_0_writes_a_checkpoint_leaves_no_part_of_it(tmp_path):
+    code, text, run, out = run_with(tmp_path, "raise@rank=0,checkpoint=4")
+    assert code == 1 and "RuntimeError: injected fault" in text, text
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["ckpt-e000002-s000000.npz"], names     # the one before: whole; no temporary
+    assert run.info.status == "FAILED" and "injected fault" in run.data.tags["ddl.error"]
+
+
+def test_a_rank_that_dies_ends_the_job_and_its_run(tmp_path):
+    code, text, run, out = run_with(tmp_path, "exit@rank=2,step=30", settle=30)
     assert code != 0                                  # within the timeout: no hang
-    # the MLflow run of a job whose rank vanished is left RUNNING (open work, see the README)
+    assert run.info.status == "FAILED", run.info      # by the guard: rank 0 died with it
+    assert "a rank was killed" in run.data.tags["ddl.error"] and "checkpoint.resume=auto" in \
+        run.data.tags["ddl.error"]
+
+
+def start_job(tmp_path, n: int = 3, *extra):
+    """A tracked n-rank job in the background, and its ranks' pids once every one has started."""
+    import subprocess
+    import sys
+
+    from helpers import mpiexec
+
+    out = tmp_path / "run"
+    cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "ddl", *CFG, "train.epochs=400",
+           f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"out_dir={out}", *extra]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list((out / "checkpoints").glob("ckpt-*.npz")) if (out / "checkpoints").exists() else True:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.1)
+    pids = rank_pids(out)
+    assert sorted(pids) == list(range(n)), pids
+    return proc, pids, out
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_sigkill_of_a_rank_ends_the_job_at_once_and_its_run_failed(tmp_path, rank):
+    import os
+    import signal
+
+    proc, pids, out = start_job(tmp_path)
+    killed = time.monotonic()
+    os.kill(pids[rank], signal.SIGKILL)
+    text = proc.communicate(timeout=60)[0]
+    seconds = time.monotonic() - killed
+    run = the_run(f"sqlite:///{tmp_path / 'mlflow.db'}", settle=30)
+    ended = time.monotonic() - killed
+    print(f"SIGKILL rank {rank}: exit {proc.returncode} after {seconds:.1f} s, MLflow {run.info.status} "
+          f"after {ended:.1f} s")
+    assert proc.returncode != 0 and seconds < 10, text
+    assert run.info.status == "FAILED" and "a rank was killed" in run.data.tags["ddl.error"], run.info
+    assert "marked FAILED" in (out / "train.log").read_text()
+    no_corrupt_file(out)
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_one_step_with_a_checkpoint(tmp_path):
+    import os
+    import signal
+
+    proc, pids, out = start_job(tmp_path)
+    signalled = time.monotonic()
+    os.kill(pids[2], signal.SIGTERM)
+    text = proc.communicate(timeout=60)[0]
+    seconds = time.monotonic() - signalled
+    print(f"SIGTERM rank 2: exit {proc.returncode} after {seconds:.1f} s")
+    assert proc.returncode == 75 and seconds < 10, text
+    assert "stopped by a signal" in text and "checkpoint.resume=auto" in text, text
+    (stop,) = [p for p in (out / "checkpoints").glob("ckpt-*.npz") if "-s000000" not in p.name]
+    no_corrupt_file(out)
+    assert the_run(f"sqlite:///{tmp_path / 'mlflow.db'}").info.status == "KILLED"
 
 
 @pytest.mark.parametrize("value, fault", [
@@ -149,3 +237,31 @@ def test_on_stall_abort_checkpoints_the_last_consistent_state_and_ends_the_job(t
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])
     assert run.info.status == "FAILED" and "StalledError" in run.data.tags["ddl.error"]
+
+
+def test_sigkill_of_a_sweep_leaves_neither_its_parent_nor_its_point_running(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    sweep, uri = tmp_path / "sweep", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    points = [c for c in CFG if not c.startswith("train.epochs")]
+    proc = subprocess.Popen([sys.executable, "-m", "ddl", "-m", "train.epochs=2,400", *points,
+                             f"tracking.uri={uri}", f"hydra.sweep.dir={sweep}"], cwd=tmp_path,
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 90
+    while not list(sweep.glob("1/checkpoints/ckpt-*.npz")):      # the second point is training
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.1)
+    killed = time.monotonic()
+    proc.kill()
+    proc.communicate(timeout=30)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("ddl").experiment_id
+    while any(r.info.status == "RUNNING" for r in client.search_runs([experiment])) \
+            and time.monotonic() < killed + 30:
+        time.sleep(0.5)
+    runs = {r.info.run_name: r.info.status for r in client.search_runs([experiment])}
+    print(f"SIGKILL of a sweep: every run ended after {time.monotonic() - killed:.1f} s: {runs}")
+    assert sorted(runs.values()) == ["FAILED", "FAILED", "FINISHED"], runs   # parent, point 2, point 1
+    assert proc.returncode == -signal.SIGKILL

@@ -6,6 +6,8 @@ Knows nothing of Hydra (the CLI hands it a plain `Config`); MLflow is reached on
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -117,7 +119,10 @@ def run(cfg: Config, comm, run_dir, parent_run_id=None, tags=None) -> dict:
     backend = prepare(cfg, comm)
     setup, ds = build(cfg, comm, backend)
     state, meta = start_state(cfg, setup, run_dir)
-    tracker = open_tracking(cfg, comm, backend, meta.get("run_id"), parent_run_id, tags)
+    job = job_id()
+    tracker = open_tracking(cfg, comm, backend, meta.get("run_id"), parent_run_id,
+                            {**(tags or {}), "ddl.job": job})
+    guard = start_guard(cfg, tracker, run_dir, job)   # ends the run if this job dies before it can
     if tracker:
         tracker.keep_unsent_in(run_dir)
     # every rank knows the MLflow run: one that fails alone marks it FAILED before it aborts
@@ -129,6 +134,24 @@ def run(cfg: Config, comm, run_dir, parent_run_id=None, tags=None) -> dict:
         if tracker:
             track_failure(tracker, comm, err, run_dir)
         raise
+    finally:
+        if guard:
+            guard.close()
+
+
+def job_id() -> str:
+    """This job among all that ever ran a run (a resumed run is another job): the run's ddl.job
+    tag, so a guard never ends a run that a later job has taken over."""
+    return f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+
+
+def start_guard(cfg: Config, tracker, run_dir: Path, job: str):
+    """Rank 0's guard process for its MLflow run (ddl/tracking/guard.py); None untracked."""
+    if not tracker:
+        return None
+    from ddl.tracking.guard import Guard  # noqa: PLC0415 - rank 0, tracking on
+
+    return Guard.start(cfg.tracking.uri, tracker.run_id, run_dir, job)
 
 
 def tracked_run(cfg: Config, setup: Setup, ds, state, meta, tracker, run_dir: Path,

@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 from ddl import checkpoint as ckpt
+from ddl import faults
 from ddl.config import Config
 from ddl.runner.progress import Progress
 from ddl.train import Hooks
@@ -48,20 +49,26 @@ class EpochHook:
 def make_hooks(cfg: Config, comm, backend, run_dir: Path, ds, run_id, tracker, fixed: dict) -> Hooks:
     """Rank 0's edges: progress and tracking per epoch; checkpoints (with `fixed`, the settings a
     resume must keep) written by rank 0 while the other ranks wait."""
-    rank0 = comm.rank == 0
+    rank0, fault = comm.rank == 0, faults.from_env()      # fault: test-only, None in real runs
+
+    def due(state):
+        return fault if fault is not None and fault.due(comm.rank, state.epoch, "checkpoint") else None
 
     def write(state, reason: str) -> None:
         """Rank 0 alone, no collective (also what a stall ends with, while others wait)."""
         if rank0:
             path = run_dir / "checkpoints" / ckpt.checkpoint_name(state.epoch, state.step)
-            ckpt.save_npz(path, ckpt.state_arrays(state, backend, ds.normalizer),
-                          ckpt.state_meta(state, {"run_id": run_id, "reason": reason,
-                                                  **fixed}))
+            with faults.inside_writes(due(state)):
+                ckpt.save_npz(path, ckpt.state_arrays(state, backend, ds.normalizer),
+                              ckpt.state_meta(state, {"run_id": run_id, "reason": reason,
+                                                      **fixed}))
             if reason == "periodic":
                 ckpt.prune(run_dir, cfg.checkpoint.keep)
             log.info("checkpoint (%s) written: %s", reason, path)
 
     def save(state, reason: str) -> None:
+        if not rank0 and due(state):
+            fault.strike()                        # while rank 0 writes
         write(state, reason)
         comm.barrier()
 

@@ -19,9 +19,10 @@ class Session:
     """State of one `ddl-train` invocation on rank 0: the comm, the sweep's parent run and points.
     total: the sweep's number of points when known; swept: the keys it varies."""
 
-    def __init__(self, comm, total: Optional[int] = None, swept: Sequence[str] = ()):
+    def __init__(self, comm, total: Optional[int] = None, swept: Sequence[str] = (), owner: bool = False):
         self.comm, self.parent, self.failed, self.sweep_cfg = comm, None, [], None
         self.total, self.swept, self.points, self.sweep_dir = total, tuple(swept), [], None
+        self.owner, self.guard = owner, None  # owner: every point runs here, so close() ends the parent
 
     def point_label(self, overrides: Sequence[str]) -> str:
         """A point's swept overrides as typed ('optimizer=adam schedule.decay_rate=0.3')."""
@@ -60,6 +61,10 @@ class Session:
             self.sweep_dir = Path(sweep_dir)
             self.parent = tracking.parent_for_key(cfg.tracking, self.parent_name(sweep_dir), key)
             log.info("sweep parent run %s in experiment %r", self.parent, cfg.tracking.experiment)
+            if self.owner:   # a sweep process killed outright must not leave its parent RUNNING
+                from ddl.tracking.guard import Guard  # noqa: PLC0415
+
+                self.guard = Guard.start(cfg.tracking.uri, self.parent, sweep_dir)
         return self.parent
 
     def parent_name(self, sweep_dir: str) -> str:
@@ -72,6 +77,13 @@ class Session:
     def close(self) -> None:
         """A sweep's end: its table best-first, and its parent run's rollups, artifacts, status
         (unless the parent belongs to someone else: tracking.parent_run_id)."""
+        try:
+            self._close()
+        finally:
+            if self.guard:
+                self.guard.close()
+
+    def _close(self) -> None:
         if not self.points:
             return
         from ddl.runner.sweep_summary import close_sweep, console_table  # noqa: PLC0415

@@ -21,6 +21,9 @@ from ddl.tracking.runs import log_params
 from ddl.tracking.store import TrackingError, _client, ensure_store
 
 
+STALE_ON_RESUME = {"ddl.error", "ddl.stopped"}
+
+
 class Tracker:
     """One MLflow run, created or resumed; steps already logged are never logged twice."""
 
@@ -55,6 +58,8 @@ class Tracker:
             tracker.parent = run.data.tags.get("mlflow.parentRunId")
             if run.info.status != "RUNNING":
                 client.update_run(run_id, status="RUNNING")
+            for stale in STALE_ON_RESUME & set(run.data.tags):   # the last job's end, not this one's
+                client.delete_tag(run_id, stale)
             tracker.set_tags(tags)
         tracker.experiment_id = run.info.experiment_id
         tracker._log_params(params, already=run.data.params)
