@@ -143,7 +143,7 @@ def run(*overrides: str, ranks: int = 1, quiet: bool = False) -> Result:
         _stream([_mpiexec(), "-n", str(ranks), sys.executable, "-m", "ddl", *overrides,
                  f"out_dir={run_dir}"], quiet, f"the run in {run_dir}")
         return Result.from_dir(run_dir)
-    from ddl.parallel import SerialComm, setup_logging  # noqa: PLC0415
+    from ddl.parallel import SerialComm, setup_logging, signals  # noqa: PLC0415
     from ddl.runner.ranks import execute  # noqa: PLC0415
     from ddl.runner.session import run_name  # noqa: PLC0415
 
@@ -158,6 +158,7 @@ def run(*overrides: str, ranks: int = 1, quiet: bool = False) -> Result:
     job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": None, "multirun": False,
            "tags": {"ddl.overrides": " ".join(overrides)}}
     kept = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)}
+    signals.forget_requests()          # an interrupt of the notebook's last run is not this one's
     try:
         summary = execute(job, comm)
     except SystemExit as stop:

@@ -29,10 +29,16 @@ STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
 
 def install_signal_handlers(signals=STOP_SIGNALS) -> None:
-    """SLURM's `--signal=USR1@N`, a plain `kill` and Ctrl-C ask for a checkpoint at the next step."""
-    _REQUESTED["flag"], _REQUESTED["signal"] = False, None
+    """SLURM's `--signal=USR1@N`, a plain `kill` and Ctrl-C ask for a checkpoint at the next step.
+    A request that arrived before (between two points of a sweep) is kept: the next point stops
+    at its first step."""
     for s in signals:
         signal.signal(s, _on_signal)
+
+
+def forget_requests() -> None:
+    """A new run in a process that outlived a stop (a notebook after an interrupt) starts clean."""
+    _REQUESTED["flag"], _REQUESTED["signal"] = False, None
 
 
 def _stopped_early(signum, _frame) -> None:
