@@ -24,6 +24,7 @@ from ddl.evaluate import evaluate_split
 from ddl.nonfinite import (DivergedError, NonFiniteError, check_divergence, diverging,  # noqa: F401
                            handle_nonfinite, warn_local_loss)
 from ddl.nn import losses, model
+from ddl.optim.fused import fused_update
 from ddl.optim.optimizers import Optimizer
 from ddl.optim.transforms import add_l2
 from ddl.params import Flat
@@ -86,7 +87,8 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
     hooks, cfg, comm = hooks or Hooks(), setup.cfg, setup.comm
     check_start(ds, setup)
     sync_params(setup, state)
-    bufs = StepBuffers.make(setup, state.params.layout)
+    steps = (cfg.epochs - state.epoch) * -(-ds.train.m // cfg.batch_size)
+    bufs = StepBuffers.make(setup, state.params.layout, steps)
     timer = Timer(comm)
     fault = faults.from_env()                     # test-only; None in every real run
     watch = getattr(comm, "stall_watch", None)    # MPI: name ranks that do not arrive
@@ -138,16 +140,21 @@ class StepBuffers:
     tail: object
     mask: object
     bn_reduce: Optional[Callable]
+    fused: Optional[Callable] = None   # the one-pass update (ddl/optim/fused.py), or None: portable
 
     @classmethod
-    def make(cls, setup: Setup, layout) -> StepBuffers:
+    def make(cls, setup: Setup, layout, steps: Optional[int] = None) -> StepBuffers:
+        """steps: the run's training steps, when known (whether a fused update pays off)."""
         xp, dtype = setup.backend.xp, setup.backend.dtype(setup.cfg.dtype)
         ext = xp.zeros((layout.size + TAIL,), dtype=dtype)
         mask = setup.backend.asarray(layout.mask(), setup.cfg.dtype) if setup.l2 > 0 else None
         reduce = None
         if setup.spec.batchnorm and setup.sync_bn and setup.comm.size > 1:
             reduce = lambda arrays: setup.comm.reduce_list(arrays, tag="bn")  # noqa: E731
-        return cls(ext, Flat(layout, ext[:layout.size], xp), ext[layout.size:], mask, reduce)
+        fused = fused_update(setup.opt, setup.backend, layout.size, setup.cfg.fused_update, steps)
+        if fused is not None and mask is None:
+            mask = ext[:0]                          # unread without L2; the kernel wants an array
+        return cls(ext, Flat(layout, ext[:layout.size], xp), ext[layout.size:], mask, reduce, fused)
 
 
 def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key: int, lr: float,
@@ -182,11 +189,15 @@ def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key:
         return count, loss_sum, bad, stop
     # update
     g = bufs.grads.buf
-    g /= count                      # scratch buffer: overwritten by the next step's gradients
-    if setup.l2 > 0:
-        g = add_l2(g, state.params.buf, bufs.mask, setup.l2 / count)
-    delta, state.opt_state = setup.opt.update(g, state.opt_state, lr, donate=True)
-    state.params.buf -= delta
+    if bufs.fused is not None:      # the lines below in one pass, bit-identical
+        state.opt_state = bufs.fused(state.params.buf, g, state.opt_state, lr, count, bufs.mask,
+                                     setup.l2 / count)
+    else:
+        g /= count                  # scratch buffer: overwritten by the next step's gradients
+        if setup.l2 > 0:
+            g = add_l2(g, state.params.buf, bufs.mask, setup.l2 / count)
+        delta, state.opt_state = setup.opt.update(g, state.opt_state, lr, donate=True)
+        state.params.buf -= delta
     if bn_new is not None:
         state.bn_state = bn_new
     return count, loss_sum, bad, stop

@@ -27,6 +27,7 @@ class Optimizer(NamedTuple):
     name: str
     init: Callable[[Any], dict]
     update: Callable[..., tuple[Any, dict]]  # (g, state, lr, donate=False)
+    hyper: dict = {}                         # its hyper-parameters (what a fused fast path needs)
 
 
 def gd() -> Optimizer:
@@ -54,7 +55,7 @@ def momentum(beta: float = 0.9) -> Optimizer:
         v += (1.0 - beta) * g
         return v * float(lr), {"v": v}
 
-    return Optimizer("momentum", init, update)
+    return Optimizer("momentum", init, update, {"beta": beta})
 
 
 def rmsprop(beta2: float = 0.999, epsilon: float = 1e-8) -> Optimizer:
@@ -73,7 +74,7 @@ def rmsprop(beta2: float = 0.999, epsilon: float = 1e-8) -> Optimizer:
         delta /= d
         return delta, {"s": s}
 
-    return Optimizer("rmsprop", init, update)
+    return Optimizer("rmsprop", init, update, {"beta2": beta2, "epsilon": epsilon})
 
 
 def adam(beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8) -> Optimizer:
@@ -103,7 +104,7 @@ def adam(beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8) -> Opt
         delta /= d
         return delta, {"v": v, "s": s, "t": t}
 
-    return Optimizer("adam", init, update)
+    return Optimizer("adam", init, update, {"beta1": beta1, "beta2": beta2, "epsilon": epsilon})
 
 
 _FACTORIES = {"gd": gd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam}

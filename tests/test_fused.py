@@ -1,0 +1,71 @@
+"""The fused update (ddl/optim/fused.py) against the portable sequence it replaces, bit for bit:
+the trainer's g /= count and L2 term, the optimizer's update, params -= delta."""
+from __future__ import annotations
+
+import numpy as np
+import numba  # noqa: F401 - a dependency (pyproject.toml): a missing one fails here
+import pytest
+
+from ddl.backend import get_backend
+from ddl.optim import OPTIMIZERS, add_l2, make_optimizer
+from ddl.optim.fused import MIN_SIZE, MIN_WORK, fused_update
+
+NUMPY = get_backend("numpy")
+SIZE = 10_007      # not a multiple of any vector width: the loops' tails count too
+
+
+def portable_step(opt, p, g, state, lr, count, mask, l2):
+    g = g / count
+    if l2 > 0:
+        g = add_l2(g, p, mask, l2 / count)
+    delta, state = opt.update(g, state, lr, donate=True)
+    p -= delta
+    return state
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("l2", [0.0, 0.7])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_the_fused_step_is_bit_identical_to_the_portable_one(name, l2, dtype):
+    rng = np.random.default_rng(3)
+    opt = make_optimizer(name, beta=0.8, beta1=0.85, beta2=0.99, epsilon=1e-7)
+    fused = fused_update(opt, NUMPY, SIZE, "on")
+    mask = (rng.random(SIZE) < 0.9).astype(dtype)
+    p_ref = rng.standard_normal(SIZE).astype(dtype)
+    p_fast = p_ref.copy()
+    s_ref, s_fast = opt.init(p_ref), opt.init(p_fast)
+    for step, lr in enumerate([0.1, 0.05, 0.02, 0.3, 1e-3]):      # a schedule: lr changes per step
+        g = (rng.standard_normal(SIZE) * 10.0 ** (step - 2)).astype(dtype)
+        count = float(16 + step)
+        s_ref = portable_step(opt, p_ref, g.copy(), s_ref, lr, count, mask, l2)
+        s_fast = fused(p_fast, g.copy(), s_fast, lr, count, mask, l2 / count)
+        np.testing.assert_array_equal(p_fast, p_ref, err_msg=f"{name} step {step}")
+        for k in s_ref:
+            np.testing.assert_array_equal(np.asarray(s_fast[k]), np.asarray(s_ref[k]), err_msg=k)
+        assert p_fast.dtype == np.dtype(dtype)
+
+
+def test_training_with_the_fused_update_equals_training_without_it():
+    from test_train import make, small_cfg   # moons, batch norm, dropout, L2, Adam
+
+    from ddl.train import train
+
+    finals = {}
+    for mode in ("on", "off"):
+        cfg = small_cfg(fused_update=mode, dtype="float32")
+        ds, setup, state = make(cfg)
+        finals[mode] = train(ds, setup, state).params.buf
+    np.testing.assert_array_equal(finals["on"], finals["off"])
+
+
+def test_which_update_each_mode_picks():
+    adam = make_optimizer("adam")
+    assert fused_update(adam, NUMPY, MIN_SIZE - 1, "auto") is None        # small: not worth Numba
+    assert fused_update(adam, NUMPY, MIN_SIZE, "auto") is not None
+    assert fused_update(adam, NUMPY, MIN_SIZE, "auto", steps=int(MIN_WORK / MIN_SIZE) - 1) is None
+    assert fused_update(adam, NUMPY, MIN_SIZE, "auto", steps=int(MIN_WORK / MIN_SIZE) + 1) is not None
+    assert fused_update(adam, NUMPY, 10 * MIN_SIZE, "off") is None
+    strict = get_backend("array_api_strict")
+    assert fused_update(adam, strict, 10 * MIN_SIZE, "auto") is None      # other backends: portable
+    with pytest.raises(ValueError, match="train.fused_update=on needs the NumPy backend"):
+        fused_update(adam, strict, 10, "on")
