@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 
 
-from ddl.data import course, files, generated
+from ddl.data import bundled, course, files, generated
 from ddl.config import NAMES, DataConfig
 from ddl.data.errors import (DataError, check_finite, check_label_range, check_lengths,
                              check_widths, class_labels, fail, regression_targets)
@@ -90,8 +90,9 @@ def _load_raw(cfg: DataConfig) -> Raw:
     name = cfg.name
     if name in generated.DEFAULTS and not (name == "synthetic" and cfg.path):
         return generated.load_generated(cfg)
-    if name in ("digits", "breast_cancer"):
-        return _load_sklearn(name)
+    if name in bundled.NAMES:
+        X, y, names = bundled.load(name)
+        return Raw(f"sklearn:{name}", X, y, class_names=names, n_classes=len(names))
     if name in course.FOLDERS:
         return getattr(course, f"load_{name}")(cfg)
     if not cfg.path:
@@ -105,17 +106,6 @@ def _load_raw(cfg: DataConfig) -> Raw:
     reader = files.read_h5 if name == "h5" else files.read_mat
     return files.load_keyed(cfg.path, reader, cfg.x_key or "X", cfg.y_key or "y",
                             cfg.x_test_key, cfg.y_test_key)
-
-
-def _load_sklearn(name: str) -> Raw:
-    try:
-        from sklearn import datasets  # noqa: PLC0415 - optional extra
-    except ImportError as e:
-        raise DataError(f"dataset {name!r} ships with scikit-learn, which is not installed; "
-                        "install it with: pip install 'ddl[sklearn]'") from e
-    bunch = getattr(datasets, f"load_{name}")()
-    names = [str(n) for n in bunch.target_names]
-    return Raw(f"sklearn:{name}", bunch.data, bunch.target, class_names=names, n_classes=len(names))
 
 
 def _labelled(raw: Raw, part: str, regression: bool):
