@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -27,8 +28,9 @@ import numpy as np
 SIZES = [784, 1024, 1024, 10]
 
 
-def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy"):
-    """A ddl Setup/state/batches for the benchmark network on random data."""
+def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy", sizes=SIZES,
+          output="softmax"):
+    """A ddl Setup/state/batches for a ReLU network (`sizes`, default the benchmark's) on random data."""
     from ddl.backend import get_backend
     from ddl.config import Config
     from ddl.data.dataset import Dataset
@@ -41,11 +43,12 @@ def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy"):
 
     rng = np.random.default_rng(seed)
     m = batch * 8
-    X, y = rng.standard_normal((m, SIZES[0])).astype(dtype), rng.integers(0, 10, m)
-    ds = Dataset("bench", Split(X, y), None, None, 10, None, None, "random")
+    classes = sizes[-1] if output == "softmax" else 2
+    X, y = rng.standard_normal((m, sizes[0])).astype(dtype), rng.integers(0, classes, m)
+    ds = Dataset("bench", Split(X, y), None, None, classes, None, None, "random")
     cfg = Config()
     cfg.model.init, cfg.train.dtype, cfg.train.batch_size = "he", dtype, batch
-    spec = model.make_spec(SIZES, "relu", "softmax")
+    spec = model.make_spec(list(sizes), "relu", output)
     backend = get_backend(backend_name, comm.local_rank)
     setup = Setup(backend, comm, spec, make_optimizer("adam"), make_schedule("constant", 1e-3),
                   cfg.train)
@@ -73,20 +76,21 @@ def time_steps(ds, setup, state, bufs, steps: int, warmup: int = 3) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def gemm_floor(batch: int, steps: int, dtype="float32", backend=None) -> float:
-    """Seconds for the step's matrix products alone: 3 forward, 3 dW, 2 dA_prev."""
+def gemm_floor(batch: int, steps: int, dtype="float32", backend=None, sizes=SIZES) -> float:
+    """Seconds for the step's matrix products alone: L forward, L dW, L-1 dA_prev (8 for 3 layers)."""
     rng = np.random.default_rng(1)
     put = backend.asarray if backend is not None else np.asarray
     sync = backend.synchronize if backend is not None else (lambda: None)
-    W = [put(rng.standard_normal((SIZES[i + 1], SIZES[i])).astype(dtype)) for i in range(3)]
-    A = [put(rng.standard_normal((SIZES[i], batch)).astype(dtype)) for i in range(4)]
-    D = [put(rng.standard_normal((SIZES[i + 1], batch)).astype(dtype)) for i in range(3)]
+    L = len(sizes) - 1
+    W = [put(rng.standard_normal((sizes[i + 1], sizes[i])).astype(dtype)) for i in range(L)]
+    A = [put(rng.standard_normal((sizes[i], batch)).astype(dtype)) for i in range(L + 1)]
+    D = [put(rng.standard_normal((sizes[i + 1], batch)).astype(dtype)) for i in range(L)]
 
     def once():
-        for i in range(3):
+        for i in range(L):
             W[i] @ A[i]
             D[i] @ A[i].T
-        for i in (1, 2):
+        for i in range(1, L):
             W[i].T @ D[i]
 
     once()
@@ -158,10 +162,11 @@ def worker(args) -> None:
     for _ in range(args.steps):
         world.Allreduce(MPI.IN_PLACE, raw, op=MPI.SUM)
     bare = (time.perf_counter() - t0) / args.steps
+    peak = world.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, op=MPI.MAX)
     if comm.rank == 0:
         print(json.dumps({"ranks": comm.size, "step_s": step, "samples_per_s": args.batch / step,
                           "allreduce_s": allreduce, "bare_allreduce_s": bare,
-                          "buffer_floats": int(raw.size)}), flush=True)
+                          "buffer_floats": int(raw.size), "peak_rss_mib": peak}), flush=True)
 
 
 def blas_threads() -> int:
@@ -170,14 +175,20 @@ def blas_threads() -> int:
     return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=0)
 
 
-def parallel(args) -> None:
+def run_ranks(batch: int, steps: int, ranks) -> list:
+    """One `mpiexec -n N` worker run per world size, 1 BLAS thread per rank: their JSON records."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     results = []
-    for n in [int(r) for r in args.ranks.split(",")]:
+    for n in ranks:
         cmd = ["mpiexec", "-n", str(n), sys.executable, __file__, "--worker",
-               "--batch", str(args.batch), "--steps", str(args.steps)]
+               "--batch", str(batch), "--steps", str(steps)]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def parallel(args) -> None:
+    results = run_ranks(args.batch, args.steps, [int(r) for r in args.ranks.split(",")])
     base = results[0]
     print(f"network {SIZES}, global batch {args.batch}, float32, Adam, 1 BLAS thread per rank")
     print(f"{'ranks':>5} {'ms/step':>9} {'samples/s':>10} {'speed-up':>9} {'allreduce ms':>13} "

@@ -20,10 +20,8 @@ from ddl.optim.fused import fused_update
 N = 1_863_690                     # [784, 1024, 1024, 10]: weights and biases
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=15)
-    args = p.parse_args()
+def measure(rounds: int) -> dict:
+    """name -> per-round seconds of each update, run in turn within every round."""
     rng = np.random.default_rng(0)
     P, G = rng.standard_normal(N).astype(np.float32), rng.standard_normal(N).astype(np.float32)
     opt = make_optimizer("adam")
@@ -61,9 +59,17 @@ def main() -> None:
     for t in timers.values():                       # warm-up: compiled loops, first-touch pages
         t()
     got = {k: [] for k in timers}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for k, t in timers.items():
             got[k].append(t())
+    return got
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=15)
+    args = p.parse_args()
+    got = measure(args.rounds)
     base = np.median(got["ddl fused"])
     print(f"Adam update, {N} float32, cold cache, {args.rounds} interleaved rounds")
     print(f"  {'':18} {'median ms':>10} {'min-max ms':>15} {'this / ddl fused':>17}")

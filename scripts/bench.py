@@ -1,0 +1,479 @@
+#!/usr/bin/env python
+"""ddl's benchmark suite in one command: one table of ratios, each against a baseline measured in
+the same run (interleaved rounds, medians with min-max). PyTorch and scikit-learn are the
+baselines' extras (pip install -e '.[bench]'); a missing one leaves its rows out, saying so.
+
+    python scripts/bench.py                 # the whole suite (about 10 minutes on 2 cores)
+    python scripts/bench.py --quick         # a 2-minute subset
+    python scripts/bench.py --only big,update --markdown   # some sections; a README-ready table
+
+Sections (--only): big (the [784,1024,1024,10] step vs PyTorch eager, PyTorch with fused Adam, a
+hand-written in-place NumPy step and the GEMM floor, batch 32-1024, 1 and 2 threads; page faults
+per step), small ([2,20,7,5,1] vs PyTorch and hand-written NumPy), update (the Adam update vs
+torch's fused Adam and the bandwidth bound), ranks (1 -> 2 -> 4 ranks vs DDP/gloo and a bare
+mpi4py Allreduce of the same bytes; peak memory per rank), accuracy (wall time from process start
+to a dev accuracy vs scikit-learn's MLPClassifier, on digits and a synthetic set), startup (the
+default experiment tracked vs tracking=off).
+
+A ratio is baseline time / ddl time: above 1, ddl is faster (against a floor or bound, the share
+of it that ddl reaches).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import bench_step  # noqa: E402
+import bench_update  # noqa: E402
+
+BIG, SMALL = [784, 1024, 1024, 10], [2, 20, 7, 5, 1]
+SECTIONS = ("big", "small", "update", "ranks", "accuracy", "startup")
+ROWS: list[dict] = []          # every measured pair, printed as one table at the end
+
+
+def row(section, workload, ddl, baseline, base, target=None, unit="ms", scale=1e3):
+    """Record ddl's and a baseline's per-round figures (seconds) as one table row."""
+    d, b = np.median(ddl), np.median(base)
+    ROWS.append({"section": section, "workload": workload, "baseline": baseline,
+                 "ddl": f"{d * scale:.3g} {unit} ({min(ddl) * scale:.3g}-{max(ddl) * scale:.3g})",
+                 "base": f"{b * scale:.3g} {unit} ({min(base) * scale:.3g}-{max(base) * scale:.3g})",
+                 "ratio": b / d, "target": target})
+
+
+def note(section, workload, text):
+    ROWS.append({"section": section, "workload": workload, "baseline": "", "ddl": text, "base": "",
+                 "ratio": None, "target": None})
+
+
+def interleaved(timers: dict, rounds: int) -> dict:
+    """name -> per-round seconds; within every round the timers run in turn (one warm-up first)."""
+    for t in timers.values():
+        t()
+    return bench_step.interleaved(timers, rounds)
+
+
+@contextmanager
+def threads(n: int):
+    """n BLAS / OpenMP / PyTorch threads inside the block."""
+    from threadpoolctl import threadpool_limits
+
+    torch = optional("torch")
+    before = torch.get_num_threads() if torch else None
+    with threadpool_limits(n):
+        if torch:
+            torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            if torch:
+                torch.set_num_threads(before)
+
+
+def optional(name):
+    try:
+        return __import__(name)
+    except ImportError:
+        return None
+
+
+# ---- the baselines' steps ----------------------------------------------------------------------
+
+def torch_step(sizes, batch, steps, fused=False):
+    """A timer: seconds per PyTorch eager training step of the same ReLU network, Adam, float32."""
+    import torch
+
+    torch.manual_seed(0)
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers += [torch.nn.Linear(sizes[i], sizes[i + 1]), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers[:-1])
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=fused or None)
+    softmax = sizes[-1] > 1
+    X = torch.randn(batch * 8, sizes[0])
+    y = torch.randint(0, sizes[-1] if softmax else 2, (batch * 8,))
+    loss_fn = torch.nn.CrossEntropyLoss() if softmax else torch.nn.BCEWithLogitsLoss()
+    target = y if softmax else y.float().unsqueeze(1)
+
+    def step(i):
+        s = slice(i % 8 * batch, (i % 8 + 1) * batch)
+        opt.zero_grad(set_to_none=True)
+        loss_fn(net(X[s]), target[s]).backward()
+        opt.step()
+
+    def timer():
+        t0 = time.perf_counter()
+        for i in range(steps):
+            step(i)
+        return (time.perf_counter() - t0) / steps
+    return timer
+
+
+class HandStep:
+    """The step written by hand in NumPy, in place: preallocated buffers, `out=` everywhere, ReLU
+    hidden layers, a softmax or sigmoid output with its cross-entropy, Adam. The course's maths, none
+    of ddl's checks (non-finite, stop flags, count/loss tail)."""
+
+    def __init__(self, sizes, batch, seed=0, dtype=np.float32):
+        rng = np.random.default_rng(seed)
+        self.L, self.m = len(sizes) - 1, batch
+        self.W = [(rng.standard_normal((sizes[i + 1], sizes[i])) * np.sqrt(2 / sizes[i])).astype(dtype)
+                  for i in range(self.L)]
+        self.b = [np.zeros((n, 1), dtype) for n in sizes[1:]]
+        self.Z = [np.empty((n, batch), dtype) for n in sizes[1:]]
+        self.A = [np.empty((n, batch), dtype) for n in sizes[1:]]
+        self.dZ = [np.empty((n, batch), dtype) for n in sizes[1:]]
+        self.mask = [np.empty((n, batch), bool) for n in sizes[1:]]
+        self.params = self.W + self.b
+        self.grads = [np.empty_like(p) for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
+        self.s = [np.zeros_like(p) for p in self.params]
+        self.tmp = [np.empty_like(p) for p in self.params]
+        self.col = np.empty((1, batch), dtype)
+        k = sizes[-1]
+        self.X = rng.standard_normal((sizes[0], batch * 8)).astype(dtype)
+        labels = rng.integers(0, k if k > 1 else 2, batch * 8)
+        self.Y = (np.eye(k, dtype=dtype)[:, labels] if k > 1 else labels[None].astype(dtype))
+        self.t = 0
+
+    def step(self, i):
+        L, m = self.L, self.m
+        X, Y = self.X[:, i % 8 * m:(i % 8 + 1) * m], self.Y[:, i % 8 * m:(i % 8 + 1) * m]
+        A = X
+        for l in range(L):
+            np.matmul(self.W[l], A, out=self.Z[l])
+            self.Z[l] += self.b[l]
+            if l < L - 1:
+                np.maximum(self.Z[l], 0, out=self.A[l])
+            elif self.Z[l].shape[0] > 1:          # softmax
+                np.max(self.Z[l], axis=0, keepdims=True, out=self.col)
+                np.subtract(self.Z[l], self.col, out=self.A[l])
+                np.exp(self.A[l], out=self.A[l])
+                np.sum(self.A[l], axis=0, keepdims=True, out=self.col)
+                self.A[l] /= self.col
+            else:                                  # sigmoid
+                np.negative(self.Z[l], out=self.A[l])
+                np.exp(self.A[l], out=self.A[l])
+                self.A[l] += 1
+                np.reciprocal(self.A[l], out=self.A[l])
+            A = self.A[l]
+        np.subtract(A, Y, out=self.dZ[L - 1])
+        self.dZ[L - 1] *= 1 / m
+        for l in reversed(range(L)):
+            prev = X if l == 0 else self.A[l - 1]
+            np.matmul(self.dZ[l], prev.T, out=self.grads[l])
+            np.sum(self.dZ[l], axis=1, keepdims=True, out=self.grads[L + l])
+            if l:
+                np.matmul(self.W[l].T, self.dZ[l], out=self.dZ[l - 1])
+                np.greater(self.Z[l - 1], 0, out=self.mask[l - 1])
+                self.dZ[l - 1] *= self.mask[l - 1]
+        self.t += 1
+        c1, c2 = 1 - 0.9 ** self.t, 1 - 0.999 ** self.t
+        for p, g, v, s, tmp in zip(self.params, self.grads, self.v, self.s, self.tmp):
+            v *= 0.9
+            np.multiply(g, 0.1, out=tmp)
+            v += tmp
+            s *= 0.999
+            np.multiply(g, g, out=tmp)
+            tmp *= 0.001
+            s += tmp
+            np.divide(s, c2, out=tmp)
+            np.sqrt(tmp, out=tmp)
+            tmp += 1e-8
+            np.divide(v, tmp, out=tmp)
+            tmp *= 1e-3 / c1
+            p -= tmp
+
+    def timer(self, steps):
+        def run():
+            t0 = time.perf_counter()
+            for i in range(steps):
+                self.step(i)
+            return (time.perf_counter() - t0) / steps
+        return run
+
+
+def ddl_step(sizes, batch, steps, output, faults=None):
+    """A timer of ddl's own training step (bench_step's), counting minor page faults per step."""
+    from ddl.parallel import SerialComm
+
+    built = bench_step.build(batch, SerialComm(), sizes=sizes, output=output)
+
+    def run():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t = bench_step.time_steps(*built, steps, warmup=1)
+        if faults is not None:
+            faults.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / (steps + 1))
+        return t
+    return run
+
+
+# ---- sections ----------------------------------------------------------------------------------
+
+def big(args):
+    torch = optional("torch")
+    cases = [(1, 256)] if args.quick else [(1, b) for b in (32, 64, 128, 256, 512, 1024)] + [(2, 256)]
+    for n, batch in cases:
+        steps = max(4, min(args.steps, 4096 // batch * 2))
+        faults: list = []
+        with threads(n):
+            timers = {"ddl": ddl_step(BIG, batch, steps, "softmax", faults),
+                      "floor": lambda: bench_step.gemm_floor(batch, steps),
+                      "hand": HandStep(BIG, batch).timer(steps)}
+            if torch:
+                timers["torch"] = torch_step(BIG, batch, steps)
+                timers["torch fused"] = torch_step(BIG, batch, steps, fused=True)
+            got = interleaved(timers, args.rounds)
+        w = f"big net, batch {batch}, {n} thread{'s' * (n > 1)}"
+        floor_target = {1: 0.90, 2: 0.85}[n] if batch == 256 else (0.85 if batch >= 128 else None)
+        row("big", w, got["ddl"], "GEMM floor", got["floor"], floor_target)
+        if torch:
+            row("big", w, got["ddl"], "PyTorch eager", got["torch"],
+                {1: 1.25, 2: 1.30}[n] if batch == 256 else None)
+            row("big", w, got["ddl"], "PyTorch, fused Adam", got["torch fused"])
+        row("big", w, got["ddl"], "hand-written NumPy", got["hand"])
+        note("big", w, f"{np.median(faults[1:]):.0f} minor page faults per ddl step")
+    if not torch:
+        note("big", "PyTorch rows", "left out: torch is not installed (pip install -e '.[bench]')")
+
+
+def small(args):
+    torch = optional("torch")
+    steps = 200 if args.quick else 500
+    with threads(1):
+        timers = {"ddl": ddl_step(SMALL, 64, steps, "sigmoid"), "hand": HandStep(SMALL, 64).timer(steps)}
+        if torch:
+            timers["torch"] = torch_step(SMALL, 64, steps)
+        got = interleaved(timers, args.rounds)
+    w = "small net [2,20,7,5,1], batch 64, 1 thread"
+    row("small", w, got["ddl"], "hand-written NumPy", got["hand"], 1.0, "us", 1e6)
+    if torch:
+        row("small", w, got["ddl"], "PyTorch eager", got["torch"], None, "us", 1e6)
+
+
+def update(args):
+    with threads(1):
+        got = bench_update.measure(5 if args.quick else 15)
+    w = "Adam update, 1.86 M float32, cold cache"
+    if "torch fused Adam" in got:
+        row("update", w, got["ddl fused"], "torch fused Adam", got["torch fused Adam"], 1 / 1.2)
+    row("update", w, got["ddl fused"], "bandwidth bound", got["bandwidth bound"])
+    row("update", w, got["ddl fused"], "ddl portable update", got["ddl portable"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ddp_worker(args):
+    """Under mpiexec (PMI_RANK/PMI_SIZE from MPICH's launcher): DDP over gloo, the big network,
+    the same global batch; rank 0 prints seconds per step as JSON."""
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    rank, size = int(os.environ["PMI_RANK"]), int(os.environ["PMI_SIZE"])
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{args.port}", rank=rank,
+                            world_size=size)
+    torch.manual_seed(0)
+    net = torch.nn.parallel.DistributedDataParallel(torch.nn.Sequential(
+        torch.nn.Linear(784, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
+        torch.nn.Linear(1024, 10)))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    local = args.batch // size
+    X, y = torch.randn(local * 8, 784), torch.randint(0, 10, (local * 8,))
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(i):
+        s = slice(i % 8 * local, (i % 8 + 1) * local)
+        opt.zero_grad(set_to_none=True)
+        loss_fn(net(X[s]), y[s]).backward()
+        opt.step()
+
+    for i in range(3):
+        step(i)
+    dist.barrier()
+    t0 = time.perf_counter()
+    for i in range(args.steps):
+        step(i)
+    dist.barrier()
+    if rank == 0:
+        print(json.dumps({"ranks": size, "step_s": (time.perf_counter() - t0) / args.steps}), flush=True)
+    dist.destroy_process_group()
+
+
+def run_ddp(batch, steps, n) -> float:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = ["mpiexec", "-n", str(n), sys.executable, __file__, "--ddp-worker", "--port", str(free_port()),
+           "--batch", str(batch), "--steps", str(steps)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["step_s"]
+
+
+def ranks(args):
+    torch = optional("torch")
+    worlds = [1, 2] if args.quick else [1, 2, 4]
+    steps, batch, cores = (10 if args.quick else 30), 512, os.cpu_count() or 1
+    got = {n: [] for n in worlds}
+    ddp = {n: [] for n in worlds if n > 1}
+    for _ in range(max(1, args.rounds // 2)):           # interleaved: every world size per round
+        for n in worlds:
+            got[n].append(bench_step.run_ranks(batch, steps, [n])[0])
+            if torch and n > 1:
+                ddp[n].append(run_ddp(batch, steps, n))
+    one = [r["step_s"] for r in got[1]]
+    for n in worlds[1:]:
+        over = " (oversubscribed)" if n > cores else ""
+        w = f"{n} ranks x 1 thread, global batch {batch}{over}"
+        mine = [r["step_s"] for r in got[n]]
+        row("ranks", w, mine, "1 rank (strong scaling)", one, 1.8 if n == 2 else None)
+        if torch:
+            row("ranks", w, mine, "DDP/gloo", ddp[n], 1.45 if n == 2 else None)
+        row("ranks", w, [r["allreduce_s"] for r in got[n]], "bare mpi4py Allreduce, same bytes",
+            [r["bare_allreduce_s"] for r in got[n]])
+    for n in worlds:
+        note("ranks", f"{n} rank{'s' * (n > 1)}, peak memory",
+             f"{max(r['peak_rss_mib'] for r in got[n]):.0f} MiB per rank (max over ranks)")
+
+
+DDL_MLP = ["model=mlp", "model.hidden=[64]", "model.batchnorm=false", "optimizer=adam",
+           "train.batch_size=64", "tracking=off", "train.progress=false"]
+SKLEARN = """
+import sys, time
+from sklearn.neural_network import MLPClassifier
+from ddl.config import DataConfig
+from ddl.data.dataset import load_dataset
+ds = load_dataset(DataConfig(name={name!r}))
+(X, y), (Xd, yd) = (s.take(range(s.m)) for s in (ds.train, ds.dev))
+clf = MLPClassifier(hidden_layer_sizes=(64,), solver="adam", batch_size=64, learning_rate_init=0.01,
+                    alpha=0.0, random_state=0)
+for epoch in range(1, 201):
+    clf.partial_fit(X, y, classes=list(range(ds.n_classes)))
+    if clf.score(Xd, yd) >= {target}:
+        print(epoch)
+        break
+else:
+    print(0)
+"""
+
+
+def epochs_to(name, target) -> int:
+    """The first epoch at which ddl's dev accuracy reaches `target` (0: never, in 100)."""
+    import ddl
+
+    result = ddl.run(f"data={name}", "train.epochs=100", *DDL_MLP[:-2], "tracking=off", quiet=True)
+    return next((h["epoch"] for h in result.history if 1 - h["dev_error"] >= target), 0)
+
+
+def wall(cmd, cwd) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600, check=True)
+    return time.perf_counter() - t0, out.stdout
+
+
+def accuracy(args):
+    if optional("sklearn") is None:
+        return note("accuracy", "time to accuracy", "left out: scikit-learn is not installed")
+    sets = [("digits", 0.95)] + ([] if args.quick else [("synthetic", 0.93)])
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, target in sets:
+            epochs = epochs_to(name, target)
+            ddl_cmd = ["ddl-train", f"data={name}", f"train.epochs={epochs}", *DDL_MLP,
+                       f"out_dir={tmp}/run"]
+            sk_cmd = [sys.executable, "-c", SKLEARN.format(name=name, target=target)]
+            mine, theirs, sk_epochs = [], [], ""
+            for _ in range(max(1, args.rounds // 2)):
+                mine.append(wall(ddl_cmd + [f"out_dir={tmp}/run{len(mine)}"], tmp)[0])
+                seconds, sk_epochs = wall(sk_cmd, tmp)
+                theirs.append(seconds)
+            w = f"time to {target:.0%} dev accuracy, {name}, 64 hidden, Adam, batch 64"
+            row("accuracy", w, mine, "scikit-learn MLPClassifier", theirs, 1.0, "s", 1)
+            note("accuracy", w, f"epochs: ddl {epochs}, scikit-learn {sk_epochs.strip()} (0: not reached)")
+
+
+def startup(args):
+    with tempfile.TemporaryDirectory() as tmp:
+        wall(["ddl-train", "train.progress=false"], tmp)                    # creates the store once
+        tracked, untracked = [], []
+        for _ in range(max(2, args.rounds // 2)):
+            tracked.append(wall(["ddl-train", "train.progress=false"], tmp)[0])
+            untracked.append(wall(["ddl-train", "train.progress=false", "tracking=off"], tmp)[0])
+    row("startup", "the default experiment, whole process", tracked, "the same, tracking=off", untracked,
+        1 / 1.5, "s", 1)
+
+
+# ---- the table ---------------------------------------------------------------------------------
+
+def verdict(r) -> str:
+    if r["ratio"] is None or r["target"] is None:
+        return ""
+    return f"{'met' if r['ratio'] >= r['target'] - 1e-12 else 'NOT met'} (>= {r['target']:.2f})"
+
+
+def print_table(markdown: bool) -> None:
+    if markdown:
+        print("| workload | ddl | baseline | baseline's | baseline / ddl | target |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for r in ROWS:
+            ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else ""
+            print(f"| {r['workload']} | {r['ddl']} | {r['baseline']} | {r['base']} | {ratio} | {verdict(r)} |")
+        return
+    last = None
+    for r in ROWS:
+        if r["section"] != (last or {}).get("section"):
+            print(f"\n[{r['section']}]")
+        if r["workload"] != (last or {}).get("workload"):
+            print(f"  {r['workload']}")
+        last = r
+        if r["ratio"] is None:
+            print(f"    {r['ddl']}")
+            continue
+        print(f"    vs {r['baseline']}: {r['ratio']:.2f}x  {verdict(r)}\n"
+              f"       ddl {r['ddl']}, {r['base']}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a 2-minute subset")
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5, quick 3)")
+    p.add_argument("--steps", type=int, default=20, help="steps per round (big net)")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=512, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.ddp_worker:
+        return ddp_worker(args)
+    args.rounds = args.rounds or (3 if args.quick else 5)
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        sys.exit(f"bench: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    t0 = time.perf_counter()
+    print(f"ddl benchmarks: {os.cpu_count()} cores, {args.rounds} interleaved rounds, medians (min-max)"
+          f"{', quick' if args.quick else ''}", flush=True)
+    for name in chosen:
+        t = time.perf_counter()
+        globals()[name](args)
+        print(f"  {name}: {time.perf_counter() - t:.0f} s", flush=True)
+    print_table(args.markdown)
+    print(f"\n(total {time.perf_counter() - t0:.0f} s; ratio = baseline time / ddl time)")
+
+
+if __name__ == "__main__":
+    main()
