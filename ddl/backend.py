@@ -17,6 +17,19 @@ BACKENDS = ("numpy", "cupy", "array_api_strict", "auto")
 DTYPES = ("float32", "float64")
 
 _M64 = (1 << 64) - 1
+# NumPy >= 2.1 follows the array API standard in every function ddl calls (astype included), so
+# its own namespace serves ddl directly: array_api_compat's wrappers cost a call layer on every
+# matmul and sum, most of a small network's step. Older NumPy goes through the wrappers.
+LEAN_NUMPY = tuple(int(v) for v in np.__version__.split(".")[:2]) >= (2, 1)
+
+
+def namespace(*arrays):
+    """The array namespace of `arrays` (array_api_compat's), bare NumPy where it is lean."""
+    if LEAN_NUMPY and all(type(a) is np.ndarray for a in arrays):
+        return np
+    from array_api_compat import array_namespace  # noqa: PLC0415
+
+    return array_namespace(*arrays)
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,8 @@ def get_backend(name: str = "numpy", local_rank: int = 0) -> Backend:
                                              cupy_package_hint())
         name = "cupy" if n > 0 else "numpy"
     if name == "numpy":
+        if LEAN_NUMPY:
+            return Backend("numpy", np)
         import array_api_compat.numpy as xp  # noqa: PLC0415
 
         return Backend("numpy", xp)

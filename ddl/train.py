@@ -175,8 +175,11 @@ def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key:
     loss = losses.loss_sum(xp, ZL, Y, spec.output)
     if poison:                                    # DDL_FAULT=nan@…: this rank's loss is NaN
         loss = loss * float("nan")
-    bufs.grads.assign(model.backward(xp, losses.loss_grad(xp, ZL, Y, spec.output), caches, spec,
-                                     reduce=bufs.bn_reduce))
+    dZL = losses.loss_grad(xp, ZL, Y, spec.output)
+    if xp is np:                                  # NumPy writes dW, db straight into the buffer
+        model.backward(xp, dZL, caches, spec, reduce=bufs.bn_reduce, out=bufs.grads)
+    else:
+        bufs.grads.assign(model.backward(xp, dZL, caches, spec, reduce=bufs.bn_reduce))
     write_tail(xp, bufs, len(idx), loss, signals.requested())
     # the one collective (none for a world of one: the sum over one rank is the buffer itself)
     if comm.size > 1:
@@ -210,6 +213,12 @@ def write_tail(xp, bufs: StepBuffers, count: int, loss, stop: bool) -> None:
     After the allreduce slot 2 counts the ranks with a non-finite loss, and a NaN/Inf in any
     rank's gradient makes slot 3 non-finite: one read of the tail gives every rank the verdict.
     """
+    if xp is np:                    # host arrays (lean NumPy): nothing to keep on a device
+        value = float(loss)
+        finite = math.isfinite(value)
+        bufs.tail[:] = (count, value if finite else 0.0, 0.0 if finite else 1.0, bufs.grads.buf.sum(),
+                        float(stop))
+        return
     finite = xp.isfinite(loss)
     verdicts = [xp.where(finite, loss, xp.zeros_like(loss)), xp.astype(xp.logical_not(finite), loss.dtype),
                 xp.sum(bufs.grads.buf)]

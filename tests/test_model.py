@@ -197,3 +197,32 @@ def test_evaluate_and_predict(backend):
     np.testing.assert_array_equal(labels, backend.np(ZL).argmax(axis=0))
     assert float(backend.np(correct)) == float((labels == Y3).sum())
     assert float(backend.np(count)) == 12.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kw", [dict(hidden="relu", output="sigmoid", sizes=[4, 6, 5, 1]),
+                                dict(hidden="tanh", output="softmax", sizes=[4, 5, 3, 3], batchnorm=True),
+                                dict(hidden="leaky_relu", output="softmax", sizes=[4, 7, 3],
+                                     keep_prob=0.7)])
+def test_gradients_written_into_the_flat_buffer_equal_the_returned_ones(dtype, kw):
+    """backward(out=flat) (NumPy's out=, the trainer's no-copy path) gives bit-identical gradients."""
+    from ddl.backend import get_backend
+
+    bk = get_backend("numpy")
+    kw = dict(kw)
+    spec = make_spec(kw.pop("sizes"), **kw)
+    lay = layout(spec)
+    params = Flat.from_numpy(lay, init_params(spec, "he", 3), bk, dtype)
+    Xb = X.astype(dtype)
+    y = (Y3 % 2) if spec.output == "sigmoid" else Y3
+    ZL, caches, _ = forward(bk.xp, params, Xb, spec, train=True, key=7, idx=np.arange(12))
+    Yb = encode_targets(bk.xp, y, spec.output, spec.sizes[-1], ZL.dtype)
+    from ddl.nn.losses import loss_grad
+
+    dZL = loss_grad(bk.xp, ZL, Yb, spec.output)
+    returned = backward(bk.xp, dZL, caches, spec)
+    flat = Flat.from_numpy(lay, {n: np.full(s, np.nan) for n, s in lay.entries}, bk, dtype)
+    written = backward(bk.xp, dZL, caches, spec, out=flat)
+    for name in lay.names:
+        assert written[name] is flat[name]
+        assert np.array_equal(flat[name], returned[name]), name

@@ -15,13 +15,20 @@ def dense_forward(xp, W, b, A_prev):
     return Z
 
 
-def dense_backward(xp, dZ, W, A_prev, *, need_dA: bool = True, need_db: bool = True):
+def dense_backward(xp, dZ, W, A_prev, *, need_dA: bool = True, need_db: bool = True, out=(None, None)):
     """dA_prev = W^T dZ, dW = dZ A_prev^T, db = sum over columns of dZ.
 
     `need_dA=False` (first layer: nobody wants d/dX) and `need_db=False` (batchnorm follows: no
-    bias) skip that work and return None in its place.
+    bias) skip that work and return None in its place. `out`: arrays (dW, db) to write into
+    instead (NumPy's `out=`, the same numbers), or None each.
     """
-    dW = xp.matmul(dZ, A_prev.T)
-    db = xp.sum(dZ, axis=1, keepdims=True) if need_db else None
+    out_dW, out_db = out
+    dW = xp.matmul(dZ, A_prev.T) if out_dW is None else xp.matmul(dZ, A_prev.T, out=out_dW)
+    if not need_db:
+        db = None
+    elif out_db is None:
+        db = xp.sum(dZ, axis=1, keepdims=True)
+    else:
+        db = xp.sum(dZ, axis=1, keepdims=True, out=out_db)
     dA_prev = xp.matmul(W.T, dZ) if need_dA else None
     return dA_prev, dW, db

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 from ..backend import make_key
 from ..params import Layout
@@ -131,8 +132,9 @@ def _bn_layer(spec: Spec, l: int) -> bool:
     return spec.batchnorm and l < spec.n_layers             # the output layer is never normalized
 
 
+@lru_cache(maxsize=256)
 def layout(spec: Spec) -> Layout:
-    """W1, (b1 | gamma1, beta1), W2, ..., WL, bL in this fixed order."""
+    """W1, (b1 | gamma1, beta1), W2, ..., WL, bL in this fixed order (computed once per spec)."""
     entries = []
     for l in range(1, spec.n_layers + 1):
         n, n_prev = spec.sizes[l], spec.sizes[l - 1]
@@ -214,11 +216,13 @@ def forward(xp, params, X, spec: Spec, *, train: bool, bn_state=None, key=None, 
     return ZL, caches, new_state if spec.batchnorm else None
 
 
-def backward(xp, dZL, caches, spec: Spec, *, reduce=None) -> dict:
+def backward(xp, dZL, caches, spec: Spec, *, reduce=None, out=None) -> dict:
     """Gradients of the SUM loss for every name of layout(spec), from dZL = d loss_sum / d ZL.
 
     Batch-norm gradients reduce their batch sums across ranks through `reduce`; the returned
     arrays are this rank's local sums (no 1/m: the trainer divides after the allreduce).
+    `out` (NumPy only: its `out=`): a Flat of the layout whose views receive dW and db directly,
+    with no copy; the batch-norm gradients are copied in. The returned arrays are then its views.
     """
     _, act_backward = get_activation(spec.hidden)
     grads, dZ, dA = {}, dZL, None   # dA: from the layer above, set before it is read
@@ -230,11 +234,17 @@ def backward(xp, dZL, caches, spec: Spec, *, reduce=None) -> dict:
             dZ = act_backward(xp, dA, Z, H, spec.slope)
             if bn_cache is not None:
                 dZ, grads[f"gamma{l}"], grads[f"beta{l}"] = bn_backward(xp, dZ, bn_cache, reduce)
+        views = (None, None) if out is None else (out[f"W{l}"], None if bn_cache else out[f"b{l}"])
         dA, grads[f"W{l}"], db = dense_backward(xp, dZ, W, A_prev, need_dA=l > 1,
-                                                need_db=bn_cache is None)
+                                                need_db=bn_cache is None, out=views)
         if db is not None:
             grads[f"b{l}"] = db
-    return {name: grads[name] for name in layout(spec).names}
+    if out is None:
+        return {name: grads[name] for name in layout(spec).names}
+    for name in layout(spec).names:
+        if grads[name] is not out[name]:          # batch norm's gamma/beta: computed, copied in
+            out[name][...] = grads[name]
+    return {name: out[name] for name in layout(spec).names}
 
 
 def _weight_names(spec_or_layout) -> list[str]:

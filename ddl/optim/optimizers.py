@@ -15,7 +15,7 @@ from collections.abc import Callable
 from numbers import Real
 from typing import Any, NamedTuple
 
-from array_api_compat import array_namespace
+from ddl.backend import namespace as array_namespace
 
 OPTIMIZERS = ("gd", "momentum", "rmsprop", "adam")
 HYPER_PARAMETERS = ("beta", "beta1", "beta2", "epsilon")

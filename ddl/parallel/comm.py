@@ -16,7 +16,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 
-from array_api_compat import array_namespace
+from ddl.backend import namespace as array_namespace
 
 
 class Comm(ABC):

@@ -12,7 +12,7 @@ import sys
 import time
 
 import numpy as np
-from array_api_compat import array_namespace
+from ddl.backend import namespace as array_namespace
 from mpi4py import MPI
 
 from ddl.parallel import stall
