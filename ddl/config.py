@@ -145,7 +145,7 @@ class TrainConfig:
     eval_batch: int = 8192          # columns per evaluation chunk
     cache_mb: float = 512           # splits up to this size live on the device, transposed, once
     log_every: int = 0              # epochs between log lines; 0 = about 20 lines per run
-    blas_threads: int = 0           # BLAS threads per rank; 0 = leave as is (1 under MPI)
+    blas_threads: int = 0           # BLAS threads per rank; 0 = from the allocation (parallel/threads.py)
     progress: bool = True           # progress bar on rank 0 when attached to a terminal
     stall_timeout: float = 120.0    # seconds a step's allreduce may wait before the missing ranks
                                     # are named (0: never); far above any normal step

@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections import defaultdict
 
 from ddl.backend import namespace as array_namespace
+from ddl.parallel.threads import own_cpus
 
 
 class Comm(ABC):
@@ -31,6 +32,7 @@ class Comm(ABC):
 
     def __init__(self) -> None:
         self.reset_counters()
+        self.node_cpus = (own_cpus(),)    # the CPU sets of this node's ranks, by local rank
 
     def reset_counters(self) -> None:
         """Zero `allreduce_count`, `counts`, `allreduce_time` and `times`."""

@@ -39,6 +39,7 @@ class MPIComm(Comm):
         # Ranks sharing memory = ranks on this node; MPI knows this, launcher env vars may not.
         node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
+        self.node_cpus = tuple(node.allgather(self.node_cpus[0]))
         node.Free()
         self.library_version = library_version()
         self.allreduce_mode = allreduce

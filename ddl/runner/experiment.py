@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ddl import checkpoint as ckpt
-from ddl.parallel import signals
+from ddl.parallel import signals, threads
 from ddl.backend import get_backend, gpu_status, set_blas_threads
 from ddl.parallel.preflight import check_launch
 from ddl.config import Config
@@ -178,10 +178,22 @@ def tracked_run(cfg: Config, setup: Setup, ds, state, meta, tracker, run_dir: Pa
     return summary
 
 
+def set_threads(configured: int, comm) -> None:
+    """BLAS threads per rank from the allocation (ddl/parallel/threads.py); rank 0 says how many."""
+    n, why = threads.choose(configured, comm.node_cpus, comm.local_rank)
+    set_blas_threads(n)
+    if comm.rank == 0:
+        log.info("BLAS threads per rank: %s (%s)", n or "as set", why)
+        if n and threads.oversubscribes(n, comm.node_cpus):
+            log.warning("train.blas_threads=%d on each of %d ranks needs more than this node's %d cores: "
+                        "the ranks will slow each other down", n, len(comm.node_cpus),
+                        len(frozenset().union(*comm.node_cpus)))
+
+
 def prepare(cfg: Config, comm):
     """The process before any work: BLAS threads, launch and tracking-store checks, the backend
     and its transport."""
-    set_blas_threads(cfg.train.blas_threads or (1 if comm.size > 1 else None))
+    set_threads(cfg.train.blas_threads, comm)
     gpus, why = gpu_status()
     for warning in check_launch(comm.size, comm.local_size, gpus, cfg.backend,
                                 allreduce=cfg.allreduce, local_rank=comm.local_rank, gpu_reason=why):
