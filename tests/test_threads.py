@@ -28,7 +28,8 @@ def test_cpus_per_rank(sets, mine, cap, expected):
 def test_precedence_override_then_environment_then_allocation():
     sets = [F({0, 1, 2, 3})] * 2
     assert choose(3, sets, 0, {"OMP_NUM_THREADS": "1"}) == (3, "train.blas_threads")
-    assert choose(0, sets, 0, {"OPENBLAS_NUM_THREADS": "2"}) == (None, "OPENBLAS_NUM_THREADS=2 from the environment")
+    assert choose(0, sets, 0, {"OPENBLAS_NUM_THREADS": "2"}) == \
+        (None, "OPENBLAS_NUM_THREADS=2 from the environment")
     assert choose(0, sets, 0, {}) == (2, "4 cores shared by 2 ranks on this node")
     assert choose(0, [F({0, 1}), F({2, 3})], 0, {"SLURM_CPUS_PER_TASK": "2"}) == \
         (2, "its own cores, SLURM_CPUS_PER_TASK=2")
@@ -52,8 +53,8 @@ def test_two_ranks_share_the_node_and_say_so(tmp_path):
     cores = len(os.sched_getaffinity(0))
     text = _run(["mpiexec", "-n", "2", sys.executable, "-m", "ddl"], tmp_path)
     share = max(1, cores // 2)
-    assert f"BLAS threads per rank: {share} ({cores} cores shared by 2 ranks on this node)" in text
+    assert f"BLAS threads per rank: {share}, {cores} cores shared by 2 ranks on this node)" in text
     text = _run(["mpiexec", "-n", "2", sys.executable, "-m", "ddl", "train.blas_threads=64"], tmp_path)
     assert "needs more than this node's" in text
     text = _run([sys.executable, "-m", "ddl"], tmp_path, OMP_NUM_THREADS="1")
-    assert "BLAS threads per rank: as set (OMP_NUM_THREADS=1 from the environment)" in text
+    assert "BLAS threads per rank: as set, OMP_NUM_THREADS=1 from the environment)" in text

@@ -160,9 +160,10 @@ def tracked_run(cfg: Config, setup: Setup, ds, state, meta, tracker, run_dir: Pa
     comm, backend = setup.comm, setup.backend
     run_id = tracker.run_id if tracker else meta.get("run_id")
     if comm.rank == 0:
-        log.info("run directory: %s  (world size %d, backend %s, network %s, %d train / %s dev examples)",
-                 run_dir, comm.size, backend.name, list(setup.spec.sizes), ds.train.m,
-                 ds.dev.m if ds.dev is not None else 0)
+        n, why = threads.choose(cfg.train.blas_threads, comm.node_cpus, comm.local_rank)
+        log.info("run directory: %s  (world size %d, backend %s, network %s, %d train / %s dev examples; "
+                 "BLAS threads per rank: %s, %s)", run_dir, comm.size, backend.name, list(setup.spec.sizes),
+                 ds.train.m, ds.dev.m if ds.dev is not None else 0, n or "as set", why)
     hooks = make_hooks(cfg, comm, backend, run_dir, ds, run_id, tracker,
                        stream_meta(cfg, setup.spec.sizes))
     state, seconds = train_tracked(ds, setup, state, hooks, tracker)
@@ -179,11 +180,11 @@ def tracked_run(cfg: Config, setup: Setup, ds, state, meta, tracker, run_dir: Pa
 
 
 def set_threads(configured: int, comm) -> None:
-    """BLAS threads per rank from the allocation (ddl/parallel/threads.py); rank 0 says how many."""
-    n, why = threads.choose(configured, comm.node_cpus, comm.local_rank)
+    """BLAS threads per rank from the allocation (ddl/parallel/threads.py; the run directory's log
+    line says how many, and why); a warning when an explicit count oversubscribes the node."""
+    n, _ = threads.choose(configured, comm.node_cpus, comm.local_rank)
     set_blas_threads(n)
     if comm.rank == 0:
-        log.info("BLAS threads per rank: %s (%s)", n or "as set", why)
         if n and threads.oversubscribes(n, comm.node_cpus):
             log.warning("train.blas_threads=%d on each of %d ranks needs more than this node's %d cores: "
                         "the ranks will slow each other down", n, len(comm.node_cpus),
