@@ -28,6 +28,7 @@ from ddl.parallel.signals import install_startup_handlers
 from ddl.runner.progress import hide_while_bar
 from ddl.runner.ranks import execute, exit_code, worker_loop
 from ddl.runner.session import Session, objective, run_name, standalone_session
+from ddl.tracking import remote
 
 # conf/ at the top of the repository is installed as the package ddl.conf (see pyproject.toml).
 CONF_PATH = "pkg://ddl.conf"
@@ -260,6 +261,8 @@ def main() -> None:
         sys.exit(worker_loop(comm))
     register_schemas()
     install_startup_handlers()
+    if remote.worth_prewarming(sys.argv[1:]):
+        remote.prewarm()              # MLflow loads beside Hydra's composition and the data
     bad_dir = out_dir_problem(sys.argv[1:])
     if bad_dir:                       # Hydra would make the directory first, with a traceback
         print(f"ddl: error: {bad_dir}", file=sys.stderr)

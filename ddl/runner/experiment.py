@@ -11,6 +11,7 @@ import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from ddl.nn.init import init_bn_state, init_params
 from ddl.optim.optimizers import make_optimizer
 from ddl.optim.schedules import make_schedule
 from ddl.params import Flat
-from ddl.runner.hooks import make_hooks
+from ddl.runner.hooks import make_hooks, resolve
 from ddl.runner.summary import current_rss_mb, finish, peak_rss_mb, track_failure, track_final
 from ddl.train import Setup, TrainState, check_start, train
 
@@ -116,18 +117,20 @@ def run(cfg: Config, comm, run_dir, parent_run_id=None, tags=None) -> dict:
     `parent_run_id` in a sweep, with `tags`). Returns the summary. A tracked run that fails ends
     FAILED (KILLED on Ctrl-C) with its error as tags and its train.log uploaded."""
     run_dir, rss_start = Path(run_dir), current_rss_mb()
-    backend = prepare(cfg, comm)
+    backend, how = prepare(cfg, comm)
     setup, ds = build(cfg, comm, backend)
     state, meta = start_state(cfg, setup, run_dir)
     job = job_id()
     tracker = open_tracking(cfg, comm, backend, meta.get("run_id"), parent_run_id,
-                            {**(tags or {}), "ddl.job": job})
+                            {**(tags or {}), "ddl.job": job}, how=how, run_dir=run_dir)
     guard = start_guard(cfg, tracker, run_dir, job)   # ends the run if this job dies before it can
     if tracker:
         tracker.keep_unsent_in(run_dir)
     # every rank knows the MLflow run: one that fails alone marks it FAILED before it aborts
+    # (one process needs no id now: a tracking worker's run may still be opening)
     CURRENT_RUN.update(tracking=cfg.tracking if cfg.tracking.enabled else None,
-                       run_id=comm.bcast(tracker.run_id if tracker else None, root=0))
+                       run_id=comm.bcast(tracker.run_id if tracker else None, root=0)
+                       if comm.size > 1 else None)
     try:
         return tracked_run(cfg, setup, ds, state, meta, tracker, run_dir, rss_start)
     except BaseException as err:
@@ -147,7 +150,9 @@ def job_id() -> str:
 
 def start_guard(cfg: Config, tracker, run_dir: Path, job: str):
     """Rank 0's guard process for its MLflow run (ddl/tracking/guard.py); None untracked."""
-    if not tracker:
+    from ddl.tracking.remote import RemoteTracker  # noqa: PLC0415
+
+    if not tracker or isinstance(tracker, RemoteTracker):   # a tracking worker guards its run
         return None
     from ddl.tracking.guard import Guard  # noqa: PLC0415 - rank 0, tracking on
 
@@ -158,7 +163,8 @@ def tracked_run(cfg: Config, setup: Setup, ds, state, meta, tracker, run_dir: Pa
                 rss_start: float) -> dict:
     """The run once its parts are built and its tracking is open: train, finish, track."""
     comm, backend = setup.comm, setup.backend
-    run_id = tracker.run_id if tracker else meta.get("run_id")
+    # asked when first needed (a checkpoint, the end): a tracking worker's run may be opening
+    run_id = (lambda: tracker.run_id) if tracker else meta.get("run_id")
     if comm.rank == 0:
         n, why = threads.choose(cfg.train.blas_threads, comm.node_cpus, comm.local_rank)
         log.info("run directory: %s  (world size %d, backend %s, network %s, %d train / %s dev examples; "
@@ -170,7 +176,7 @@ def tracked_run(cfg: Config, setup: Setup, ds, state, meta, tracker, run_dir: Pa
     if state.stopped == "signal":
         if tracker:
             tracker.end("KILLED")
-        return {"stopped": "signal", "epoch": state.epoch, "step": state.step, "run_id": run_id}
+        return {"stopped": "signal", "epoch": state.epoch, "step": state.step, "run_id": resolve(run_id)}
     memory = {"rss_start_mb": comm.allreduce_obj(rss_start, op="max"),
               "peak_rss_mb": comm.allreduce_obj(peak_rss_mb(), op="max")}
     summary = finish(cfg, setup, state, ds, run_dir, run_id, seconds, memory)
@@ -200,20 +206,42 @@ def prepare(cfg: Config, comm):
                                 allreduce=cfg.allreduce, local_rank=comm.local_rank, gpu_reason=why):
         if comm.rank == 0:
             log.warning("preflight: %s", warning)
-    if comm.rank == 0 and cfg.tracking.enabled:
-        from ddl import tracking  # noqa: PLC0415 - MLflow only on rank 0, only when tracking
-
-        try:
-            tracking.ensure_store(cfg.tracking.uri, cfg.tracking.experiment)  # a bad store stops us
-        except tracking.TrackingError as err:
-            if cfg.tracking.on_error != "continue":
-                raise
-            log.warning("%s; training goes on untracked (tracking.on_error=continue): its history "
-                        "is in final.npz and summary.json", err)
-            cfg.tracking.enabled = False
+    how = check_tracking(cfg) if comm.rank == 0 and cfg.tracking.enabled else None
     backend = get_backend(cfg.backend, comm.local_rank)
     comm.use_allreduce(cfg.allreduce, backend)
-    return backend
+    return backend, how
+
+
+def check_tracking(cfg: Config) -> Optional[str]:
+    """Rank 0, before any work: is the tracking store usable, and how will the run reach it?
+    "ready": a tracking worker (ddl/tracking/worker.py) opens the run beside training, the store
+    being checked without MLflow; "await": a worker too, but its answer comes before training;
+    "inprocess": MLflow in this process (it is loaded already: a sweep's parent). A bad store
+    stops the run here, unless tracking.on_error=continue (then None: untracked)."""
+    from ddl import tracking  # noqa: PLC0415 - rank 0, only when tracking
+    from ddl.tracking import remote  # noqa: PLC0415
+
+    t = cfg.tracking
+    try:
+        if remote.eligible():
+            verified = tracking.precheck(t.uri, t.experiment)
+            remote.prewarm()                # MLflow loads in the worker while we build the run
+            return "ready" if verified else "await"
+        tracking.ensure_store(t.uri, t.experiment)
+        return "inprocess"
+    except tracking.TrackingError as err:
+        return untracked(cfg, err)
+
+
+def untracked(cfg: Config, err) -> None:
+    """A tracking store that cannot be used: the error, or with tracking.on_error=continue a
+    warning and a run without tracking."""
+    if cfg.tracking.on_error != "continue":
+        raise err
+    log.warning("%s; training goes on untracked (tracking.on_error=continue): its history "
+                "is in final.npz and summary.json", err)
+    cfg.tracking.enabled = False
+    return None
 
 
 def build(cfg: Config, comm, backend) -> tuple[Setup, object]:
@@ -266,16 +294,29 @@ def start_state(cfg: Config, setup: Setup, run_dir: Path) -> tuple[TrainState, d
     return state, meta
 
 
-def open_tracking(cfg: Config, comm, backend, run_id, parent_run_id, extra_tags=None):
+def open_tracking(cfg: Config, comm, backend, run_id, parent_run_id, extra_tags=None, *,
+                  how: Optional[str] = "inprocess", run_dir=None):
     """Rank 0's MLflow run, created or (`run_id` from a checkpoint) resumed; None on the other
-    ranks and with tracking off."""
+    ranks and with tracking off. `how`: see check_tracking."""
     if comm.rank != 0 or not cfg.tracking.enabled:
         return None
-    from ddl import tracking  # noqa: PLC0415 - MLflow only on rank 0, only when tracking
+    from ddl import tracking  # noqa: PLC0415 - rank 0, only when tracking
+    from ddl.tracking.remote import RemoteTracker  # noqa: PLC0415
 
     tags = {"ddl.world_size": str(comm.size), "ddl.backend": backend.name, **(extra_tags or {})}
-    return tracking.open_tracker(cfg.tracking, tracking.flatten_config(asdict(cfg)), tags,
-                                 run_id=run_id, nested_in=parent_run_id)
+    params = tracking.flatten_config(asdict(cfg))
+    worker = None
+    if how in ("ready", "await"):
+        worker = RemoteTracker.open(cfg.tracking, params, tags, run_id=run_id, nested_in=parent_run_id,
+                                    run_dir=run_dir, prefix="[rank 0] " if comm.size > 1 else "")
+    if worker is None:
+        return tracking.open_tracker(cfg.tracking, params, tags, run_id=run_id, nested_in=parent_run_id)
+    if how == "await" or run_id is not None:   # what only MLflow can refuse, refused before training
+        try:
+            worker.run_id
+        except tracking.TrackingError as err:
+            return untracked(cfg, err)
+    return worker
 
 
 def train_tracked(ds, setup: Setup, state: TrainState, hooks, tracker) -> tuple[TrainState, float]:

@@ -46,9 +46,15 @@ class EpochHook:
             self.progress.close()
 
 
+def resolve(run_id):
+    """A run id, or a function giving it (a tracking worker's run: asked when first needed)."""
+    return run_id() if callable(run_id) else run_id
+
+
 def make_hooks(cfg: Config, comm, backend, run_dir: Path, ds, run_id, tracker, fixed: dict) -> Hooks:
     """Rank 0's edges: progress and tracking per epoch; checkpoints (with `fixed`, the settings a
-    resume must keep) written by rank 0 while the other ranks wait."""
+    resume must keep, and the MLflow run id, or a function giving it) written by rank 0 while the
+    other ranks wait."""
     rank0, fault = comm.rank == 0, faults.from_env()      # fault: test-only, None in real runs
 
     def due(state):
@@ -60,7 +66,7 @@ def make_hooks(cfg: Config, comm, backend, run_dir: Path, ds, run_id, tracker, f
             path = run_dir / "checkpoints" / ckpt.checkpoint_name(state.epoch, state.step)
             with faults.inside_writes(due(state)):
                 ckpt.save_npz(path, ckpt.state_arrays(state, backend, ds.normalizer),
-                              ckpt.state_meta(state, {"run_id": run_id, "reason": reason,
+                              ckpt.state_meta(state, {"run_id": resolve(run_id), "reason": reason,
                                                       **fixed}))
             if reason == "periodic":
                 ckpt.prune(run_dir, cfg.checkpoint.keep)

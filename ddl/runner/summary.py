@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from pathlib import Path
 
 from ddl import checkpoint as ckpt
@@ -13,6 +14,7 @@ from ddl.diagnosis import Diagnosis, describe, diagnose, explain, held_out
 from ddl.evaluate import evaluate_split
 from ddl.files import write_text_atomic
 from ddl.nonfinite import DivergedError
+from ddl.runner.hooks import resolve
 from ddl.runner.session import dashboard_hint
 from ddl.train import Setup, TrainState
 
@@ -21,7 +23,11 @@ log = logging.getLogger("ddl")
 
 def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_id, seconds,
            memory: dict) -> dict:
-    """Final metrics on train/dev/test (all ranks), then rank 0 saves final.npz and summary.json."""
+    """Final metrics on train/dev/test (all ranks), then rank 0 saves final.npz and summary.json.
+
+    run_id: the MLflow run's id, or a function giving it (a tracking worker's run, which may still
+    be opening: the plots are drawn meanwhile, on a thread, and a failure there is raised after
+    final.npz and summary.json are safe)."""
     last = final_record(state)
     if last is not None:   # the last epoch record already evaluated these very parameters
         train_cost, train_err, dev_cost, dev_err = (last[k] for k in (
@@ -44,18 +50,24 @@ def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_
         "skipped_steps": state.skipped_steps, "world_size": setup.comm.size,
         "backend": setup.backend.name, "dtype": cfg.train.dtype,
         "samples_per_s": mean_rate(hist), "train_seconds": seconds,
-        "network": list(setup.spec.sizes), "mlflow_run_id": run_id, "run_dir": str(run_dir),
-        **memory,
+        "network": list(setup.spec.sizes), "run_dir": str(run_dir),
+        "mlflow_run_id": None if callable(run_id) else run_id, **memory,
     }
     if setup.comm.rank == 0:
-        arrays = ckpt.state_arrays(state, setup.backend, ds.normalizer)
-        arrays = {k: v for k, v in arrays.items() if not k.startswith(("opt/", "best/"))}
-        ckpt.save_npz(run_dir / "final.npz", arrays,
-                      {"spec": setup.spec.to_dict(), "class_names": ds.class_names, "run_id": run_id,
-                       "epoch": state.epoch, "history": hist,
-                       "input_divisor": getattr(ds, "input_divisor", 1.0)})
-        write_text_atomic(run_dir / "summary.json", json.dumps(clean(summary), indent=2) + "\n")
-        write_plots(cfg, summary, hist, run_dir)
+        plotting = Background(write_plots, cfg, summary, hist, run_dir)
+        try:
+            summary["mlflow_run_id"] = run_id = resolve(run_id)
+            arrays = ckpt.state_arrays(state, setup.backend, ds.normalizer)
+            arrays = {k: v for k, v in arrays.items() if not k.startswith(("opt/", "best/"))}
+            ckpt.save_npz(run_dir / "final.npz", arrays,
+                          {"spec": setup.spec.to_dict(), "class_names": ds.class_names, "run_id": run_id,
+                           "epoch": state.epoch, "history": hist,
+                           "input_divisor": getattr(ds, "input_divisor", 1.0)})
+            write_text_atomic(run_dir / "summary.json", json.dumps(clean(summary), indent=2) + "\n")
+        except BaseException:
+            plotting.join(quiet=True)
+            raise
+        plotting.join()
         log.info("done: train acc %s, dev acc %s, test acc %s (%s); run directory %s",
                  pct(1 - train_err), pct(1 - dev_err), pct(1 - test_err),
                  describe(d.label, judged_on), run_dir)
@@ -77,7 +89,7 @@ def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> No
         if (run_dir / name).exists():
             tracker.log_artifact(str(run_dir / name))
     t = cfg.tracking
-    if tracker.parent is None:
+    if tracker.parent is None and tracker.run_id is not None:
         log.info("MLflow run %s in experiment %r at %s\n%s", tracker.run_id, t.experiment, t.uri,
                  dashboard_hint(t, tracker.experiment_id))
     upload_log(tracker, run_dir)
@@ -121,6 +133,27 @@ def track_failure(tracker, comm, err: BaseException, run_dir: Path) -> None:
             tracker.end(status)
         except Exception as tracking_err:  # noqa: BLE001
             log.warning("could not end the MLflow run %s: %s", tracker.run_id, tracking_err)
+
+
+class Background:
+    """`fn(*args)` on a thread; `join()` waits for it and raises what it raised."""
+
+    def __init__(self, fn, *args):
+        self._error = None
+
+        def run():
+            try:
+                fn(*args)
+            except BaseException as err:  # noqa: BLE001 - handed to join()
+                self._error = err
+        self._thread = threading.Thread(target=run, name="ddl-plots", daemon=True)
+        self._thread.start()
+
+    def join(self, quiet: bool = False) -> None:
+        """quiet: wait only (an error is already on its way up)."""
+        self._thread.join()
+        if self._error is not None and not quiet:
+            raise self._error
 
 
 def write_plots(cfg: Config, summary: dict, history: list, run_dir: Path) -> None:

@@ -8,11 +8,12 @@ report   `ddl-report`, a best-first table of an experiment's runs
 from ddl.tracking.runs import (close_parent, end_run, fetch_runs, find_parent, log_params,
                                parent_for_key, start_parent)
 from ddl.tracking.store import (MAX_PARAM_VALUE, MAX_PARAMS_PER_BATCH, TrackingError, ensure_store,
-                                flatten_config)
+                                flatten_config, precheck)
 from ddl.tracking.tracker import NullTracker, Tracker, open_tracker
 
 __all__ = [
     "MAX_PARAMS_PER_BATCH", "MAX_PARAM_VALUE", "NullTracker", "Tracker", "TrackingError",
     "close_parent", "end_run", "ensure_store", "fetch_runs",
-    "find_parent", "flatten_config", "log_params", "open_tracker", "parent_for_key", "start_parent",
+    "find_parent", "flatten_config", "log_params", "open_tracker", "parent_for_key", "precheck",
+    "start_parent",
 ]

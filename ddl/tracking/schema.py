@@ -4,11 +4,14 @@ older schema until it is upgraded. Checked before any work, so the user reads on
 both releases and the fix instead of alembic's message in the middle of a run."""
 from __future__ import annotations
 
+import os
 import sqlite3
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
+
+from ddl.files import write_text_atomic
 
 CREATED = "created by mlflow "   # the lock file's first line once ddl has created a store
 
@@ -59,18 +62,38 @@ def store_revision(db: Path) -> Optional[str]:
 
 @lru_cache(maxsize=1)
 def known_revisions() -> tuple[str, frozenset]:
-    """(head, every revision) of the installed MLflow's database migrations."""
+    """(head, every revision) of the installed MLflow's database migrations; the head is cached
+    on disk for `cached_head` (a later process checks a store without importing MLflow)."""
     import mlflow  # noqa: PLC0415
     from alembic.script import ScriptDirectory  # noqa: PLC0415
 
     script = ScriptDirectory(str(Path(mlflow.__file__).parent / "store" / "db_migrations"))
-    return script.get_current_head(), frozenset(r.revision for r in script.walk_revisions())
+    head = script.get_current_head()
+    try:
+        if cached_head() != head:
+            write_text_atomic(_head_cache(), head + "\n")
+    except OSError:                     # a read-only home: no cache, nothing else changes
+        pass
+    return head, frozenset(r.revision for r in script.walk_revisions())
+
+
+def _head_cache() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "ddl" / f"mlflow-{installed_version()}-schema-head"
+
+
+def cached_head() -> Optional[str]:
+    """The installed MLflow's schema head as a run of this release found it, or None."""
+    try:
+        return _head_cache().read_text().strip() or None
+    except OSError:
+        return None
 
 
 def check_schema(uri: str, db: Path, lock: Path) -> None:
     """Raise SchemaError, in one paragraph, unless the installed MLflow can open `db` as it is."""
     revision = store_revision(db)
-    if revision is None:
+    if revision is None or revision == cached_head():      # the head this MLflow release found
         return
     head, known = known_revisions()
     if revision == head:

@@ -118,6 +118,39 @@ def ensure_store(uri: str, experiment: str) -> str:
         raise _unreachable(uri, err) from err
 
 
+def precheck(uri: str, experiment: str) -> bool:
+    """Whether the store is known usable without importing MLflow (a run may then start training
+    before its tracking worker has opened the run); False where only MLflow can tell. Raises
+    TrackingError for what is wrong at once. An SQLite store is read with sqlite3: a schema at the
+    installed MLflow's head (cached by an earlier run) and the experiment not deleted."""
+    if not uri.startswith("sqlite:"):
+        return False              # a server: its answer to the worker is awaited before training
+    db = _sqlite_path(uri)
+    _check_sqlite_place(uri, db)
+    try:
+        revision = schema.store_revision(db)
+    except schema.SchemaError:
+        return False              # the in-process check words it
+    if revision is None:
+        return not db.exists()    # a new store (the worker creates it); an empty file: MLflow
+    if revision != schema.cached_head():
+        return False
+    import sqlite3  # noqa: PLC0415
+
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            row = con.execute("SELECT lifecycle_stage FROM experiments WHERE name = ?",
+                              (experiment,)).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+    if row is not None and row[0] == "deleted":
+        raise deleted(experiment)
+    return True
+
+
 def sqlite_place_problem(uri: str) -> Optional[str]:
     """What makes an SQLite tracking.uri unusable, found at once (MLflow would retry for minutes):
     a directory where the file should be, or a file where a folder should be. None: usable."""
@@ -157,10 +190,14 @@ def _get_or_create(client, name: str, artifact_location: Optional[str]) -> str:
             if found is None:
                 raise err
     if found.lifecycle_stage == "deleted":
-        raise TrackingError(f"MLflow experiment {name!r} is deleted; restore it or pick another name")
+        raise deleted(name)
     for key, value in stale_tags(found.tags, _now_ms()).items():
         client.set_experiment_tag(found.experiment_id, key, value)
     return found.experiment_id
+
+
+def deleted(name: str) -> TrackingError:
+    return TrackingError(f"MLflow experiment {name!r} is deleted; restore it or pick another name")
 
 
 def _now_ms() -> int:

@@ -1,0 +1,136 @@
+"""Tracking beside training (ddl/tracking/worker.py, remote.py): the run a worker records equals
+the one an in-process client records; the store is checked without MLflow (store.precheck); a run
+whose process is killed, or whose worker dies, still ends right."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from mlflow import MlflowClient
+
+from helpers import clean_env, ddl_train
+from ddl.tracking import TrackingError, ensure_store, precheck, schema
+
+MOONS = ["data=moons", "data.m=200", "train.epochs=12", "train.progress=false"]
+
+
+def _runs(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ddl")
+    return client, client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def _record(client, run):
+    metrics = {k: [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, k),
+                                                      key=lambda m: m.step)]
+               for k in run.data.metrics if not k.startswith("perf/")}   # timings differ
+    tags = {k: v for k, v in run.data.tags.items()
+            if not k.startswith("mlflow.") and k not in ("ddl.job",)}
+    files = sorted(f.path for f in client.list_artifacts(run.info.run_id))
+    params = {k: v for k, v in run.data.params.items() if k != "out_dir"}
+    return run.info.status, metrics, tags, files, params
+
+
+def test_a_workers_run_equals_an_in_process_one(tmp_path):
+    code, _, err = ddl_train(0, *MOONS, cwd=tmp_path)
+    assert code == 0, err
+    code, _, err = ddl_train(0, *MOONS, cwd=tmp_path, env=clean_env(DDL_TRACKING_INPROCESS="1"))
+    assert code == 0, err
+    client, (by_worker, in_process) = _runs(tmp_path)
+    assert _record(client, by_worker) == _record(client, in_process)
+    assert _record(client, by_worker)[0] == "FINISHED"
+
+
+def test_precheck_reads_the_store_without_mlflow(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    schema.known_revisions.cache_clear()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert precheck(uri, "ddl")                        # a new store: the worker creates it
+    assert not precheck("http://127.0.0.1:9", "ddl")   # a server: only MLflow can tell
+    ensure_store(uri, "ddl")                           # computes the head: cached from now on
+    assert schema.cached_head() and precheck(uri, "ddl")
+    con = sqlite3.connect(tmp_path / "mlflow.db")
+    con.execute("UPDATE experiments SET lifecycle_stage = 'deleted' WHERE name = 'ddl'")
+    con.commit()
+    with pytest.raises(TrackingError, match="'ddl' is deleted"):
+        precheck(uri, "ddl")
+    con.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    con.commit()
+    con.close()
+    assert not precheck(uri, "ddl")                    # another schema: MLflow's own check words it
+    for f in (tmp_path / "cache" / "ddl").iterdir():
+        f.unlink()
+    assert schema.cached_head() is None and not precheck(uri, "ddl")
+
+
+def _start(tmp_path, *overrides):
+    return subprocess.Popen([sys.executable, "-m", "ddl", *MOONS[:2], "train.progress=false", *overrides],
+                            cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _worker_of(proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in psutil.Process(proc.pid).children():
+            if "ddl.tracking.worker" in " ".join(child.cmdline()):
+                return child
+        time.sleep(0.1)
+    pytest.fail("no tracking worker was started")
+
+
+def _wait_status(tmp_path, wanted, timeout=60):
+    """The newest run once it has status `wanted`, polled with sqlite3 (read-only: an MLflow client
+    here would race the worker's creation of the store)."""
+    deadline, db = time.monotonic() + timeout, tmp_path / "mlflow.db"
+    while time.monotonic() < deadline:
+        lock = tmp_path / "mlflow.db.lock"
+        if lock.exists() and lock.read_text().startswith("created"):
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                row = con.execute("SELECT status FROM runs ORDER BY start_time DESC LIMIT 1").fetchone()
+            finally:
+                con.close()
+            if row and row[0] == wanted:
+                return _runs(tmp_path)[1][-1]
+        time.sleep(0.3)
+    pytest.fail(f"the run did not become {wanted} within {timeout} s")
+
+
+def test_a_killed_single_process_run_is_ended_by_its_worker(tmp_path):
+    proc = _start(tmp_path, "train.epochs=100000")
+    _worker_of(proc)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("runs/*/*/train.log")) or "epoch" not in \
+            next(tmp_path.glob("runs/*/*/train.log")).read_text():
+        assert time.monotonic() < deadline and proc.poll() is None, "training did not start"
+        time.sleep(0.2)
+    time.sleep(3)                                          # the run is open in the store by now
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    t0 = time.monotonic()
+    run = _wait_status(tmp_path, "FAILED")
+    print(f"marked FAILED {time.monotonic() - t0:.1f} s after the kill")
+    assert run.data.tags["ddl.stopped"] == "killed" and "SIGKILL" in run.data.tags["ddl.error"]
+    client, _ = _runs(tmp_path)
+    assert client.get_metric_history(run.info.run_id, "cost/train")    # what it had sent arrived
+
+
+def test_a_dead_worker_leaves_training_untracked_and_its_run_ended(tmp_path):
+    proc = _start(tmp_path, "train.epochs=20000")    # ~10 s: the kill comes mid-run
+    worker = _worker_of(proc)
+    _wait_status(tmp_path, "RUNNING")
+    worker.kill()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "tracking worker is gone" in err and "untracked" in err, err
+    (run_dir,) = tmp_path.glob("runs/*/*")
+    assert (run_dir / "final.npz").is_file() and (run_dir / "summary.json").is_file()
+    run = _wait_status(tmp_path, "FAILED", timeout=5)
+    assert "tracking worker" in run.data.tags["ddl.error"]
