@@ -49,3 +49,18 @@ def test_unknown_section_is_refused():
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--only", "gpu"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "unknown section(s) gpu" in out.stderr
+
+
+def test_scaling_model_fits_a_ring_and_interpolates_compute():
+    import scaling_model as sm
+
+    alpha, bw = 5e-6, 4e9
+    times = {s: sm.ring(2, s, alpha, bw) for s in (4096, 65536, 2**20, 2**24)}
+    fitted = sm.fit(times)
+    assert fitted == pytest.approx((alpha, bw), rel=1e-9)
+    assert sm.ring(1, 2**20, alpha, bw) == 0.0
+    assert sm.ring(8, 8e6, alpha, bw) == pytest.approx(14 * alpha + 1.75 * 8e6 / bw)
+    table = {32: 1e-3, 256: 8e-3}
+    assert sm.interpolate(table, 16) == 1e-3                      # fixed costs below the smallest
+    assert sm.interpolate(table, 512) == pytest.approx(16e-3)     # proportional above the largest
+    assert sm.interpolate(table, 64) == pytest.approx(2e-3)       # log-log in between (slope 1 here)

@@ -1,0 +1,177 @@
+#!/usr/bin/env python
+"""A scaling model of ddl's data-parallel step, fitted on this machine and projected to clusters.
+
+A step is its compute (forward, backward, update at the rank's local batch) plus ONE allreduce of
+the gradient buffer (S bytes), which ddl does not overlap with compute. A ring allreduce over N
+ranks costs
+
+    T_ring(N, S) = 2 (N - 1) alpha + 2 (N - 1) / N * S / B
+
+(latency alpha per message, bandwidth B). The script measures an MPI Allreduce over 2 ranks here,
+over shared memory and over TCP loopback (UCX told to use TCP: a stand-in for a network), fits
+alpha and B to each, measures ddl's compute per step at several local batch sizes (1 BLAS thread),
+checks the model against a measured 2-rank ddl step, and projects weak and strong scaling
+efficiency at 8-1024 ranks on the fitted links and on two stated interconnects.
+
+    python scripts/scaling_model.py [--quick] [--markdown]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_step  # noqa: E402
+
+TRANSPORTS = {"shared memory": {}, "TCP loopback": {"UCX_TLS": "tcp", "MPIR_CVAR_NOLOCAL": "1"}}
+# Stated, not measured: typical achieved figures for MPI over these links.
+LINKS = {"100 Gb/s InfiniBand (alpha 2 us, 11 GB/s)": (2e-6, 11e9),
+         "25 Gb/s Ethernet (alpha 25 us, 2.8 GB/s)": (25e-6, 2.8e9)}
+NETWORKS = {"big [784,1024,1024,10]": ([784, 1024, 1024, 10], "softmax", 256, 8192),
+            "course cat [12288,20,7,5,1]": ([12288, 20, 7, 5, 1], "sigmoid", 64, 256)}
+WORLDS = (8, 32, 128, 512, 1024)
+
+
+def ring(n: int, nbytes: float, alpha: float, bandwidth: float) -> float:
+    return 0.0 if n == 1 else 2 * (n - 1) * alpha + 2 * (n - 1) / n * nbytes / bandwidth
+
+
+def worker(args) -> None:
+    """Under mpiexec: median seconds of an in-place float32 Allreduce per size, as JSON."""
+    from mpi4py import MPI
+
+    world, out = MPI.COMM_WORLD, {}
+    for nbytes in args.sizes:
+        buf = np.ones(nbytes // 4, np.float32)
+        for _ in range(3):
+            world.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        times = []
+        for _ in range(args.reps):
+            world.Barrier()
+            t0 = time.perf_counter()
+            world.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            times.append(time.perf_counter() - t0)
+        out[nbytes] = float(np.median(world.allreduce(np.median(times), op=MPI.MAX)))
+    if world.Get_rank() == 0:
+        print(json.dumps(out), flush=True)
+
+
+def measure_allreduce(sizes, reps, extra_env) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", **extra_env)
+    cmd = ["mpiexec", "-n", "2", sys.executable, __file__, "--worker", "--reps", str(reps),
+           "--sizes", *map(str, sizes)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=True)
+    return {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
+def fit(times: dict) -> tuple[float, float]:
+    """(alpha, B) of T = 2 alpha + S / B (the ring over 2 ranks), least squares in relative error
+    (small messages weigh as much as large ones)."""
+    s = np.array(sorted(times), float)
+    t = np.array([times[int(k)] for k in s])
+    slope, intercept = np.polyfit(s, t, 1, w=1.0 / t)
+    return max(intercept / 2, 0.0), 1.0 / slope
+
+
+def compute_times(sizes, output, batches, steps) -> dict:
+    """Seconds per ddl step (1 process, so no collective) at each local batch size."""
+    from threadpoolctl import threadpool_limits
+
+    from ddl.parallel import SerialComm
+
+    out = {}
+    with threadpool_limits(1):
+        for b in batches:
+            built = bench_step.build(b, SerialComm(), sizes=sizes, output=output)
+            runs = [bench_step.time_steps(*built, steps, warmup=2) for _ in range(3)]
+            out[b] = float(np.median(runs))
+    return out
+
+
+def interpolate(table: dict, b: float) -> float:
+    """Compute time at local batch b: log-log between measured sizes; below the smallest, its
+    time (a step has fixed costs); above the largest, proportional."""
+    bs = sorted(table)
+    if b <= bs[0]:
+        return table[bs[0]]
+    if b >= bs[-1]:
+        return table[bs[-1]] * b / bs[-1]
+    return float(np.exp(np.interp(np.log(b), np.log(bs), np.log([table[k] for k in bs]))))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--markdown", action="store_true")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--reps", type=int, default=20, help=argparse.SUPPRESS)
+    p.add_argument("--sizes", type=int, nargs="*", default=[], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+    sizes = [2**k for k in range(12, 26, 2 if args.quick else 1)]          # 4 KiB .. 32 MiB
+    links = {}
+    for name, env in TRANSPORTS.items():
+        times = measure_allreduce(sizes, 10 if args.quick else 30, env)
+        links[f"{name} (fitted here)"] = fit(times)
+        alpha, bw = links[f"{name} (fitted here)"]
+        worst = max(abs(ring(2, s, alpha, bw) - t) / t for s, t in times.items() if s >= 2**16)
+        print(f"allreduce over 2 ranks, {name}: alpha {alpha * 1e6:.1f} us, B {bw / 1e9:.2f} GB/s "
+              f"(fit within {worst:.0%} from 64 KiB up; {len(times)} sizes 4 KiB-32 MiB)")
+    links.update(LINKS)
+    steps = 5 if args.quick else 15
+    rows = []
+    for label, (net, output, local, global_batch) in NETWORKS.items():
+        nbytes = 4 * (sum(net[i] * net[i + 1] + net[i + 1] for i in range(len(net) - 1)) + 5)
+        batches = sorted({max(1, global_batch // n) for n in (1, *WORLDS)} | {local, 32, 64, 128, 256})
+        batches = [b for b in batches if b <= 8192 and (not args.quick or b in (local, 32, 256, 2048))]
+        compute = compute_times(net, output, batches, steps)
+        print(f"{label}: gradient buffer {nbytes / 2**20:.2f} MiB; ddl compute per step: "
+              + ", ".join(f"b={b} {t * 1e3:.2f} ms" for b, t in sorted(compute.items())))
+        for link, (alpha, bw) in links.items():
+            weak = [interpolate(compute, local) / (interpolate(compute, local) + ring(n, nbytes, alpha, bw))
+                    for n in WORLDS]
+            t1 = interpolate(compute, global_batch)
+            strong = [t1 / (n * (interpolate(compute, global_batch / n) + ring(n, nbytes, alpha, bw)))
+                      if global_batch >= n else None for n in WORLDS]    # None: under 1 example a rank
+            rows.append((label, link, f"weak, local batch {local}", weak))
+            rows.append((label, link, f"strong, global batch {global_batch}", strong))
+    check(links["shared memory (fitted here)"])
+    head = ["network", "link", "scaling"] + [f"N={n}" for n in WORLDS]
+    if args.markdown:
+        print("| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
+        for net, link, kind, eff in rows:
+            print(f"| {net} | {link} | {kind} | " + " | ".join(shown(e) for e in eff) + " |")
+    else:
+        print("\nprojected efficiency (compute / step time; strong: T(1) / (N T(N))):")
+        for net, link, kind, eff in rows:
+            print(f"  {net:28} {link[:34]:34} {kind:25} " + " ".join(f"{shown(e):>5}" for e in eff))
+        print(f"  ({' '.join(f'N={n}' for n in WORLDS)}; —: fewer examples than ranks)")
+
+
+def shown(e) -> str:
+    return "—" if e is None else f"{e:.0%}"
+
+
+def check(shm) -> None:
+    """The model against a measured 2-rank ddl step of the big network (global batch 512)."""
+    alpha, bw = shm
+    net, nbytes = NETWORKS["big [784,1024,1024,10]"][0], 4 * 1863695
+    measured = bench_step.run_ranks(512, 15, [2])[0]
+    compute = compute_times(net, "softmax", [256], 10)[256]
+    model = compute + ring(2, nbytes, alpha, bw)
+    print(f"check, big net on 2 ranks x 1 thread, global batch 512: "
+          f"measured {measured['step_s'] * 1e3:.2f} "
+          f"ms/step, model {model * 1e3:.2f} ms (compute {compute * 1e3:.2f} + ring "
+          f"{ring(2, nbytes, alpha, bw) * 1e3:.2f}; the measured allreduce {measured['allreduce_s'] * 1e3:.2f})")
+
+
+if __name__ == "__main__":
+    main()
