@@ -417,7 +417,7 @@ def accuracy(args):
             row("accuracy", w, to_epoch, "scikit-learn MLPClassifier", theirs, 1.0, "s", 1)
             note("accuracy", w, f"epochs: ddl {epochs}, scikit-learn {sk_epochs.strip()} (0: not reached); "
                                 "ddl: process start to the train.log line of that epoch")
-            row("accuracy", w + ", ddl's whole process (its end writes final.npz, 2 PNGs)", whole,
+            row("accuracy", "the same, ddl's whole process (final.npz, 2 PNGs at its end)", whole,
                 "scikit-learn MLPClassifier", theirs, None, "s", 1)
 
 
@@ -446,7 +446,8 @@ def print_table(markdown: bool) -> None:
         print("| --- | --- | --- | --- | --- | --- |")
         for r in ROWS:
             ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else ""
-            print(f"| {r['workload']} | {r['ddl']} | {r['baseline']} | {r['base']} | {ratio} | {verdict(r)} |")
+            cells = (r["workload"], r["ddl"], r["baseline"], r["base"], ratio, verdict(r))
+            print("| " + " | ".join(cells) + " |")
         return
     last = None
     for r in ROWS:

@@ -170,7 +170,8 @@ def check(shm) -> None:
     print(f"check, big net on 2 ranks x 1 thread, global batch 512: "
           f"measured {measured['step_s'] * 1e3:.2f} "
           f"ms/step, model {model * 1e3:.2f} ms (compute {compute * 1e3:.2f} + ring "
-          f"{ring(2, nbytes, alpha, bw) * 1e3:.2f}; the measured allreduce {measured['allreduce_s'] * 1e3:.2f})")
+          f"{ring(2, nbytes, alpha, bw) * 1e3:.2f}; the measured allreduce "
+          f"{measured['allreduce_s'] * 1e3:.2f})")
 
 
 if __name__ == "__main__":
