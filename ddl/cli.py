@@ -261,8 +261,8 @@ def main() -> None:
         sys.exit(worker_loop(comm))
     register_schemas()
     install_startup_handlers()
-    if remote.worth_prewarming(sys.argv[1:]):
-        remote.prewarm()              # MLflow loads beside Hydra's composition and the data
+    if remote.worth_prewarming(sys.argv[1:]):   # MLflow loads beside Hydra's composition
+        remote.prewarm()
     bad_dir = out_dir_problem(sys.argv[1:])
     if bad_dir:                       # Hydra would make the directory first, with a traceback
         print(f"ddl: error: {bad_dir}", file=sys.stderr)

@@ -6,12 +6,8 @@ Knows nothing of Hydra (the CLI hands it a plain `Config`); MLflow is reached on
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -27,6 +23,7 @@ from ddl.optim.optimizers import make_optimizer
 from ddl.optim.schedules import make_schedule
 from ddl.params import Flat
 from ddl.runner.hooks import make_hooks, resolve
+from ddl.runner.track import check_tracking, job_id, open_tracking, start_guard
 from ddl.runner.summary import current_rss_mb, finish, peak_rss_mb, track_failure, track_final
 from ddl.train import Setup, TrainState, check_start, train
 
@@ -142,23 +139,6 @@ def run(cfg: Config, comm, run_dir, parent_run_id=None, tags=None) -> dict:
             guard.close()
 
 
-def job_id() -> str:
-    """This job among all that ever ran a run (a resumed run is another job): the run's ddl.job
-    tag, so a guard never ends a run that a later job has taken over."""
-    return f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
-
-
-def start_guard(cfg: Config, tracker, run_dir: Path, job: str):
-    """Rank 0's guard process for its MLflow run (ddl/tracking/guard.py); None untracked."""
-    from ddl.tracking.remote import RemoteTracker  # noqa: PLC0415
-
-    if not tracker or isinstance(tracker, RemoteTracker):   # a tracking worker guards its run
-        return None
-    from ddl.tracking.guard import Guard  # noqa: PLC0415 - rank 0, tracking on
-
-    return Guard.start(cfg.tracking.uri, tracker.run_id, run_dir, job)
-
-
 def tracked_run(cfg: Config, setup: Setup, ds, state, meta, tracker, run_dir: Path,
                 rss_start: float) -> dict:
     """The run once its parts are built and its tracking is open: train, finish, track."""
@@ -212,38 +192,6 @@ def prepare(cfg: Config, comm):
     return backend, how
 
 
-def check_tracking(cfg: Config) -> Optional[str]:
-    """Rank 0, before any work: is the tracking store usable, and how will the run reach it?
-    "ready": a tracking worker (ddl/tracking/worker.py) opens the run beside training, the store
-    being checked without MLflow; "await": a worker too, but its answer comes before training;
-    "inprocess": MLflow in this process (it is loaded already: a sweep's parent). A bad store
-    stops the run here, unless tracking.on_error=continue (then None: untracked)."""
-    from ddl import tracking  # noqa: PLC0415 - rank 0, only when tracking
-    from ddl.tracking import remote  # noqa: PLC0415
-
-    t = cfg.tracking
-    try:
-        if remote.eligible():
-            verified = tracking.precheck(t.uri, t.experiment)
-            remote.prewarm()                # MLflow loads in the worker while we build the run
-            return "ready" if verified else "await"
-        tracking.ensure_store(t.uri, t.experiment)
-        return "inprocess"
-    except tracking.TrackingError as err:
-        return untracked(cfg, err)
-
-
-def untracked(cfg: Config, err) -> None:
-    """A tracking store that cannot be used: the error, or with tracking.on_error=continue a
-    warning and a run without tracking."""
-    if cfg.tracking.on_error != "continue":
-        raise err
-    log.warning("%s; training goes on untracked (tracking.on_error=continue): its history "
-                "is in final.npz and summary.json", err)
-    cfg.tracking.enabled = False
-    return None
-
-
 def build(cfg: Config, comm, backend) -> tuple[Setup, object]:
     """The run's fixed parts (optimizer, schedule, network) and this rank's view of the data."""
     opt, schedule = build_optimization(cfg)          # before the data: fail fast on a typo
@@ -292,31 +240,6 @@ def start_state(cfg: Config, setup: Setup, run_dir: Path) -> tuple[TrainState, d
     if setup.comm.rank == 0:
         log.info("resuming from %s at epoch %d, step %d", found, state.epoch, state.step)
     return state, meta
-
-
-def open_tracking(cfg: Config, comm, backend, run_id, parent_run_id, extra_tags=None, *,
-                  how: Optional[str] = "inprocess", run_dir=None):
-    """Rank 0's MLflow run, created or (`run_id` from a checkpoint) resumed; None on the other
-    ranks and with tracking off. `how`: see check_tracking."""
-    if comm.rank != 0 or not cfg.tracking.enabled:
-        return None
-    from ddl import tracking  # noqa: PLC0415 - rank 0, only when tracking
-    from ddl.tracking.remote import RemoteTracker  # noqa: PLC0415
-
-    tags = {"ddl.world_size": str(comm.size), "ddl.backend": backend.name, **(extra_tags or {})}
-    params = tracking.flatten_config(asdict(cfg))
-    worker = None
-    if how in ("ready", "await"):
-        worker = RemoteTracker.open(cfg.tracking, params, tags, run_id=run_id, nested_in=parent_run_id,
-                                    run_dir=run_dir, prefix="[rank 0] " if comm.size > 1 else "")
-    if worker is None:
-        return tracking.open_tracker(cfg.tracking, params, tags, run_id=run_id, nested_in=parent_run_id)
-    if how == "await" or run_id is not None:   # what only MLflow can refuse, refused before training
-        try:
-            worker.run_id
-        except tracking.TrackingError as err:
-            return untracked(cfg, err)
-    return worker
 
 
 def train_tracked(ds, setup: Setup, state: TrainState, hooks, tracker) -> tuple[TrainState, float]:
