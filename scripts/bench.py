@@ -10,10 +10,10 @@ baselines' extras (pip install -e '.[bench]'); a missing one leaves its rows out
 Sections (--only): big (the [784,1024,1024,10] step vs PyTorch eager, PyTorch with fused Adam, a
 hand-written in-place NumPy step and the GEMM floor, batch 32-1024, 1 and 2 threads; page faults
 per step), small ([2,20,7,5,1] vs PyTorch and hand-written NumPy), update (the Adam update vs
-torch's fused Adam and the bandwidth bound), ranks (1 -> 2 -> 4 ranks vs DDP/gloo and a bare
-mpi4py Allreduce of the same bytes; peak memory per rank), accuracy (wall time from process start
-to a dev accuracy vs scikit-learn's MLPClassifier, on digits and a synthetic set), startup (the
-default experiment tracked vs tracking=off).
+torch's fused Adam and the bandwidth bound), ranks (1 -> 2 -> 4 ranks vs DDP/gloo, a hand-written
+NumPy + mpi4py loop and a bare mpi4py Allreduce of the same bytes; peak memory per rank),
+accuracy (wall time from process start to a dev accuracy vs scikit-learn's MLPClassifier, on
+digits and a synthetic set), startup (the default experiment tracked vs tracking=off).
 
 A ratio is baseline time / ddl time: above 1, ddl is faster (against a floor or bound, the share
 of it that ddl reaches).
@@ -126,9 +126,11 @@ class HandStep:
     hidden layers, a softmax or sigmoid output with its cross-entropy, Adam. The course's maths, none
     of ddl's checks (non-finite, stop flags, count/loss tail)."""
 
-    def __init__(self, sizes, batch, seed=0, dtype=np.float32):
+    def __init__(self, sizes, batch, seed=0, dtype=np.float32, reduce=None, world=1):
+        """reduce: called on the flat gradient buffer between backward and the update (a data-
+        parallel loop's Allreduce); world: ranks, so each rank's sum is over world x batch."""
         rng = np.random.default_rng(seed)
-        self.L, self.m = len(sizes) - 1, batch
+        self.L, self.m, self.reduce, self.scale = len(sizes) - 1, batch, reduce, 1 / (batch * world)
         self.W = [(rng.standard_normal((sizes[i + 1], sizes[i])) * np.sqrt(2 / sizes[i])).astype(dtype)
                   for i in range(self.L)]
         self.b = [np.zeros((n, 1), dtype) for n in sizes[1:]]
@@ -137,7 +139,9 @@ class HandStep:
         self.dZ = [np.empty((n, batch), dtype) for n in sizes[1:]]
         self.mask = [np.empty((n, batch), bool) for n in sizes[1:]]
         self.params = self.W + self.b
-        self.grads = [np.empty_like(p) for p in self.params]
+        self.flat = np.empty(sum(p.size for p in self.params), dtype)     # one buffer, views
+        offsets = np.cumsum([0] + [p.size for p in self.params])
+        self.grads = [self.flat[a:b].reshape(p.shape) for a, b, p in zip(offsets, offsets[1:], self.params)]
         self.v = [np.zeros_like(p) for p in self.params]
         self.s = [np.zeros_like(p) for p in self.params]
         self.tmp = [np.empty_like(p) for p in self.params]
@@ -170,7 +174,7 @@ class HandStep:
                 np.reciprocal(self.A[l], out=self.A[l])
             A = self.A[l]
         np.subtract(A, Y, out=self.dZ[L - 1])
-        self.dZ[L - 1] *= 1 / m
+        self.dZ[L - 1] *= self.scale
         for l in reversed(range(L)):
             prev = X if l == 0 else self.A[l - 1]
             np.matmul(self.dZ[l], prev.T, out=self.grads[l])
@@ -179,6 +183,8 @@ class HandStep:
                 np.matmul(self.W[l].T, self.dZ[l], out=self.dZ[l - 1])
                 np.greater(self.Z[l - 1], 0, out=self.mask[l - 1])
                 self.dZ[l - 1] *= self.mask[l - 1]
+        if self.reduce is not None:
+            self.reduce(self.flat)
         self.t += 1
         c1, c2 = 1 - 0.9 ** self.t, 1 - 0.999 ** self.t
         for p, g, v, s, tmp in zip(self.params, self.grads, self.v, self.s, self.tmp):
@@ -316,6 +322,36 @@ def ddp_worker(args):
     dist.destroy_process_group()
 
 
+def mpi_hand_worker(args):
+    """Under mpiexec: the hand-written step with one mpi4py Allreduce of its flat gradient buffer,
+    the same global batch split over the ranks; rank 0 prints seconds per step as JSON."""
+    from mpi4py import MPI
+    from threadpoolctl import threadpool_limits
+
+    world = MPI.COMM_WORLD
+    size = world.Get_size()
+    with threadpool_limits(1):
+        hand = HandStep(BIG, args.batch // size, seed=world.Get_rank(), world=size,
+                        reduce=lambda buf: world.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM))
+        for i in range(3):
+            hand.step(i)
+        world.Barrier()
+        t0 = time.perf_counter()
+        for i in range(args.steps):
+            hand.step(i)
+        world.Barrier()
+    if world.Get_rank() == 0:
+        print(json.dumps({"ranks": size, "step_s": (time.perf_counter() - t0) / args.steps}), flush=True)
+
+
+def run_mpi_hand(batch, steps, n) -> float:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = ["mpiexec", "-n", str(n), sys.executable, __file__, "--mpi-hand-worker", "--batch", str(batch),
+           "--steps", str(steps)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["step_s"]
+
+
 def run_ddp(batch, steps, n) -> float:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = ["mpiexec", "-n", str(n), sys.executable, __file__, "--ddp-worker", "--port", str(free_port()),
@@ -329,10 +365,12 @@ def ranks(args):
     worlds = [1, 2] if args.quick else [1, 2, 4]
     steps, batch, cores = (10 if args.quick else 30), 512, os.cpu_count() or 1
     got = {n: [] for n in worlds}
-    ddp = {n: [] for n in worlds if n > 1}
+    ddp, hand = {n: [] for n in worlds if n > 1}, {n: [] for n in worlds if n > 1}
     for _ in range(max(1, args.rounds // 2)):           # interleaved: every world size per round
         for n in worlds:
             got[n].append(bench_step.run_ranks(batch, steps, [n])[0])
+            if n > 1:
+                hand[n].append(run_mpi_hand(batch, steps, n))
             if torch and n > 1:
                 ddp[n].append(run_ddp(batch, steps, n))
     one = [r["step_s"] for r in got[1]]
@@ -341,6 +379,7 @@ def ranks(args):
         w = f"{n} ranks x 1 thread, global batch {batch}{over}"
         mine = [r["step_s"] for r in got[n]]
         row("ranks", w, mine, "1 rank (strong scaling)", one, 1.8 if n == 2 else None)
+        row("ranks", w, mine, "hand-written NumPy + mpi4py loop", hand[n], 1.05 if n == 2 else None)
         if torch:
             row("ranks", w, mine, "DDP/gloo", ddp[n], 1.45 if n == 2 else None)
         row("ranks", w, [r["allreduce_s"] for r in got[n]], "bare mpi4py Allreduce, same bytes",
@@ -471,11 +510,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="steps per round (big net)")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--mpi-hand-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=512, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.ddp_worker:
         return ddp_worker(args)
+    if args.mpi_hand_worker:
+        return mpi_hand_worker(args)
     args.rounds = args.rounds or (3 if args.quick else 5)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SECTIONS))

@@ -64,3 +64,17 @@ def test_scaling_model_fits_a_ring_and_interpolates_compute():
     assert sm.interpolate(table, 16) == 1e-3                      # fixed costs below the smallest
     assert sm.interpolate(table, 512) == pytest.approx(16e-3)     # proportional above the largest
     assert sm.interpolate(table, 64) == pytest.approx(2e-3)       # log-log in between (slope 1 here)
+
+
+def test_the_hand_written_mpi_loop_runs_under_mpiexec():
+    """bench.py's data-parallel baseline: 2 real ranks, one mpi4py Allreduce a step."""
+    import json
+    import shutil
+
+    bench_py = str(ROOT / "scripts" / "bench.py")
+    out = subprocess.run([shutil.which("mpiexec"), "-n", "2", sys.executable, bench_py,
+                          "--mpi-hand-worker", "--batch", "64", "--steps", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    assert record["ranks"] == 2 and record["step_s"] > 0
