@@ -14,12 +14,16 @@ from typing import Mapping, Optional, Sequence
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def _node(node_sets: Sequence[frozenset]) -> tuple[int, bool]:
+    """(the node's cores, whether its ranks' CPU sets are disjoint: bound by the launcher)."""
+    cores = len(frozenset().union(*node_sets))
+    return cores, sum(len(s) for s in node_sets) == cores
+
+
 def cpus_per_rank(node_sets: Sequence[frozenset], mine: int, cpus_per_task: Optional[str] = None) -> int:
     """Cores rank `mine` (an index into `node_sets`, the CPU sets of this node's ranks) may use."""
-    own = node_sets[mine]
-    union = frozenset().union(*node_sets)
-    disjoint = sum(len(s) for s in node_sets) == len(union)
-    n = len(own) if disjoint else len(union) // len(node_sets)
+    cores, disjoint = _node(node_sets)
+    n = len(node_sets[mine]) if disjoint else cores // len(node_sets)
     if cpus_per_task and cpus_per_task.strip().isdigit():
         n = min(n, int(cpus_per_task))
     return max(1, n)
@@ -33,17 +37,18 @@ def choose(configured: int, node_sets: Sequence[frozenset], mine: int,
     for name in THREAD_VARIABLES:
         if env.get(name):
             return None, f"{name}={env[name]} from the environment"
-    n = cpus_per_rank(node_sets, mine, env.get("SLURM_CPUS_PER_TASK"))
-    shared = len(frozenset().union(*node_sets))
-    how = ("its own cores" if sum(len(s) for s in node_sets) == shared and len(node_sets) > 1
-           else f"{shared} cores shared by {len(node_sets)} rank{'s' * (len(node_sets) > 1)} on this node")
     cap = env.get("SLURM_CPUS_PER_TASK")
+    n = cpus_per_rank(node_sets, mine, cap)
+    cores, disjoint = _node(node_sets)
+    ranks = len(node_sets)
+    how = ("its own cores" if disjoint and ranks > 1
+           else f"{cores} cores shared by {ranks} rank{'s' * (ranks > 1)} on this node")
     return n, how + (f", SLURM_CPUS_PER_TASK={cap}" if cap else "")
 
 
 def oversubscribes(threads: int, node_sets: Sequence[frozenset]) -> bool:
     """Whether `threads` per rank on every rank of this node needs more cores than it has."""
-    return threads * len(node_sets) > len(frozenset().union(*node_sets))
+    return threads * len(node_sets) > _node(node_sets)[0]
 
 
 def own_cpus() -> frozenset:

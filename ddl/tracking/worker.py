@@ -71,11 +71,10 @@ def orphaned(tracker, order: dict) -> None:
     """The pipe closed without "close": deliver what came, then end the run as the guard would."""
     from ddl.tracking import guard  # noqa: PLC0415
 
-    if tracker.outbox.entries or tracker._pending:
-        tracker.flush()
-    ended = any(e["op"] == "end" for e in tracker.outbox.entries)
-    if ended:                            # its end was sent but not delivered: it is in the spool
-        tracker.outbox.deliver(final=True) or tracker.outbox.report_undelivered()
+    tracker.flush()
+    if any(e["op"] == "end" for e in tracker.outbox.entries):   # its end came, undelivered
+        if not tracker.outbox.deliver(final=True):
+            tracker.outbox.report_undelivered()                 # kept in the spool, for replay
         return
     guard_order = {"uri": order["tracking"]["uri"], "run_id": tracker.run_id, "run_dir": order["run_dir"],
                    "rank0_pid": order["rank0_pid"], "job": order["tags"].get("ddl.job")}
