@@ -152,6 +152,8 @@ class TrainConfig:
     on_stall: str = "wait"          # wait (warn again every stall_timeout) | abort (checkpoint, end)
     fused_update: str = "auto"      # auto | on | off: the update in one compiled pass (NumPy + Numba;
                                     # auto: where the saving beats ~0.8 s), bit-identical to the portable one
+    shard_optimizer: str = "auto"   # auto | on | off: each rank updates its block of the parameters
+                                    # (reduce-scatter + allgather; auto: >1 rank, NumPy, >= 65536 parameters)
 
 
 @dataclass
@@ -196,6 +198,11 @@ def _rules(cfg: "Config") -> list[tuple[str, Any, bool, str]]:
          "seconds >= 0 (0: never)"),
         ("train.on_stall", t.on_stall, t.on_stall in ("wait", "abort"), "wait or abort"),
         ("train.fused_update", t.fused_update, t.fused_update in ("auto", "on", "off"), "auto, on or off"),
+        ("train.shard_optimizer", t.shard_optimizer, t.shard_optimizer in ("auto", "on", "off")
+         and not (t.shard_optimizer == "on" and (t.on_stall == "abort" or cfg.backend != "numpy"
+                                                 and cfg.backend != "auto")),
+         "auto, on or off; on needs train.on_stall=wait (a stalled job's checkpoint is written by rank 0 "
+         "alone, which holds only its block of the optimizer state) and the NumPy backend"),
         ("model.l2", m.l2, _number(m.l2) and m.l2 >= 0, "a number >= 0"),
         ("model.keep_prob", m.keep_prob, all(_number(p) and 0 < p <= 1 for p in keep),
          "a number in (0, 1], or a list of them (one per hidden layer)"),

@@ -5,9 +5,16 @@ forward/backward on the local columns -> ONE allreduce of [gradient sums | count
 divide by the global count, add L2 once, optimizer update. Every rank sees the same reduced buffer,
 so optimizer state stays identical everywhere without being sent, and every rank takes the same
 skip/stop decision at the same step. A 1-rank run is the same code with `SerialComm`.
+
+With the optimizer sharded (`train.shard_optimizer`, ddl/optim/shards.py) the allreduce is split
+in its two halves around the update: a reduce-scatter gives each rank its block of the summed
+gradients (and every rank the whole tail), each rank updates its block of the parameters and
+optimizer state, and an allgather of the parameters ends the step. Outside `train()` the state is
+whole: it is cut into blocks at the start and gathered for checkpoints and at the end.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,6 +32,7 @@ from ddl.nonfinite import (DivergedError, NonFiniteError, check_divergence, dive
                            handle_nonfinite, warn_local_loss)
 from ddl.nn import losses, model
 from ddl.optim.fused import fused_update
+from ddl.optim import shards
 from ddl.optim.optimizers import Optimizer
 from ddl.optim.transforms import add_l2
 from ddl.params import Flat
@@ -89,6 +97,8 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
     sync_params(setup, state)
     steps = (cfg.epochs - state.epoch) * -(-ds.train.m // cfg.batch_size)
     bufs = StepBuffers.make(setup, state.params.layout, steps)
+    if bufs.shard is not None:                    # from here on this rank holds its block only
+        state.opt_state = bufs.shard.take(state.opt_state)
     timer = Timer(comm)
     fault = faults.from_env()                     # test-only; None in every real run
     watch = getattr(comm, "stall_watch", None)    # MPI: name ranks that do not arrive
@@ -112,8 +122,8 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
                 handle_nonfinite(setup, state, epoch, step, bad)
             if stop:
                 state.stopped = "signal"
-                hooks.checkpoint(state, "signal")
-                return state
+                hooks.checkpoint(whole(setup, bufs, state), "signal")
+                return whole(setup, bufs, state)
         state.epoch, state.step = epoch + 1, 0
         if state.epoch % max(cfg.eval_every, 1) == 0 or state.epoch == cfg.epochs:
             if fault is not None and fault.due(comm.rank, state.epoch, "eval"):
@@ -126,9 +136,75 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
             if early_stopping.update(state, record, cfg):
                 break
         if hooks.checkpoint_every and state.epoch % hooks.checkpoint_every == 0:
-            hooks.checkpoint(state, "periodic")
+            hooks.checkpoint(whole(setup, bufs, state), "periodic")
     early_stopping.restore_best(state)
-    return state
+    return whole(setup, bufs, state)
+
+
+def whole(setup: Setup, bufs: StepBuffers, state: TrainState) -> TrainState:
+    """The state with its whole optimizer state (gathered from every rank's block: a collective;
+    `state` itself keeps its block), or `state` itself when the optimizer is not sharded."""
+    if bufs.shard is None:
+        return state
+    return dataclasses.replace(state, opt_state=bufs.shard.gather(setup.comm, state.opt_state))
+
+
+SHARD_MODES = ("auto", "on", "off")
+SHARD_MIN_SIZE = 1 << 16    # auto: parameters below which one allreduce beats two half-collectives
+
+
+def shard_optimizer(setup: Setup, size: int) -> bool:
+    """Whether this run shards the optimizer across its ranks (`train.shard_optimizer`): auto = with
+    more than one rank, the NumPy backend, at least SHARD_MIN_SIZE parameters and on_stall=wait;
+    on = always (a world of one too: its block is the whole buffer), off = never."""
+    mode, cfg = setup.cfg.shard_optimizer, setup.cfg
+    if mode not in SHARD_MODES:
+        raise ValueError(f"train.shard_optimizer must be one of {SHARD_MODES}, got {mode!r}")
+    why = None
+    if setup.backend.name != "numpy":
+        why = f"the NumPy backend (this run has {setup.backend.name!r})"
+    elif cfg.on_stall == "abort":
+        why = ("train.on_stall=wait: a stalled job's checkpoint is written by rank 0 alone, which "
+               "holds only its block of the optimizer state")
+    if mode == "on" and why:
+        raise ValueError(f"train.shard_optimizer=on needs {why}; set train.shard_optimizer=off")
+    if mode == "auto":
+        return why is None and setup.comm.size > 1 and size >= SHARD_MIN_SIZE
+    return mode == "on"
+
+
+@dataclass
+class Shard:
+    """This rank's block [lo, hi) of the flat buffers, and the buffer it receives its gradients in."""
+
+    counts: tuple
+    lo: int
+    hi: int
+    g: object           # this rank's block of the summed gradients (the reduce-scatter's output)
+    mask: object        # its block of the L2 mask
+    xp: object
+
+    @classmethod
+    def make(cls, comm, size: int, xp, dtype, mask) -> Shard:
+        counts = shards.block_counts(size, comm.size)
+        lo, hi = shards.bounds(counts, comm.rank)
+        return cls(counts, lo, hi, xp.zeros((hi - lo,), dtype=dtype),
+                   mask[lo:hi] if mask is not None and mask.shape[0] == size else mask, xp)
+
+    def take(self, opt_state: dict) -> dict:
+        return shards.take(opt_state, self.lo, self.hi, lambda a: a.copy())
+
+    def gather(self, comm, opt_state: dict) -> dict:
+        """The whole optimizer state on every rank (one allgather per state array)."""
+        out = {}
+        for k, v in opt_state.items():
+            if isinstance(v, (int, float)):
+                out[k] = v
+                continue
+            full = self.xp.zeros((sum(self.counts),), dtype=v.dtype)
+            full[self.lo:self.hi] = v
+            out[k] = comm.allgather(full, self.counts, tag="state")
+        return out
 
 
 @dataclass
@@ -141,6 +217,7 @@ class StepBuffers:
     mask: object
     bn_reduce: Optional[Callable]
     fused: Optional[Callable] = None   # the one-pass update (ddl/optim/fused.py), or None: portable
+    shard: Optional[Shard] = None      # the optimizer sharded across ranks, or None
 
     @classmethod
     def make(cls, setup: Setup, layout, steps: Optional[int] = None) -> StepBuffers:
@@ -154,7 +231,10 @@ class StepBuffers:
         fused = fused_update(setup.opt, setup.backend, layout.size, setup.cfg.fused_update, steps)
         if fused is not None and mask is None:
             mask = ext[:0]                          # unread without L2; the kernel wants an array
-        return cls(ext, Flat(layout, ext[:layout.size], xp), ext[layout.size:], mask, reduce, fused)
+        shard = Shard.make(setup.comm, layout.size, xp, dtype, mask) \
+            if shard_optimizer(setup, layout.size) else None
+        return cls(ext, Flat(layout, ext[:layout.size], xp), ext[layout.size:], mask, reduce, fused,
+                   shard)
 
 
 def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key: int, lr: float,
@@ -181,26 +261,31 @@ def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key:
     else:
         bufs.grads.assign(model.backward(xp, dZL, caches, spec, reduce=bufs.bn_reduce))
     write_tail(xp, bufs, len(idx), loss, signals.requested())
-    # the one collective (none for a world of one: the sum over one rank is the buffer itself)
-    if comm.size > 1:
-        comm.allreduce_sum(bufs.ext, tag="grad")
+    shard = bufs.shard
+    if shard is not None:           # this rank's block of the summed gradients, and the whole tail
+        comm.reduce_scatter_sum(bufs.grads.buf, shard.g, shard.counts, tail=bufs.tail, tag="grad")
+    elif comm.size > 1:             # the one collective (none for a world of one: the sum over one
+        comm.allreduce_sum(bufs.ext, tag="grad")        # rank is the buffer itself)
     count, loss_sum, bad_losses, grad_sum, stop = (float(v) for v in backend.to_numpy(bufs.tail))
     bad = bad_losses if bad_losses else float(not math.isfinite(grad_sum))
     if bad:
         warn_local_loss(backend, loss, len(idx), state.epoch)
     if bad or count == 0:
         return count, loss_sum, bad, stop
-    # update
-    g = bufs.grads.buf
+    # update (of this rank's block when sharded: p, g, mask and the optimizer state are blocks)
+    p, g, mask = state.params.buf, bufs.grads.buf, bufs.mask
+    if shard is not None:
+        p, g, mask = p[shard.lo:shard.hi], shard.g, shard.mask
     if bufs.fused is not None:      # the lines below in one pass, bit-identical
-        state.opt_state = bufs.fused(state.params.buf, g, state.opt_state, lr, count, bufs.mask,
-                                     setup.l2 / count)
+        state.opt_state = bufs.fused(p, g, state.opt_state, lr, count, mask, setup.l2 / count)
     else:
         g /= count                  # scratch buffer: overwritten by the next step's gradients
         if setup.l2 > 0:
-            g = add_l2(g, state.params.buf, bufs.mask, setup.l2 / count)
+            g = add_l2(g, p, mask, setup.l2 / count)
         delta, state.opt_state = setup.opt.update(g, state.opt_state, lr, donate=True)
-        state.params.buf -= delta
+        p -= delta
+    if shard is not None:           # every rank's updated block to every rank
+        comm.allgather(state.params.buf, shard.counts, tag="params")
     if bn_new is not None:
         state.bn_state = bn_new
     return count, loss_sum, bad, stop
@@ -277,6 +362,7 @@ def check_start(ds, setup: Setup) -> None:
     if ds.train.n_x != setup.spec.sizes[0]:
         raise ValueError(f"the data has {ds.train.n_x} features but the network's input layer has "
                          f"{setup.spec.sizes[0]}")
+    shard_optimizer(setup, model.layout(setup.spec).size)      # its mode, and what `on` needs
 
 
 def sync_params(setup: Setup, state: TrainState) -> None:

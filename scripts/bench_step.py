@@ -29,8 +29,9 @@ SIZES = [784, 1024, 1024, 10]
 
 
 def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy", sizes=SIZES,
-          output="softmax"):
-    """A ddl Setup/state/batches for a ReLU network (`sizes`, default the benchmark's) on random data."""
+          output="softmax", shard="auto"):
+    """A ddl Setup/state/batches for a ReLU network (`sizes`, default the benchmark's) on random data;
+    `shard`: train.shard_optimizer (auto shards with more than one rank)."""
     from ddl.backend import get_backend
     from ddl.config import Config
     from ddl.data.dataset import Dataset
@@ -48,12 +49,16 @@ def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy", sizes
     ds = Dataset("bench", Split(X, y), None, None, classes, None, None, "random")
     cfg = Config()
     cfg.model.init, cfg.train.dtype, cfg.train.batch_size = "he", dtype, batch
+    cfg.train.shard_optimizer = shard
     spec = model.make_spec(list(sizes), "relu", output)
     backend = get_backend(backend_name, comm.local_rank)
     setup = Setup(backend, comm, spec, make_optimizer("adam"), make_schedule("constant", 1e-3),
                   cfg.train)
     state = initial_state(cfg, spec, backend, setup.opt)
-    return ds, setup, state, StepBuffers.make(setup, state.params.layout)
+    bufs = StepBuffers.make(setup, state.params.layout)
+    if bufs.shard is not None:          # what train() does first: keep this rank's block only
+        state.opt_state = bufs.shard.take(state.opt_state)
+    return ds, setup, state, bufs
 
 
 def time_steps(ds, setup, state, bufs, steps: int, warmup: int = 3) -> float:
@@ -150,9 +155,9 @@ def worker(args) -> None:
     from ddl.parallel import get_comm
 
     comm = get_comm("mpi")
-    ds, setup, state, bufs = build(args.batch, comm)
+    ds, setup, state, bufs = build(args.batch, comm, shard=args.shard)
     step = time_steps(ds, setup, state, bufs, args.steps)
-    allreduce = comm.times.get("grad", 0.0) / args.steps
+    allreduce = (comm.times.get("grad", 0.0) + comm.times.get("params", 0.0)) / args.steps
     raw = np.zeros(bufs.ext.shape[0], dtype=np.float32)
     world = MPI.COMM_WORLD
     for _ in range(3):
@@ -166,7 +171,8 @@ def worker(args) -> None:
     if comm.rank == 0:
         print(json.dumps({"ranks": comm.size, "step_s": step, "samples_per_s": args.batch / step,
                           "allreduce_s": allreduce, "bare_allreduce_s": bare,
-                          "buffer_floats": int(raw.size), "peak_rss_mib": peak}), flush=True)
+                          "buffer_floats": int(raw.size), "peak_rss_mib": peak,
+                          "sharded": bufs.shard is not None}), flush=True)
 
 
 def blas_threads() -> int:
@@ -175,20 +181,21 @@ def blas_threads() -> int:
     return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=0)
 
 
-def run_ranks(batch: int, steps: int, ranks) -> list:
-    """One `mpiexec -n N` worker run per world size, 1 BLAS thread per rank: their JSON records."""
+def run_ranks(batch: int, steps: int, ranks, shard: str = "auto") -> list:
+    """One `mpiexec -n N` worker run per world size, 1 BLAS thread per rank: their JSON records
+    (`shard`: train.shard_optimizer)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     results = []
     for n in ranks:
         cmd = ["mpiexec", "-n", str(n), sys.executable, __file__, "--worker",
-               "--batch", str(batch), "--steps", str(steps)]
+               "--batch", str(batch), "--steps", str(steps), "--shard", shard]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return results
 
 
 def parallel(args) -> None:
-    results = run_ranks(args.batch, args.steps, [int(r) for r in args.ranks.split(",")])
+    results = run_ranks(args.batch, args.steps, [int(r) for r in args.ranks.split(",")], args.shard)
     base = results[0]
     print(f"network {SIZES}, global batch {args.batch}, float32, Adam, 1 BLAS thread per rank")
     print(f"{'ranks':>5} {'ms/step':>9} {'samples/s':>10} {'speed-up':>9} {'allreduce ms':>13} "
@@ -209,6 +216,8 @@ def main() -> None:
     p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
                    help="cupy: time the GPU step too (1 process)")
     p.add_argument("--ranks", default=None, help="comma-separated world sizes, e.g. 1,2")
+    p.add_argument("--shard", choices=["auto", "on", "off"], default="auto",
+                   help="train.shard_optimizer of the data-parallel runs")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:

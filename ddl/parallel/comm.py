@@ -1,12 +1,14 @@
 """The communicator interface every rank talks through, and its single-process form.
 
 A `Comm` is deliberately narrow (chainermn's flat communicator is the model): the trainer packs all
-gradients into ONE flat buffer and calls `allreduce_sum(buf, tag="grad")` once per step. Every
-subclass shares the bookkeeping here, so counts and timings mean the same with or without MPI:
+gradients into ONE flat buffer and calls `allreduce_sum(buf, tag="grad")` once per step, or, with
+the optimizer sharded across ranks, `reduce_scatter_sum` of that buffer and `allgather` of the
+parameters (the two halves of a ring allreduce: the same bytes). Every subclass shares the
+bookkeeping here, so counts and timings mean the same with or without MPI:
 
-    allreduce_count   number of allreduce_sum calls (all tags)
-    counts[tag]       number of allreduce_sum calls per tag ("grad", "bn", ...)
-    allreduce_time    seconds spent inside allreduce_sum (all tags); times[tag] per tag
+    allreduce_count   number of collective calls (allreduce_sum, reduce_scatter_sum, allgather)
+    counts[tag]       number of those calls per tag ("grad", "params", "bn", ...)
+    allreduce_time    seconds spent inside them (all tags); times[tag] per tag
 """
 from __future__ import annotations
 
@@ -48,14 +50,32 @@ class Comm(ABC):
                 f"allreduce_sum needs a flat 1-D array, got ndim={getattr(buf, 'ndim', None)} "
                 f"for tag {tag!r}"
             )
+        self._timed(tag, self._allreduce_sum, buf)
+        return buf
+
+    def reduce_scatter_sum(self, buf, out, counts, tail=None, tag: str = "grad"):
+        """out <- this rank's block of the sum over ranks of `buf` (block r: `counts[r]` elements,
+        in rank order), and IN PLACE `tail` <- its sum over ranks, in the same round (the step's
+        count, loss and verdicts reach every rank). Returns `out`."""
+        check_counts(counts, self.size, buf, out, self.rank)
+        self._timed(tag, self._reduce_scatter_sum, buf, out, tuple(counts), tail)
+        return out
+
+    def allgather(self, buf, counts, tag: str = "params"):
+        """IN PLACE: block r of `buf` (`counts[r]` elements, in rank order) <- rank r's block.
+        Returns `buf`."""
+        check_counts(counts, self.size, buf)
+        self._timed(tag, self._allgather, buf, tuple(counts))
+        return buf
+
+    def _timed(self, tag: str, transport, *args) -> None:
         start = time.perf_counter()
-        self._allreduce_sum(buf)
+        transport(*args)
         elapsed = time.perf_counter() - start
         self.allreduce_count += 1
         self.counts[tag] += 1
         self.allreduce_time += elapsed
         self.times[tag] += elapsed
-        return buf
 
     def reduce_list(self, arrays, tag: str = "bn") -> list:
         """Sum a list of small same-dtype arrays over ranks in ONE allreduce (concat, sum, split).
@@ -77,6 +97,14 @@ class Comm(ABC):
     @abstractmethod
     def _allreduce_sum(self, buf) -> None:
         """The transport's in-place sum (MPI, host-staged CuPy, NCCL, or nothing when serial)."""
+
+    @abstractmethod
+    def _reduce_scatter_sum(self, buf, out, counts: tuple, tail) -> None:
+        """The transport's reduce-scatter of `buf` into `out`, with `tail` summed in place."""
+
+    @abstractmethod
+    def _allgather(self, buf, counts: tuple) -> None:
+        """The transport's in-place allgather of the blocks of `buf`."""
 
     @abstractmethod
     def allreduce_obj(self, obj, op: str = "sum"):
@@ -108,6 +136,12 @@ class SerialComm(Comm):
     """One process, no MPI: every collective is the identity, but the counters still count."""
 
     def _allreduce_sum(self, buf) -> None:
+        return None
+
+    def _reduce_scatter_sum(self, buf, out, counts: tuple, tail) -> None:
+        out[...] = buf             # one block: the whole sum
+
+    def _allgather(self, buf, counts: tuple) -> None:
         return None
 
     def allreduce_obj(self, obj, op: str = "sum"):
@@ -144,6 +178,17 @@ def check_mode(mode: str) -> None:
 def check_op(op: str) -> None:
     if op not in OPS:
         raise ValueError(f"reduction op must be one of {OPS}, got {op!r}")
+
+
+def check_counts(counts, size: int, buf, out=None, rank: int = 0) -> None:
+    """The blocks of a reduce-scatter / allgather: one per rank, covering `buf`; `out` holds ours."""
+    n = getattr(buf, "shape", (None,))
+    if len(counts) != size or min(counts, default=0) < 0 or (sum(counts),) != tuple(n):
+        raise ValueError(f"block counts {list(counts)} must be {size} non-negative numbers summing to "
+                         f"the buffer's length {n}")
+    if out is not None and tuple(getattr(out, "shape", ())) != (counts[rank],):
+        raise ValueError(f"this rank's block has {counts[rank]} elements, the output buffer shape "
+                         f"{getattr(out, 'shape', None)}")
 
 
 def check_root(root: int, size: int) -> None:

@@ -7,6 +7,7 @@ The library works on a CLONE of COMM_WORLD so user code on COMM_WORLD can never 
 """
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -78,6 +79,36 @@ class MPIComm(Comm):
             self.comm.Allreduce(MPI.IN_PLACE, _contiguous(buf), op=MPI.SUM)
         else:
             _through_host(buf, lambda h: self.comm.Allreduce(MPI.IN_PLACE, h, op=MPI.SUM))
+
+    def _reduce_scatter_sum(self, buf, out, counts: tuple, tail) -> None:
+        if not all(isinstance(a, np.ndarray) for a in (buf, out, tail if tail is not None else out)):
+            # device or other array-API buffers: through host copies (correct, not fast; the
+            # trainer shards only NumPy runs)
+            host_out = np.empty(out.shape, dtype=np.dtype(str(out.dtype).split(".")[-1]))
+            _through_host(buf, lambda h: self.comm.Reduce_scatter(h, host_out, list(counts), op=MPI.SUM))
+            out[...] = array_namespace(out).asarray(host_out)
+            if tail is not None:
+                _through_host(tail, lambda h: self.comm.Allreduce(MPI.IN_PLACE, h, op=MPI.SUM))
+            return
+        reqs = [self.comm.Ireduce_scatter(_contiguous(buf), _contiguous(out), list(counts), op=MPI.SUM)]
+        if tail is not None:
+            reqs.append(self.comm.Iallreduce(MPI.IN_PLACE, _contiguous(tail), op=MPI.SUM))
+        self._complete(reqs)
+
+    def _allgather(self, buf, counts: tuple) -> None:
+        displs = [0, *itertools.accumulate(counts[:-1])]
+        spec = lambda h: [h, (list(counts), displs)]  # noqa: E731
+        if not isinstance(buf, np.ndarray):
+            _through_host(buf, lambda h: self.comm.Allgatherv(MPI.IN_PLACE, spec(h)))
+            return
+        self._complete([self.comm.Iallgatherv(MPI.IN_PLACE, spec(_contiguous(buf)))])
+
+    def _complete(self, reqs: list) -> None:
+        """Wait for the step's requests: polled (sleeping, naming stalls) where ranks have cores."""
+        if self.polled:
+            stall.wait(self.comm, reqs, self.stall_watch)
+        else:
+            MPI.Request.Waitall(reqs)
 
     def allreduce_obj(self, obj, op: str = "sum"):
         check_op(op)

@@ -40,7 +40,10 @@ class StallWatch:
 
 
 def wait(comm, req, watch: Optional[StallWatch]) -> None:
-    """Complete `req` (a request on `comm`, an mpi4py communicator), politely and watchfully."""
+    """Complete `req` (a request on `comm`, an mpi4py communicator, or a list of them), politely
+    and watchfully."""
+    if isinstance(req, list):
+        req = _All(req)
     start = time.perf_counter()
     spin_until, sleep = start + SPIN_S, FIRST_SLEEP_S
     next_report = start + watch.timeout if watch and watch.timeout > 0 else None
@@ -54,6 +57,16 @@ def wait(comm, req, watch: Optional[StallWatch]) -> None:
         if next_report is not None and now >= next_report:
             report(comm, watch, now - start)
             next_report = now + watch.timeout
+
+
+class _All:
+    """Requests that complete together (the step's reduce-scatter and its tail's allreduce)."""
+
+    def __init__(self, reqs: list):
+        self.reqs = reqs
+
+    def Test(self) -> bool:  # noqa: N802 - mpi4py's name
+        return MPI.Request.Testall(self.reqs)
 
 
 def report(comm, watch: StallWatch, waited: float) -> None:

@@ -60,15 +60,42 @@ def check_reduce_list(comm, r, n):
     assert comm.reduce_list([]) == []
 
 
+def check_reduce_scatter_and_allgather(comm, r, n):
+    # uneven blocks, the last one empty: what ddl.optim.shards gives a buffer smaller than the ranks
+    counts = [3 + k for k in range(n - 1)] + [0] if n > 1 else [7]
+    size, lo = sum(counts), sum(counts[:r])
+    buf = np.arange(size, dtype=np.float64) * (r + 1)
+    out, tail = np.full(counts[r], -1.0), np.array([1.0, r])
+    assert comm.reduce_scatter_sum(buf, out, counts, tail=tail, tag="rs") is out
+    np.testing.assert_array_equal(out, np.arange(lo, lo + counts[r]) * n * (n + 1) / 2)
+    np.testing.assert_array_equal(tail, [n, n * (n - 1) / 2])
+    np.testing.assert_array_equal(buf, np.arange(size) * (r + 1))     # the input is left alone
+    full = np.zeros(size, dtype=np.float32)
+    full[lo:lo + counts[r]] = r + 1
+    assert comm.allgather(full, counts, tag="ag") is full
+    np.testing.assert_array_equal(full, np.repeat(np.arange(1, n + 1), counts).astype(np.float32))
+    be = get_backend("array_api_strict")                  # through the host: same results
+    sbuf, sout = be.asarray(np.ones(size) * (r + 1), "float64"), be.asarray(np.zeros(counts[r]), "float64")
+    comm.reduce_scatter_sum(sbuf, sout, counts, tag="rs")
+    np.testing.assert_array_equal(be.to_numpy(sout), np.full(counts[r], n * (n + 1) / 2))
+    for bad in ([size] + [0] * n, [size + 1] + [0] * (n - 1)):     # one block too many; a wrong sum
+        try:
+            comm.allgather(full, bad)
+        except ValueError as e:
+            assert "block counts" in str(e), e
+        else:
+            raise AssertionError(f"allgather accepted counts {bad}")
+
+
 def check_topology_and_counters(comm, r, n):
     # All ranks of these tests run on one host, so node-local == global.
     assert (comm.rank, comm.size, comm.local_rank, comm.local_size) == (r, n, r, n)
     info = world_info(comm)
     assert info["rank"] == r and info["size"] == n and info["local_size"] == n, info
     assert "MPICH" in info["mpi_library"] or "Open MPI" in info["mpi_library"], info
-    # grad: check_allreduce 1, check_strict 1; bn: strict 1 + reduce_list 1; other: 1.
-    assert comm.counts == {"grad": 2, "bn": 2, "other": 1}, dict(comm.counts)
-    assert comm.allreduce_count == 5
+    # grad: check_allreduce 1, check_strict 1; bn: strict 1 + reduce_list 1; other: 1; rs 2, ag 1.
+    assert comm.counts == {"grad": 2, "bn": 2, "other": 1, "rs": 2, "ag": 1}, dict(comm.counts)
+    assert comm.allreduce_count == 8
     assert comm.allreduce_time > 0.0 and abs(sum(comm.times.values()) - comm.allreduce_time) < 1e-9
 
 
@@ -80,6 +107,7 @@ def main():
     check_strict(comm, r, n)
     check_bcast(comm, r, n)
     check_reduce_list(comm, r, n)
+    check_reduce_scatter_and_allgather(comm, r, n)
     check_topology_and_counters(comm, r, n)
     comm.barrier()
     print(f"OK rank {r} of {n} {type(comm).__name__}", flush=True)
