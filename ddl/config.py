@@ -154,6 +154,8 @@ class TrainConfig:
                                     # auto: where the saving beats ~0.8 s), bit-identical to the portable one
     shard_optimizer: str = "auto"   # auto | on | off: each rank updates its block of the parameters
                                     # (reduce-scatter + allgather; auto: >1 rank, NumPy, >= 65536 parameters)
+    overlap: str = "off"            # on | off: each layer's gradients reduced while backward computes the
+                                    # layers below (NumPy; it did not win on the machines measured: README)
 
 
 @dataclass
@@ -198,6 +200,10 @@ def _rules(cfg: "Config") -> list[tuple[str, Any, bool, str]]:
          "seconds >= 0 (0: never)"),
         ("train.on_stall", t.on_stall, t.on_stall in ("wait", "abort"), "wait or abort"),
         ("train.fused_update", t.fused_update, t.fused_update in ("auto", "on", "off"), "auto, on or off"),
+        ("train.overlap", t.overlap, t.overlap in ("on", "off") and not (t.overlap == "on" and (
+            t.shard_optimizer == "on" or cfg.backend not in ("numpy", "auto"))),
+         "on or off; on reduces layer buckets by allreduce, so not with train.shard_optimizer=on, and "
+         "needs the NumPy backend"),
         ("train.shard_optimizer", t.shard_optimizer, t.shard_optimizer in ("auto", "on", "off")
          and not (t.shard_optimizer == "on" and (t.on_stall == "abort" or cfg.backend != "numpy"
                                                  and cfg.backend != "auto")),

@@ -169,8 +169,45 @@ def shard_optimizer(setup: Setup, size: int) -> bool:
     if mode == "on" and why:
         raise ValueError(f"train.shard_optimizer=on needs {why}; set train.shard_optimizer=off")
     if mode == "auto":
-        return why is None and setup.comm.size > 1 and size >= SHARD_MIN_SIZE
+        return why is None and setup.comm.size > 1 and size >= SHARD_MIN_SIZE and cfg.overlap != "on"
     return mode == "on"
+
+
+def overlap(setup: Setup) -> bool:
+    """Whether each layer's gradients are reduced while backward computes the layers below
+    (`train.overlap`: off | on; on needs the NumPy backend and does nothing in a world of one)."""
+    mode = setup.cfg.overlap
+    if mode not in ("on", "off"):
+        raise ValueError(f"train.overlap must be on or off, got {mode!r}")
+    if mode == "on" and setup.backend.name != "numpy":
+        raise ValueError(f"train.overlap=on needs the NumPy backend (this run has {setup.backend.name!r}); "
+                         "set train.overlap=off")
+    return mode == "on" and setup.comm.size > 1
+
+
+@dataclass
+class Overlap:
+    """The step's gradient allreduce in per-layer buckets, each started as soon as backward has
+    finished its layer (the last layer first), so the sums travel while the layers below are
+    computed; the tail follows once backward is done, and `finish` waits for all of them."""
+
+    comm: object
+    buf: object                 # the flat gradient buffer
+    spans: dict                 # layer -> [lo, hi) in it
+    pending: list = field(default_factory=list)
+    local_sum: float = 0.0      # this rank's gradient sum (the non-finite check), bucket by bucket
+
+    def start(self, layer: int) -> None:
+        lo, hi = self.spans[layer]
+        bucket = self.buf[lo:hi]
+        self.local_sum += float(bucket.sum())       # before the reduction overwrites it
+        self.pending.append(self.comm.start_allreduce(bucket, tag="grad"))
+        self.comm.progress(self.pending)
+
+    def finish(self, tail) -> None:
+        self.pending.append(self.comm.start_allreduce(tail, tag="tail"))
+        self.comm.finish(self.pending, tag="grad")
+        self.pending, self.local_sum = [], 0.0
 
 
 @dataclass
@@ -218,6 +255,7 @@ class StepBuffers:
     bn_reduce: Optional[Callable]
     fused: Optional[Callable] = None   # the one-pass update (ddl/optim/fused.py), or None: portable
     shard: Optional[Shard] = None      # the optimizer sharded across ranks, or None
+    overlap: Optional[Overlap] = None  # the allreduce in layer buckets during backward, or None
 
     @classmethod
     def make(cls, setup: Setup, layout, steps: Optional[int] = None) -> StepBuffers:
@@ -233,8 +271,9 @@ class StepBuffers:
             mask = ext[:0]                          # unread without L2; the kernel wants an array
         shard = Shard.make(setup.comm, layout.size, xp, dtype, mask) \
             if shard_optimizer(setup, layout.size) else None
-        return cls(ext, Flat(layout, ext[:layout.size], xp), ext[layout.size:], mask, reduce, fused,
-                   shard)
+        grads = Flat(layout, ext[:layout.size], xp)
+        buckets = Overlap(setup.comm, grads.buf, model.layer_spans(setup.spec)) if overlap(setup) else None
+        return cls(ext, grads, ext[layout.size:], mask, reduce, fused, shard, buckets)
 
 
 def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key: int, lr: float,
@@ -256,13 +295,18 @@ def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key:
     if poison:                                    # DDL_FAULT=nan@…: this rank's loss is NaN
         loss = loss * float("nan")
     dZL = losses.loss_grad(xp, ZL, Y, spec.output)
+    buckets = bufs.overlap                        # with train.overlap: each layer's sum starts here
     if xp is np:                                  # NumPy writes dW, db straight into the buffer
-        model.backward(xp, dZL, caches, spec, reduce=bufs.bn_reduce, out=bufs.grads)
+        model.backward(xp, dZL, caches, spec, reduce=bufs.bn_reduce, out=bufs.grads,
+                       on_layer=buckets.start if buckets is not None else None)
     else:
         bufs.grads.assign(model.backward(xp, dZL, caches, spec, reduce=bufs.bn_reduce))
-    write_tail(xp, bufs, len(idx), loss, signals.requested())
+    write_tail(xp, bufs, len(idx), loss, signals.requested(),
+               buckets.local_sum if buckets is not None else None)
     shard = bufs.shard
-    if shard is not None:           # this rank's block of the summed gradients, and the whole tail
+    if buckets is not None:         # the layers' sums are on their way: the tail's, then all done
+        buckets.finish(bufs.tail)
+    elif shard is not None:         # this rank's block of the summed gradients, and the whole tail
         comm.reduce_scatter_sum(bufs.grads.buf, shard.g, shard.counts, tail=bufs.tail, tag="grad")
     elif comm.size > 1:             # the one collective (none for a world of one: the sum over one
         comm.allreduce_sum(bufs.ext, tag="grad")        # rank is the buffer itself)
@@ -291,9 +335,10 @@ def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key:
     return count, loss_sum, bad, stop
 
 
-def write_tail(xp, bufs: StepBuffers, count: int, loss, stop: bool) -> None:
+def write_tail(xp, bufs: StepBuffers, count: int, loss, stop: bool, grad_sum=None) -> None:
     """Fill the buffer's tail on the device, without reading anything back:
-    [count, loss (0 if non-finite), 1 if the loss is non-finite, sum of the gradients, stop].
+    [count, loss (0 if non-finite), 1 if the loss is non-finite, sum of the gradients, stop]
+    (`grad_sum`: that sum when already taken, bucket by bucket, as the buckets were sent).
 
     After the allreduce slot 2 counts the ranks with a non-finite loss, and a NaN/Inf in any
     rank's gradient makes slot 3 non-finite: one read of the tail gives every rank the verdict.
@@ -301,8 +346,8 @@ def write_tail(xp, bufs: StepBuffers, count: int, loss, stop: bool) -> None:
     if xp is np:                    # host arrays (lean NumPy): nothing to keep on a device
         value = float(loss)
         finite = math.isfinite(value)
-        bufs.tail[:] = (count, value if finite else 0.0, 0.0 if finite else 1.0, bufs.grads.buf.sum(),
-                        float(stop))
+        bufs.tail[:] = (count, value if finite else 0.0, 0.0 if finite else 1.0,
+                        bufs.grads.buf.sum() if grad_sum is None else grad_sum, float(stop))
         return
     finite = xp.isfinite(loss)
     verdicts = [xp.where(finite, loss, xp.zeros_like(loss)), xp.astype(xp.logical_not(finite), loss.dtype),
@@ -362,7 +407,8 @@ def check_start(ds, setup: Setup) -> None:
     if ds.train.n_x != setup.spec.sizes[0]:
         raise ValueError(f"the data has {ds.train.n_x} features but the network's input layer has "
                          f"{setup.spec.sizes[0]}")
-    shard_optimizer(setup, model.layout(setup.spec).size)      # its mode, and what `on` needs
+    shard_optimizer(setup, model.layout(setup.spec).size)      # their modes, and what `on` needs
+    overlap(setup)
 
 
 def sync_params(setup: Setup, state: TrainState) -> None:

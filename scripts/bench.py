@@ -10,8 +10,9 @@ baselines' extras (pip install -e '.[bench]'); a missing one leaves its rows out
 Sections (--only): big (the [784,1024,1024,10] step vs PyTorch eager, PyTorch with fused Adam, a
 hand-written in-place NumPy step and the GEMM floor, batch 32-1024, 1 and 2 threads; page faults
 per step), small ([2,20,7,5,1] vs PyTorch and hand-written NumPy), update (the Adam update vs
-torch's fused Adam and the bandwidth bound), ranks (1 -> 2 -> 4 ranks vs DDP/gloo, a hand-written
-NumPy + mpi4py loop and a bare mpi4py Allreduce of the same bytes; peak memory per rank),
+torch's fused Adam and the bandwidth bound), ranks (1 -> 2 -> 4 ranks, strong and weak scaling, vs
+DDP/gloo, a hand-written NumPy + mpi4py loop and a bare mpi4py Allreduce of the same bytes; ddl's
+default step (optimizer sharded) vs unsharded and overlapped; peak memory per rank),
 accuracy (wall time from process start to a dev accuracy vs scikit-learn's MLPClassifier, on
 digits and a synthetic set), startup (the default experiment tracked vs tracking=off).
 
@@ -366,13 +367,21 @@ def ranks(args):
     steps, batch, cores = (10 if args.quick else 30), 512, os.cpu_count() or 1
     got = {n: [] for n in worlds}
     ddp, hand = {n: [] for n in worlds if n > 1}, {n: [] for n in worlds if n > 1}
+    variants = {"train.shard_optimizer=off": ("off", "off"), "train.shard_optimizer=off, train.overlap=on":
+                ("off", "on")}                  # against the default (sharded, not overlapped), 2 ranks
+    other = {name: [] for name in variants}
+    weak = {n: [] for n in worlds if n != 2}    # local batch 256 per rank (2 ranks: the strong runs)
     for _ in range(max(1, args.rounds // 2)):           # interleaved: every world size per round
         for n in worlds:
             got[n].append(bench_step.run_ranks(batch, steps, [n])[0])
+            if n != 2:
+                weak[n].append(bench_step.run_ranks(256 * n, steps, [n])[0])
             if n > 1:
                 hand[n].append(run_mpi_hand(batch, steps, n))
             if torch and n > 1:
                 ddp[n].append(run_ddp(batch, steps, n))
+            for name, (shard, overlap) in variants.items() if n == 2 else ():
+                other[name].append(bench_step.run_ranks(batch, steps, [n], shard, overlap)[0])
     one = [r["step_s"] for r in got[1]]
     for n in worlds[1:]:
         over = " (oversubscribed)" if n > cores else ""
@@ -384,6 +393,12 @@ def ranks(args):
             row("ranks", w, mine, "DDP/gloo", ddp[n], 1.45 if n == 2 else None)
         row("ranks", w, [r["allreduce_s"] for r in got[n]], "bare mpi4py Allreduce, same bytes",
             [r["bare_allreduce_s"] for r in got[n]])
+        for name, runs in other.items() if n == 2 else ():
+            row("ranks", w, mine, f"ddl with {name}", [r["step_s"] for r in runs])
+        # weak scaling: the same 256 examples per rank; the ratio is the efficiency (ideal 1.0)
+        local = [r["step_s"] for r in (got[2] if n == 2 else weak[n])]
+        row("ranks", f"{n} ranks x 1 thread, 256 per rank (global {256 * n}){over}", local,
+            "1 rank, batch 256 (weak scaling)", [r["step_s"] for r in weak[1]])
     for n in worlds:
         note("ranks", f"{n} rank{'s' * (n > 1)}, peak memory",
              f"{max(r['peak_rss_mib'] for r in got[n]):.0f} MiB per rank (max over ranks)")

@@ -29,9 +29,9 @@ SIZES = [784, 1024, 1024, 10]
 
 
 def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy", sizes=SIZES,
-          output="softmax", shard="auto"):
+          output="softmax", shard="auto", overlap="off"):
     """A ddl Setup/state/batches for a ReLU network (`sizes`, default the benchmark's) on random data;
-    `shard`: train.shard_optimizer (auto shards with more than one rank)."""
+    `shard`, `overlap`: train.shard_optimizer (auto shards with more than one rank), train.overlap."""
     from ddl.backend import get_backend
     from ddl.config import Config
     from ddl.data.dataset import Dataset
@@ -49,7 +49,7 @@ def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy", sizes
     ds = Dataset("bench", Split(X, y), None, None, classes, None, None, "random")
     cfg = Config()
     cfg.model.init, cfg.train.dtype, cfg.train.batch_size = "he", dtype, batch
-    cfg.train.shard_optimizer = shard
+    cfg.train.shard_optimizer, cfg.train.overlap = shard, overlap
     spec = model.make_spec(list(sizes), "relu", output)
     backend = get_backend(backend_name, comm.local_rank)
     setup = Setup(backend, comm, spec, make_optimizer("adam"), make_schedule("constant", 1e-3),
@@ -155,7 +155,7 @@ def worker(args) -> None:
     from ddl.parallel import get_comm
 
     comm = get_comm("mpi")
-    ds, setup, state, bufs = build(args.batch, comm, shard=args.shard)
+    ds, setup, state, bufs = build(args.batch, comm, shard=args.shard, overlap=args.overlap)
     step = time_steps(ds, setup, state, bufs, args.steps)
     allreduce = (comm.times.get("grad", 0.0) + comm.times.get("params", 0.0)) / args.steps
     raw = np.zeros(bufs.ext.shape[0], dtype=np.float32)
@@ -172,7 +172,8 @@ def worker(args) -> None:
         print(json.dumps({"ranks": comm.size, "step_s": step, "samples_per_s": args.batch / step,
                           "allreduce_s": allreduce, "bare_allreduce_s": bare,
                           "buffer_floats": int(raw.size), "peak_rss_mib": peak,
-                          "sharded": bufs.shard is not None}), flush=True)
+                          "sharded": bufs.shard is not None, "overlap": bufs.overlap is not None}),
+              flush=True)
 
 
 def blas_threads() -> int:
@@ -181,21 +182,22 @@ def blas_threads() -> int:
     return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=0)
 
 
-def run_ranks(batch: int, steps: int, ranks, shard: str = "auto") -> list:
+def run_ranks(batch: int, steps: int, ranks, shard: str = "auto", overlap: str = "off") -> list:
     """One `mpiexec -n N` worker run per world size, 1 BLAS thread per rank: their JSON records
-    (`shard`: train.shard_optimizer)."""
+    (`shard`, `overlap`: train.shard_optimizer, train.overlap)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     results = []
     for n in ranks:
         cmd = ["mpiexec", "-n", str(n), sys.executable, __file__, "--worker",
-               "--batch", str(batch), "--steps", str(steps), "--shard", shard]
+               "--batch", str(batch), "--steps", str(steps), "--shard", shard, "--overlap", overlap]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return results
 
 
 def parallel(args) -> None:
-    results = run_ranks(args.batch, args.steps, [int(r) for r in args.ranks.split(",")], args.shard)
+    results = run_ranks(args.batch, args.steps, [int(r) for r in args.ranks.split(",")], args.shard,
+                        args.overlap)
     base = results[0]
     print(f"network {SIZES}, global batch {args.batch}, float32, Adam, 1 BLAS thread per rank")
     print(f"{'ranks':>5} {'ms/step':>9} {'samples/s':>10} {'speed-up':>9} {'allreduce ms':>13} "
@@ -218,6 +220,8 @@ def main() -> None:
     p.add_argument("--ranks", default=None, help="comma-separated world sizes, e.g. 1,2")
     p.add_argument("--shard", choices=["auto", "on", "off"], default="auto",
                    help="train.shard_optimizer of the data-parallel runs")
+    p.add_argument("--overlap", choices=["on", "off"], default="off",
+                   help="train.overlap of the data-parallel runs")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:

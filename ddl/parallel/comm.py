@@ -68,14 +68,29 @@ class Comm(ABC):
         self._timed(tag, self._allgather, buf, tuple(counts))
         return buf
 
-    def _timed(self, tag: str, transport, *args) -> None:
+    def start_allreduce(self, buf, tag: str = "grad"):
+        """Begin the in-place sum over ranks of `buf` (flat, 1-D) and return a handle for `finish`;
+        `buf` may not be touched until then. This form reduces at once and returns None (a world
+        of one, or a transport without non-blocking collectives)."""
+        self.allreduce_sum(buf, tag=tag)
+
+    def progress(self, handles: list) -> None:
+        """Let started reductions advance (MPI moves data only inside its calls)."""
+
+    def finish(self, handles: list, tag: str = "grad") -> None:
+        """Complete every reduction `start_allreduce` began (None handles are done already)."""
+
+    def _timed(self, tag: str, transport, *args, calls: int = 1):
+        """transport(*args), its seconds added to the tag's time and `calls` to its count (0: the
+        wait that completes calls counted when they started)."""
         start = time.perf_counter()
-        transport(*args)
+        result = transport(*args)
         elapsed = time.perf_counter() - start
-        self.allreduce_count += 1
-        self.counts[tag] += 1
+        self.allreduce_count += calls
+        self.counts[tag] += calls
         self.allreduce_time += elapsed
         self.times[tag] += elapsed
+        return result
 
     def reduce_list(self, arrays, tag: str = "bn") -> list:
         """Sum a list of small same-dtype arrays over ranks in ONE allreduce (concat, sum, split).

@@ -103,6 +103,21 @@ class MPIComm(Comm):
             return
         self._complete([self.comm.Iallgatherv(MPI.IN_PLACE, spec(_contiguous(buf)))])
 
+    def start_allreduce(self, buf, tag: str = "grad"):
+        if not isinstance(buf, np.ndarray) or self.size == 1:
+            return super().start_allreduce(buf, tag)
+        return self._timed(tag, lambda b: self.comm.Iallreduce(MPI.IN_PLACE, _contiguous(b), op=MPI.SUM), buf)
+
+    def progress(self, handles: list) -> None:
+        started = [h for h in handles if h is not None]
+        if started:
+            MPI.Request.Testall(started)
+
+    def finish(self, handles: list, tag: str = "grad") -> None:
+        started = [h for h in handles if h is not None]
+        if started:
+            self._timed(tag, self._complete, started, calls=0)
+
     def _complete(self, reqs: list) -> None:
         """Wait for the step's requests: polled (sleeping, naming stalls) where ranks have cores."""
         if self.polled:
