@@ -1,17 +1,25 @@
 #!/usr/bin/env python
 """A scaling model of ddl's data-parallel step, fitted on this machine and projected to clusters.
 
-A step is its compute (forward, backward, update at the rank's local batch) plus ONE allreduce of
-the gradient buffer (S bytes), which ddl does not overlap with compute. A ring allreduce over N
-ranks costs
+A step is its compute (forward and backward at the rank's local batch), the optimizer update of
+this rank's block of the parameters (ddl shards the optimizer: 1/N of the update), and the
+gradient reduction: a reduce-scatter plus an allgather, which move the bytes of a ring allreduce
+of the gradient buffer (S bytes) over N ranks:
 
     T_ring(N, S) = 2 (N - 1) alpha + 2 (N - 1) / N * S / B
 
-(latency alpha per message, bandwidth B). The script measures an MPI Allreduce over 2 ranks here,
-over shared memory and over TCP loopback (UCX told to use TCP: a stand-in for a network), fits
-alpha and B to each, measures ddl's compute per step at several local batch sizes (1 BLAS thread),
-checks the model against a measured 2-rank ddl step, and projects weak and strong scaling
-efficiency at 8-1024 ranks on the fitted links and on two stated interconnects.
+(latency alpha per message, bandwidth B). Not overlapped, as ddl runs by default. With
+train.overlap=on each layer's bucket is sent as soon as backward has produced it (the last layer
+first) and only what is left when backward ends adds to the step; that row assumes the
+collectives progress on their own (NCCL, or MPI with a progress thread on a spare core), which
+MPICH on this 2-core machine does not (see the README: the switch does not win here).
+
+The script measures an MPI Allreduce over 2 ranks here, over shared memory and over TCP loopback
+(UCX told to use TCP: a stand-in for a network), fits alpha and B to each, measures ddl's compute
+and update per step at several local batch sizes (1 BLAS thread), checks the model against a
+measured 2-rank ddl step, and projects weak and strong scaling efficiency at 8-1024 ranks on the
+fitted links and on two stated interconnects. Backward's time per layer, for the overlap, is the
+measured compute shared out in proportion to each layer's matrix-product flops.
 
     python scripts/scaling_model.py [--quick] [--markdown]
 """
@@ -80,19 +88,55 @@ def fit(times: dict) -> tuple[float, float]:
     return max(intercept / 2, 0.0), 1.0 / slope
 
 
-def compute_times(sizes, output, batches, steps) -> dict:
-    """Seconds per ddl step (1 process, so no collective) at each local batch size."""
+def compute_times(sizes, output, batches, steps) -> tuple[dict, float]:
+    """(seconds per ddl step without its update at each local batch size, seconds of the whole
+    update), 1 process (so no collective), 1 BLAS thread."""
     from threadpoolctl import threadpool_limits
 
     from ddl.parallel import SerialComm
 
-    out = {}
+    out, updates = {}, []
     with threadpool_limits(1):
         for b in batches:
-            built = bench_step.build(b, SerialComm(), sizes=sizes, output=output)
+            ds, setup, state, bufs = built = bench_step.build(b, SerialComm(), sizes=sizes, output=output)
             runs = [bench_step.time_steps(*built, steps, warmup=2) for _ in range(3)]
+            updates.append(update_time(state, bufs, setup, steps))
             out[b] = float(np.median(runs))
-    return out
+    update = float(np.median(updates))
+    return {b: t - update for b, t in out.items()}, update
+
+
+def update_time(state, bufs, setup, steps: int) -> float:
+    """Seconds of one optimizer update of the whole buffer (the step's update, alone)."""
+    g, p = bufs.grads.buf, state.params.buf
+    times = []
+    for _ in range(steps + 2):
+        t0 = time.perf_counter()
+        if bufs.fused is not None:
+            state.opt_state = bufs.fused(p, g, state.opt_state, 1e-3, 256.0, bufs.mask, 0.0)
+        else:
+            delta, state.opt_state = setup.opt.update(g, state.opt_state, 1e-3, donate=True)
+            p -= delta
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[2:]))
+
+
+def step_time(net, compute: float, update: float, n: int, link, overlap: bool = False) -> float:
+    """The model: compute + update / n + the reduction's exposed time (all of it, or with
+    `overlap` what is left of the layer buckets' when backward ends)."""
+    alpha, bw = link
+    layers = [(net[i] * net[i + 1] + net[i + 1]) * 4 for i in range(len(net) - 1)]   # bytes, layer 1 first
+    exposed = ring(n, sum(layers) + 20, alpha, bw)
+    if overlap and n > 1:
+        flops = [w / 4 for w in layers]
+        fwd, bwd = sum(flops), [f * (2 if i > 0 else 1) for i, f in enumerate(flops)]  # dW, and dA above 1
+        per_flop = compute / (fwd + sum(bwd))
+        ready, free = 0.0, 0.0
+        for i in reversed(range(len(layers))):        # the last layer's bucket first
+            ready += bwd[i] * per_flop
+            free = max(ready, free) + ring(n, layers[i], alpha, bw)
+        exposed = free - ready + ring(n, 20, alpha, bw)  # ready: backward's end; then the tail
+    return compute + update / n + exposed
 
 
 def interpolate(table: dict, b: float) -> float:
@@ -132,17 +176,21 @@ def main() -> None:
         nbytes = 4 * (sum(net[i] * net[i + 1] + net[i + 1] for i in range(len(net) - 1)) + 5)
         batches = sorted({max(1, global_batch // n) for n in (1, *WORLDS)} | {local, 32, 64, 128, 256})
         batches = [b for b in batches if b <= 8192 and (not args.quick or b in (local, 32, 256, 2048))]
-        compute = compute_times(net, output, batches, steps)
-        print(f"{label}: gradient buffer {nbytes / 2**20:.2f} MiB; ddl compute per step: "
+        compute, update = compute_times(net, output, batches, steps)
+        print(f"{label}: gradient buffer {nbytes / 2**20:.2f} MiB; update {update * 1e3:.2f} ms; ddl "
+              "compute per step without it: "
               + ", ".join(f"b={b} {t * 1e3:.2f} ms" for b, t in sorted(compute.items())))
-        for link, (alpha, bw) in links.items():
-            weak = [interpolate(compute, local) / (interpolate(compute, local) + ring(n, nbytes, alpha, bw))
-                    for n in WORLDS]
-            t1 = interpolate(compute, global_batch)
-            strong = [t1 / (n * (interpolate(compute, global_batch / n) + ring(n, nbytes, alpha, bw)))
-                      if global_batch >= n else None for n in WORLDS]    # None: under 1 example a rank
-            rows.append((label, link, f"weak, local batch {local}", weak))
-            rows.append((label, link, f"strong, global batch {global_batch}", strong))
+        t1 = interpolate(compute, global_batch) + update
+        for link in links:
+            for overlap in (False, True) if label.startswith("big") else (False,):
+                how = ", overlapped*" if overlap else ""
+                c = interpolate(compute, local)
+                weak = [(c + update) / step_time(net, c, update, n, links[link], overlap) for n in WORLDS]
+                strong = [t1 / (n * step_time(net, interpolate(compute, global_batch / n), update, n,
+                                              links[link], overlap))
+                          if global_batch >= n else None for n in WORLDS]  # None: under 1 example a rank
+                rows.append((label, link, f"weak, local batch {local}{how}", weak))
+                rows.append((label, link, f"strong, global batch {global_batch}{how}", strong))
     check(links["shared memory (fitted here)"])
     head = ["network", "link", "scaling"] + [f"N={n}" for n in WORLDS]
     if args.markdown:
@@ -154,6 +202,7 @@ def main() -> None:
         for net, link, kind, eff in rows:
             print(f"  {net:28} {link[:34]:34} {kind:25} " + " ".join(f"{shown(e):>5}" for e in eff))
         print(f"  ({' '.join(f'N={n}' for n in WORLDS)}; —: fewer examples than ranks)")
+    print("* overlapped: train.overlap=on, if the collectives progressed on their own (not so here)")
 
 
 def shown(e) -> str:
@@ -165,13 +214,13 @@ def check(shm) -> None:
     alpha, bw = shm
     net, nbytes = NETWORKS["big [784,1024,1024,10]"][0], 4 * 1863695
     measured = bench_step.run_ranks(512, 15, [2])[0]
-    compute = compute_times(net, "softmax", [256], 10)[256]
-    model = compute + ring(2, nbytes, alpha, bw)
+    compute, update = compute_times(net, "softmax", [256], 10)
+    model = step_time(net, compute[256], update, 2, shm)
     print(f"check, big net on 2 ranks x 1 thread, global batch 512: "
           f"measured {measured['step_s'] * 1e3:.2f} "
-          f"ms/step, model {model * 1e3:.2f} ms (compute {compute * 1e3:.2f} + ring "
-          f"{ring(2, nbytes, alpha, bw) * 1e3:.2f}; the measured allreduce "
-          f"{measured['allreduce_s'] * 1e3:.2f})")
+          f"ms/step, model {model * 1e3:.2f} ms (compute {compute[256] * 1e3:.2f} + update/2 "
+          f"{update / 2 * 1e3:.2f} + ring {ring(2, nbytes, alpha, bw) * 1e3:.2f}; the measured "
+          f"reduce-scatter + allgather {measured['allreduce_s'] * 1e3:.2f})")
 
 
 if __name__ == "__main__":
