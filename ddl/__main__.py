@@ -1,4 +1,4 @@
 """`python -m ddl [overrides]` is `ddl-train [overrides]`."""
-from ddl.cli import main
+from ddl.launch import main
 
 main()
