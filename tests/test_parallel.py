@@ -189,3 +189,18 @@ def test_step_variants_that_cannot_work_are_refused_before_any_work(tmp_path, se
     assert code != 0
     assert "bad config" in se and says in se, se
     assert "Traceback" not in se and not out.exists()
+
+
+@pytest.mark.parametrize("kind, extra", [("nan", ["train.on_nonfinite=skip"]), ("nan", []), ("raise", [])])
+def test_faults_on_one_rank_with_the_optimizer_sharded(tmp_path, kind, extra):
+    # every rank learns the verdict from the reduce-scatter's tail and skips or stops at the same
+    # step; a rank that raises ends the job (the others wait in a polled collective)
+    code, out, err = faulty(tmp_path, 3, 2, 30, kind, "train.shard_optimizer=on", *extra)
+    text = out + err
+    if extra:
+        assert code == 0, text
+        assert '"skipped_steps": 1' in (tmp_path / "run" / "summary.json").read_text()
+    elif kind == "nan":
+        assert code != 0 and "NonFiniteError" in text and "epoch 0, step 29" in text, text
+    else:
+        assert code != 0 and "[rank 2]" in text and "injected fault" in text, text

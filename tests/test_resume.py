@@ -25,8 +25,8 @@ CFG = ["data=synthetic", "data.m=6000", "data.n_x=20", "data.classes=3", "model.
        "checkpoint.keep=1000"]
 
 
-def start(tmp_path, out):
-    cmd = [mpiexec(), "-n", "2", sys.executable, "-m", "ddl", *CFG, f"out_dir={out}"]
+def start(tmp_path, out, *extra):
+    cmd = [mpiexec(), "-n", "2", sys.executable, "-m", "ddl", *CFG, *extra, f"out_dir={out}"]
     return subprocess.Popen(cmd, cwd=tmp_path, env=clean_env(), start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -67,15 +67,30 @@ def assert_identical(run_dir, reference):
 
 
 def test_signal_checkpoints_then_resume_is_bit_identical(tmp_path, reference):
+    signal_then_resume(tmp_path, reference)
+
+
+def test_signal_with_the_optimizer_sharded_checkpoints_then_resume_is_bit_identical(tmp_path):
+    # the signal's checkpoint gathers every rank's block of the optimizer state; the resumed run
+    # cuts it into blocks again: bit-identical to a sharded run that was never stopped
+    sharded = "train.shard_optimizer=on"
+    code, out, err = ddl_train(2, *CFG, sharded, "tracking=off", f"out_dir={tmp_path / 'ref'}",
+                               cwd=tmp_path, timeout=300)
+    assert code == 0, out + err
+    signal_then_resume(tmp_path, load_final(tmp_path / "ref")[0], sharded)
+
+
+def signal_then_resume(tmp_path, reference, *extra):
     out = tmp_path / "run"
-    proc = start(tmp_path, out)
+    proc = start(tmp_path, out, *extra)
     wait_for_checkpoint(out, proc)
     os.killpg(proc.pid, signal.SIGUSR1)   # mpiexec forwards it to every rank
     code, text = finish(proc)
     assert code == 75, text
     assert "stopped by a signal" in text and "checkpoint.resume=auto" in text
     assert not (out / "final.npz").exists()
-    code, so, se = ddl_train(2, *CFG, f"out_dir={out}", "checkpoint.resume=auto", cwd=tmp_path, timeout=300)
+    code, so, se = ddl_train(2, *CFG, *extra, f"out_dir={out}", "checkpoint.resume=auto", cwd=tmp_path,
+                             timeout=300)
     assert code == 0, so + se
     assert "resuming from" in so + se
     assert_identical(out, reference)

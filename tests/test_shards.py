@@ -32,9 +32,11 @@ def test_bounds_and_take():
     assert counts == (32, 32, 32, 27)
     assert [shards.bounds(counts, r) for r in range(4)] == [(0, 32), (32, 64), (64, 96), (96, 123)]
     v = np.arange(123.0)
-    got = shards.take({"v": v, "t": 5}, 32, 64, lambda a: a.copy())
+    got = shards.take({"v": v, "t": 5}, 32, 64, lambda a: a.copy(), 123)
     assert got["t"] == 5 and np.array_equal(got["v"], np.arange(32.0, 64.0))
     assert not np.shares_memory(got["v"], v)
+    with pytest.raises(ValueError, match="not whole"):       # a block given where the whole is due
+        shards.take({"v": v[:32]}, 32, 64, lambda a: a.copy(), 123)
     with pytest.raises(ValueError, match="ranks must be >= 1"):
         shards.block_counts(10, 0)
 

@@ -28,7 +28,11 @@ def bounds(counts, rank: int) -> tuple[int, int]:
     return lo, lo + counts[rank]
 
 
-def take(state: dict, lo: int, hi: int, copy) -> dict:
-    """The block [lo, hi) of every array of an optimizer state (`copy` makes it its own array, so
-    the whole one can be freed); scalars (Adam's step count) are kept as they are."""
+def take(state: dict, lo: int, hi: int, copy, size: int) -> dict:
+    """The block [lo, hi) of every array of a whole optimizer state (`size` elements each; `copy`
+    makes the block its own array, so the whole one can be freed); scalars (Adam's step count)
+    are kept as they are."""
+    short = {k: v.shape for k, v in state.items() if not isinstance(v, (int, float)) and v.shape != (size,)}
+    if short:
+        raise ValueError(f"the optimizer state is not whole: {short}, expected ({size},) each")
     return {k: v if isinstance(v, (int, float)) else copy(v[lo:hi]) for k, v in state.items()}

@@ -101,7 +101,7 @@ class Shard:
                    mask[lo:hi] if mask is not None and mask.shape[0] == size else mask, xp)
 
     def take(self, opt_state: dict) -> dict:
-        return shards.take(opt_state, self.lo, self.hi, lambda a: a.copy())
+        return shards.take(opt_state, self.lo, self.hi, lambda a: a.copy(), sum(self.counts))
 
     def gather(self, comm, opt_state: dict) -> dict:
         """The whole optimizer state on every rank (one allgather per state array)."""
