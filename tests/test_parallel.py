@@ -156,6 +156,9 @@ def test_step_variants_at_n_ranks_equal_one_rank_without_them(case, tmp_path):
         out = tmp_path / f"n{n}"
         code, so, se = ddl_train(n, *extra, VARIANTS[case][-1], f"out_dir={out}", cwd=tmp_path)
         assert code == 0, f"-n {n} failed:\n{so}\n{se}"
+        said = {"sharded": f"optimizer sharded across {n} ranks",
+                "overlap": "reduced per layer during backward"}
+        assert (said[case.split("-")[0]] in so + se) == (n > 1), so + se    # the run-directory line
         assert_same_model(load_final(out)[0], ref, f"{case} at -n {n}")
         # the checkpoint holds the whole optimizer state (gathered from every rank's block)
         ckpt = dict(np.load(out / "checkpoints" / "ckpt-e000003-s000000.npz"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ddl import checkpoint as ckpt
-from ddl.parallel import signals, threads
+from ddl.parallel import reduction, signals, threads
 from ddl.backend import get_backend, gpu_status, set_blas_threads
 from ddl.parallel.preflight import check_launch
 from ddl.config import Config
@@ -148,8 +148,8 @@ def tracked_run(cfg: Config, setup: Setup, ds, state, meta, tracker, run_dir: Pa
     if comm.rank == 0:
         n, why = threads.choose(cfg.train.blas_threads, comm.node_cpus, comm.local_rank)
         log.info("run directory: %s  (world size %d, backend %s, network %s, %d train / %s dev examples; "
-                 "BLAS threads per rank: %s, %s)", run_dir, comm.size, backend.name, list(setup.spec.sizes),
-                 ds.train.m, ds.dev.m if ds.dev is not None else 0, n or "as set", why)
+                 "BLAS threads per rank: %s, %s%s)", run_dir, comm.size, backend.name, list(setup.spec.sizes),
+                 ds.train.m, ds.dev.m if ds.dev is not None else 0, n or "as set", why, step_variant(setup))
     hooks = make_hooks(cfg, comm, backend, run_dir, ds, run_id, tracker,
                        stream_meta(cfg, setup.spec.sizes))
     state, seconds = train_tracked(ds, setup, state, hooks, tracker)
@@ -163,6 +163,15 @@ def tracked_run(cfg: Config, setup: Setup, ds, state, meta, tracker, run_dir: Pa
     if tracker:
         track_final(tracker, cfg, summary, state, run_dir)
     return summary
+
+
+def step_variant(setup: Setup) -> str:
+    """What the run-directory line says of the step's collectives when they are not one allreduce."""
+    if reduction.shard_optimizer(setup, model.layout(setup.spec).size) and setup.comm.size > 1:
+        return f"; optimizer sharded across {setup.comm.size} ranks (train.shard_optimizer)"
+    if reduction.overlap(setup):
+        return "; gradients reduced per layer during backward (train.overlap=on)"
+    return ""
 
 
 def set_threads(configured: int, comm) -> None:
