@@ -45,6 +45,35 @@ def test_the_fused_step_is_bit_identical_to_the_portable_one(name, l2, dtype):
         assert p_fast.dtype == np.dtype(dtype)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("l2", [0.0, 0.7])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_the_cupy_kernels_are_bit_identical_to_the_portable_cupy_update(name, l2, dtype):
+    from ddl.backend import gpu_count
+
+    if gpu_count() == 0:
+        pytest.skip("the CuPy kernels need a CUDA GPU; none is visible")
+    gpu = get_backend("cupy")
+    rng = np.random.default_rng(4)
+    opt = make_optimizer(name, beta=0.8, beta1=0.85, beta2=0.99, epsilon=1e-7)
+    fused = fused_update(opt, gpu, SIZE, "on")
+    assert fused is not None and fused_update(opt, gpu, SIZE, "auto") is None   # auto: portable
+    mask = gpu.asarray((rng.random(SIZE) < 0.9).astype(dtype), dtype)
+    p_ref = gpu.asarray(rng.standard_normal(SIZE), dtype)
+    p_fast = p_ref.copy()
+    s_ref, s_fast = opt.init(p_ref), opt.init(p_fast)
+    for step, lr in enumerate([0.1, 0.05, 0.02, 0.3, 1e-3]):
+        g = gpu.asarray(rng.standard_normal(SIZE) * 10.0 ** (step - 2), dtype)
+        count = float(16 + step)
+        s_ref = portable_step(opt, p_ref, g.copy(), s_ref, lr, count, mask, l2)
+        s_fast = fused(p_fast, g.copy(), s_fast, lr, count, mask if l2 else mask[:0], l2 / count)
+        np.testing.assert_array_equal(gpu.to_numpy(p_fast), gpu.to_numpy(p_ref), err_msg=f"{name} {step}")
+        for k in s_ref:
+            if not isinstance(s_ref[k], int):
+                np.testing.assert_array_equal(gpu.to_numpy(s_fast[k]), gpu.to_numpy(s_ref[k]), err_msg=k)
+        assert p_fast.dtype == np.dtype(dtype)
+
+
 def test_training_with_the_fused_update_equals_training_without_it():
     from test_train import make, small_cfg   # moons, batch norm, dropout, L2, Adam
 

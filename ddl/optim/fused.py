@@ -25,17 +25,21 @@ def fused_update(opt, backend, size: int, mode: str = "auto",
                  steps: Optional[int] = None) -> Optional[Callable]:
     """The fused step for `opt` on this backend, or None for the portable one. mode: auto (NumPy,
     Numba present, at least MIN_SIZE parameters and MIN_WORK parameters x the run's `steps`, when
-    known) | on (NumPy and Numba required) | off."""
+    known) | on (NumPy and Numba, or CuPy: its elementwise kernels) | off."""
     small = size < MIN_SIZE or (steps is not None and size * steps < MIN_WORK)
     if mode == "off" or (mode == "auto" and small):
         return None
-    why = None if backend.name == "numpy" else f"backend {backend.name!r} (NumPy only)"
+    if backend.name == "cupy":
+        # the elementwise kernels (fused_cupy.py) only when asked for: no GPU run has held them
+        # equal to the portable update yet (tests/test_fused.py does, under scripts/gpu_check.sh)
+        return _STEPS[opt.name](_cupy_kernels()[opt.name], dict(opt.hyper)) if mode == "on" else None
+    why = None if backend.name == "numpy" else f"backend {backend.name!r} (NumPy or CuPy only)"
     kernels = _kernels() if why is None else None
     if why is None and kernels is None:
         why = "Numba is not installed (pip install numba)"
     if why:
         if mode == "on":
-            raise ValueError(f"train.fused_update=on needs the NumPy backend and Numba: {why}")
+            raise ValueError(f"train.fused_update=on needs the NumPy backend and Numba, or CuPy: {why}")
         return None
     return _STEPS[opt.name](kernels[opt.name], dict(opt.hyper))
 
@@ -91,3 +95,9 @@ def _kernels() -> Optional[dict]:
             return None
         _COMPILED.update(fused_kernels.KERNELS)
     return _COMPILED
+
+
+def _cupy_kernels() -> dict:
+    from ddl.optim import fused_cupy  # noqa: PLC0415 - imports CuPy: only on its backend
+
+    return fused_cupy.KERNELS
