@@ -127,8 +127,9 @@ def test_one_gradient_allreduce_per_step(tmp_path, n):
 VARIANTS = {
     "sharded-adam-l2-dropout-portable": ["optimizer=adam", "model.l2=0.3", "model.keep_prob=0.8",
                                          "train.fused_update=off", "train.shard_optimizer=on"],
-    "sharded-momentum-l2-fused": ["optimizer=momentum", "model.l2=0.3", "train.fused_update=on",
-                                  "train.shard_optimizer=on"],
+    "sharded-momentum-l2-batchnorm-fused": ["optimizer=momentum", "model.l2=0.3", "model.batchnorm=true",
+                                            "data.normalize=true", "train.fused_update=on",
+                                            "train.shard_optimizer=on"],
     "overlap-batchnorm-rmsprop-dropout": ["optimizer=rmsprop", "model.batchnorm=true",
                                           "data.normalize=true", "model.keep_prob=0.8", "train.overlap=on"],
 }
