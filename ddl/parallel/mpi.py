@@ -84,7 +84,7 @@ class MPIComm(Comm):
         if not all(isinstance(a, np.ndarray) for a in (buf, out, tail if tail is not None else out)):
             # device or other array-API buffers: through host copies (correct, not fast; the
             # trainer shards only NumPy runs)
-            host_out = np.empty(out.shape, dtype=np.dtype(str(out.dtype).split(".")[-1]))
+            host_out = np.array(np.from_dlpack(out), copy=True)
             _through_host(buf, lambda h: self.comm.Reduce_scatter(h, host_out, list(counts), op=MPI.SUM))
             out[...] = array_namespace(out).asarray(host_out)
             if tail is not None:
