@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ddl import early_stopping, faults
-from ddl.backend import Backend, make_key
+from ddl.backend import Backend, kernel_threads, make_key
 from ddl.config import TrainConfig
 from ddl.data.feed import feeder
 from ddl.data.shard import shard_batches
@@ -171,7 +171,8 @@ class StepBuffers:
         reduce = None
         if setup.spec.batchnorm and setup.sync_bn and setup.comm.size > 1:
             reduce = lambda arrays: setup.comm.reduce_list(arrays, tag="bn")  # noqa: E731
-        fused = fused_update(setup.opt, setup.backend, layout.size, setup.cfg.fused_update, steps)
+        fused = fused_update(setup.opt, setup.backend, layout.size, setup.cfg.fused_update, steps,
+                             threads=kernel_threads())
         if fused is not None and mask is None:
             mask = ext[:0]                          # unread without L2; the kernel wants an array
         shard = Shard.make(setup.comm, layout.size, xp, dtype, mask) \

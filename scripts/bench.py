@@ -278,6 +278,11 @@ def update(args):
         row("update", w, got["ddl fused"], "torch fused Adam", got["torch fused Adam"], 1 / 1.2)
     row("update", w, got["ddl fused"], "bandwidth bound", got["bandwidth bound"])
     row("update", w, got["ddl fused"], "ddl portable update", got["ddl portable"])
+    w2 = "the same, 2 threads"
+    if "torch fused Adam, 2 threads" in got:
+        row("update", w2, got["ddl fused, 2 threads"], "torch fused Adam, 2 threads",
+            got["torch fused Adam, 2 threads"], 1 / 1.2)
+    row("update", w2, got["ddl fused, 2 threads"], "ddl fused update, 1 thread", got["ddl fused"])
 
 
 def free_port() -> int:

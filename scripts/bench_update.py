@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The optimizer update alone, on the big network's 1.86 M float32 parameters, cold cache:
-ddl's fused update and its portable one, PyTorch's fused Adam (if installed: pip install
-'ddl[bench]') and the memory-bandwidth bound (copies moving the bytes one pass must move),
-interleaved rounds, medians with min-max.
+ddl's fused update (on 1 and on 2 threads) and its portable one, PyTorch's fused Adam (1 and 2
+threads; if installed: pip install 'ddl[bench]') and the memory-bandwidth bound (copies moving the
+bytes one pass must move), interleaved rounds, medians with min-max.
 
     OMP_NUM_THREADS=1 python scripts/bench_update.py [--rounds 15]
 """
@@ -26,11 +26,13 @@ def measure(rounds: int) -> dict:
     P, G = rng.standard_normal(N).astype(np.float32), rng.standard_normal(N).astype(np.float32)
     opt = make_optimizer("adam")
     fused = fused_update(opt, get_backend("numpy"), N, "on")
-    state = {"fused": opt.init(P), "portable": opt.init(P)}
+    fused2 = fused_update(opt, get_backend("numpy"), N, "on", threads=2)
+    state = {"fused": opt.init(P), "fused2": opt.init(P), "portable": opt.init(P)}
     junk = np.zeros(64 * 2**20 // 4, np.float32)      # 64 MiB, touched before each timing
 
-    def timed(work):
+    def timed(work, before=lambda: None):
         def run():
+            before()
             np.add(junk, 1.0, out=junk)
             t0 = time.perf_counter()
             work()
@@ -45,6 +47,8 @@ def measure(rounds: int) -> dict:
     V, S = np.zeros(N, np.float32), np.zeros(N, np.float32)
     timers = {"ddl fused": timed(lambda: state.update(fused=fused(P, G, state["fused"], 1e-3, 256.0,
                                                                   P[:0], 0.0))),
+              "ddl fused, 2 threads": timed(lambda: state.update(fused2=fused2(
+                  P, G, state["fused2"], 1e-3, 256.0, P[:0], 0.0))),
               "ddl portable": timed(portable),
               "bandwidth bound": timed(lambda: (np.copyto(V, S), np.copyto(S, V), np.copyto(P, P)))}
     try:
@@ -53,9 +57,18 @@ def measure(rounds: int) -> dict:
         tp.grad = torch.from_numpy(G.copy())
         topt = torch.optim.Adam([tp], lr=1e-3, fused=True)
         topt.step()
-        timers["torch fused Adam"] = timed(topt.step)
+        timers["torch fused Adam"] = timed(topt.step, lambda: torch.set_num_threads(1))
+        timers["torch fused Adam, 2 threads"] = timed(topt.step, lambda: torch.set_num_threads(2))
     except ImportError:
         print("(torch not installed: pip install 'ddl[bench]' for its fused Adam)")
+    try:
+        return _rounds(timers, rounds)
+    finally:
+        if "torch fused Adam" in timers:
+            torch.set_num_threads(1)
+
+
+def _rounds(timers: dict, rounds: int) -> dict:
     for t in timers.values():                       # warm-up: compiled loops, first-touch pages
         t()
     got = {k: [] for k in timers}
@@ -72,10 +85,10 @@ def main() -> None:
     got = measure(args.rounds)
     base = np.median(got["ddl fused"])
     print(f"Adam update, {N} float32, cold cache, {args.rounds} interleaved rounds")
-    print(f"  {'':18} {'median ms':>10} {'min-max ms':>15} {'this / ddl fused':>17}")
+    print(f"  {'':28} {'median ms':>10} {'min-max ms':>15} {'this / ddl fused':>17}")
     for k, v in got.items():
         med = np.median(v)
-        print(f"  {k:18} {med * 1e3:10.2f} {min(v) * 1e3:7.2f}-{max(v) * 1e3:<7.2f} {med / base:16.2f}x")
+        print(f"  {k:28} {med * 1e3:10.2f} {min(v) * 1e3:7.2f}-{max(v) * 1e3:<7.2f} {med / base:16.2f}x")
 
 
 if __name__ == "__main__":

@@ -98,3 +98,112 @@ def test_which_update_each_mode_picks():
     assert fused_update(adam, strict, 10 * MIN_SIZE, "auto") is None      # other backends: portable
     with pytest.raises(ValueError, match="train.fused_update=on needs the NumPy backend"):
         fused_update(adam, strict, 10, "on")
+
+
+# ---- on more than one thread: blocks of the buffers at once ------------------------------------
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("l2", [0.0, 0.7])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_the_threaded_fused_step_is_bit_identical_to_the_portable_one(name, l2, dtype, threads,
+                                                                     monkeypatch):
+    import ddl.optim.fused as fused_module
+
+    monkeypatch.setattr(fused_module, "PER_THREAD", 1000)     # SIZE splits into `threads` blocks
+    rng = np.random.default_rng(5)
+    opt = make_optimizer(name, beta=0.8, beta1=0.85, beta2=0.99, epsilon=1e-7)
+    fused = fused_update(opt, NUMPY, SIZE, "on", threads=threads)
+    mask = (rng.random(SIZE) < 0.9).astype(dtype)
+    p_ref = rng.standard_normal(SIZE).astype(dtype)
+    p_fast = p_ref.copy()
+    s_ref, s_fast = opt.init(p_ref), opt.init(p_fast)
+    for step, lr in enumerate([0.1, 0.05, 0.02, 0.3, 1e-3]):
+        g = (rng.standard_normal(SIZE) * 10.0 ** (step - 2)).astype(dtype)
+        count = float(16 + step)
+        s_ref = portable_step(opt, p_ref, g.copy(), s_ref, lr, count, mask, l2)
+        s_fast = fused(p_fast, g.copy(), s_fast, lr, count, mask if l2 else mask[:0], l2 / count)
+        np.testing.assert_array_equal(p_fast, p_ref, err_msg=f"{name} step {step}")
+        for k in s_ref:
+            np.testing.assert_array_equal(np.asarray(s_fast[k]), np.asarray(s_ref[k]), err_msg=k)
+
+
+def test_the_blocks_tile_the_buffers_and_run_on_the_pool(monkeypatch):
+    import threading
+
+    import ddl.optim.fused as fused_module
+
+    monkeypatch.setattr(fused_module, "PER_THREAD", 100)
+    seen, lock = [], threading.Lock()
+
+    def kernel(p, g, mask, count, coef, l2, arrays, k):
+        with lock:
+            seen.append((p.base is base, p.shape[0], g.shape[0], mask.shape[0], arrays[0].shape[0],
+                         k, threading.get_ident()))
+        p += 1.0
+
+    base = np.zeros(1000)
+    g, mask, v = np.zeros(1000), np.zeros(1000), np.zeros(1000)
+    run = fused_module.in_blocks(kernel, 3)
+    run(base, g, mask, 1.0, 0.0, True, (v,), (7,))
+    assert sorted(s[1] for s in seen) == [328, 336, 336]            # 16-aligned, the last one short
+    assert all(s[0] and s[1] == s[2] == s[3] == s[4] and s[5] == (7,) for s in seen)
+    threads_used = {s[6] for s in seen}       # the caller and the pool's (an idle helper may take two)
+    assert threading.get_ident() in threads_used and len(threads_used) >= 2
+    np.testing.assert_array_equal(base, 1.0)                         # every element once
+    seen.clear()
+    run(base, g, mask[:0], 1.0, 0.0, False, (v,), (7,))             # no L2: the placeholder as is
+    assert [s[3] for s in seen] == [0, 0, 0]
+    seen.clear()
+    run(base[:150], g[:150], mask[:150], 1.0, 0.0, True, (v[:150],), (7,))   # < 2 blocks' worth
+    assert len(seen) == 1 and seen[0][6] == threading.get_ident()
+    assert fused_module.in_blocks(kernel, 1) is kernel
+
+
+def test_a_failing_block_fails_the_step_after_every_block_is_done(monkeypatch):
+    import time
+
+    import ddl.optim.fused as fused_module
+
+    monkeypatch.setattr(fused_module, "PER_THREAD", 10)
+    done = []
+
+    def kernel(p, g, mask, count, coef, l2, arrays, k):
+        if p.shape[0] != 32:                    # the caller's block (the first) raises at once
+            time.sleep(0.05)
+            done.append(p.shape[0])
+            return
+        raise FloatingPointError("boom")
+
+    with pytest.raises(FloatingPointError, match="boom"):
+        fused_module.in_blocks(kernel, 2)(np.zeros(60), np.zeros(60), np.zeros(0), 1.0, 0.0, False,
+                                           (np.zeros(60),), ())
+    assert done == [28]                         # the helper's block finished before it returned
+
+
+def test_kernel_threads_follow_the_blas_count_then_the_environment(monkeypatch):
+    import ddl.backend as backend_module
+
+    monkeypatch.setattr(backend_module, "_THREADS", [])
+    assert backend_module.kernel_threads({}) == 1
+    assert backend_module.kernel_threads({"OMP_NUM_THREADS": "3"}) == 3
+    assert backend_module.kernel_threads({"OMP_NUM_THREADS": "", "MKL_NUM_THREADS": "4"}) == 4
+    assert backend_module.kernel_threads({"OMP_NUM_THREADS": "two"}) == 1
+    monkeypatch.setattr(backend_module, "_THREADS", [2])               # what set_blas_threads gave
+    assert backend_module.kernel_threads({"OMP_NUM_THREADS": "3"}) == 2
+
+
+def test_training_with_the_threaded_fused_update_equals_training_without_it(monkeypatch):
+    from test_train import make, small_cfg
+
+    import ddl.optim.fused as fused_module
+    import ddl.train as train_module
+
+    monkeypatch.setattr(fused_module, "PER_THREAD", 16)            # the tiny net splits in two
+    monkeypatch.setattr(train_module, "kernel_threads", lambda: 2)
+    finals = {}
+    for mode in ("on", "off"):
+        cfg = small_cfg(fused_update=mode, dtype="float32")
+        ds, setup, state = make(cfg)
+        finals[mode] = train_module.train(ds, setup, state).params.buf
+    np.testing.assert_array_equal(finals["on"], finals["off"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Mapping, Optional, Sequence
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+from ddl.backend import THREAD_VARIABLES
 
 
 def _node(node_sets: Sequence[frozenset]) -> tuple[int, bool]:
