@@ -3,6 +3,7 @@ the one an in-process client records; the store is checked without MLflow (store
 whose process is killed, or whose worker dies, still ends right."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sqlite3
@@ -105,13 +106,16 @@ def _wait_status(tmp_path, wanted, timeout=60):
 
 def test_a_killed_single_process_run_is_ended_by_its_worker(tmp_path):
     proc = _start(tmp_path, "train.epochs=100000")
-    _worker_of(proc)
+    worker = _worker_of(proc)
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob("runs/*/*/train.log")) or "epoch" not in \
             next(tmp_path.glob("runs/*/*/train.log")).read_text():
         assert time.monotonic() < deadline and proc.poll() is None, "training did not start"
         time.sleep(0.2)
     time.sleep(3)                                          # the run is open in the store by now
+    # the worker loaded MLflow without pandas (installed here, by the test extra's mlflow)
+    assert importlib.util.find_spec("pandas") is not None
+    assert not [m.path for m in worker.memory_maps() if f"{os.sep}pandas{os.sep}" in m.path]
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     t0 = time.monotonic()

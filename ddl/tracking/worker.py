@@ -15,6 +15,7 @@ marks the run FAILED with the reason, unless the run already ended.
 """
 from __future__ import annotations
 
+import importlib.abc
 import json
 import logging
 import os
@@ -26,6 +27,23 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 CALLS = ("log_epoch", "flush", "set_tags", "log_artifact", "log_text", "end")
+# Packages MLflow imports when they are installed, for features this process never uses (datasets,
+# evaluation): the worker sees what ddl's base install has (mlflow-skinny needs neither), and
+# MLflow loads 0.27 s faster where they are there (measured: import mlflow 0.93 -> 0.67 s).
+UNUSED = ("pandas", "pyarrow")
+
+
+class Hidden(importlib.abc.MetaPathFinder):
+    """Imports of these packages fail as if they were not installed (in this process only)."""
+
+    def __init__(self, names):
+        self.names = frozenset(names)
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r} (not loaded by the tracking worker)",
+                                      name=name)
+        return None
 
 
 def answer(message: dict) -> None:
@@ -101,6 +119,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the terminal's Ctrl-C is for the job
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     orders = lines()
+    sys.meta_path.insert(0, Hidden(UNUSED))
     from ddl.tracking import store  # noqa: F401, PLC0415 - MLflow's import, while rank 0 works
     import mlflow  # noqa: F401, PLC0415
 
