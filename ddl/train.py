@@ -11,6 +11,9 @@ in its two halves around the update: a reduce-scatter gives each rank its block 
 gradients (and every rank the whole tail), each rank updates its block of the parameters and
 optimizer state, and an allgather of the parameters ends the step. Outside `train()` the state is
 whole: it is cut into blocks at the start and gathered for checkpoints and at the end.
+With every rank on one node the two halves go through memory that every rank maps
+(`train.shared_memory`, ddl/parallel/node.py): the parameters are one shared buffer while
+`train()` runs, and each rank sums its block from every rank's shared gradient segment.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from ddl.optim.optimizers import Optimizer
 from ddl.optim.transforms import add_l2
 from ddl.params import Flat
 from ddl.parallel import signals
-from ddl.parallel.reduction import Overlap, Shard, overlap, shard_optimizer
+from ddl.parallel.reduction import Overlap, Shard, node_memory, overlap, shard_optimizer
 
 
 
@@ -92,13 +95,27 @@ class Setup:
 
 def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) -> TrainState:
     """Run epochs `state.epoch .. cfg.epochs-1` (resuming at `state.step`); returns the final state."""
-    hooks, cfg, comm = hooks or Hooks(), setup.cfg, setup.comm
+    hooks, cfg = hooks or Hooks(), setup.cfg
     check_start(ds, setup)
     sync_params(setup, state)
     steps = (cfg.epochs - state.epoch) * -(-ds.train.m // cfg.batch_size)
     bufs = StepBuffers.make(setup, state.params.layout, steps)
-    if bufs.shard is not None:                    # from here on this rank holds its block only
-        state.opt_state = bufs.shard.take(state.opt_state)
+    bufs.hold(state)                              # sharded: from here on this rank holds its block
+    try:
+        signalled = run_epochs(ds, setup, state, bufs, hooks)
+    except BaseException:
+        bufs.release(state, free=False)           # no collective: another rank may be gone
+        raise
+    bufs.release(state)
+    if not signalled:
+        early_stopping.restore_best(state)
+    return whole(setup, bufs, state)
+
+
+def run_epochs(ds, setup: Setup, state: TrainState, bufs: StepBuffers, hooks: Hooks) -> bool:
+    """The epochs of `train`, on buffers it made; `state` is updated in place. True: stopped by a
+    signal (after its checkpoint)."""
+    cfg, comm = setup.cfg, setup.comm
     timer = Timer(comm)
     fault = faults.from_env()                     # test-only; None in every real run
     watch = getattr(comm, "stall_watch", None)    # MPI: name ranks that do not arrive
@@ -123,7 +140,7 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
             if stop:
                 state.stopped = "signal"
                 hooks.checkpoint(whole(setup, bufs, state), "signal")
-                return whole(setup, bufs, state)
+                return True
         state.epoch, state.step = epoch + 1, 0
         if state.epoch % max(cfg.eval_every, 1) == 0 or state.epoch == cfg.epochs:
             if fault is not None and fault.due(comm.rank, state.epoch, "eval"):
@@ -137,16 +154,18 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
                 break
         if hooks.checkpoint_every and state.epoch % hooks.checkpoint_every == 0:
             hooks.checkpoint(whole(setup, bufs, state), "periodic")
-    early_stopping.restore_best(state)
-    return whole(setup, bufs, state)
+    return False
 
 
 def whole(setup: Setup, bufs: StepBuffers, state: TrainState) -> TrainState:
     """The state with its whole optimizer state (gathered from every rank's block: a collective;
-    `state` itself keeps its block), or `state` itself when the optimizer is not sharded."""
+    `state` itself keeps its block) and parameters of its own (a copy of the node's shared ones),
+    or `state` itself when the optimizer is not sharded."""
     if bufs.shard is None:
         return state
-    return dataclasses.replace(state, opt_state=bufs.shard.gather(setup.comm, state.opt_state))
+    params = state.params.copy() if bufs.shares(state.params) else state.params
+    return dataclasses.replace(state, params=params,
+                               opt_state=bufs.shard.gather(setup.comm, state.opt_state))
 
 
 @dataclass
@@ -161,12 +180,12 @@ class StepBuffers:
     fused: Optional[Callable] = None   # the one-pass update (ddl/optim/fused.py), or None: portable
     shard: Optional[Shard] = None      # the optimizer sharded across ranks, or None
     overlap: Optional[Overlap] = None  # the allreduce in layer buckets during backward, or None
+    memory: Optional[object] = None    # sharded on one node: the shared buffers (parallel/node.py)
 
     @classmethod
     def make(cls, setup: Setup, layout, steps: Optional[int] = None) -> StepBuffers:
         """steps: the run's training steps, when known (whether a fused update pays off)."""
         xp, dtype = setup.backend.xp, setup.backend.dtype(setup.cfg.dtype)
-        ext = xp.zeros((layout.size + TAIL,), dtype=dtype)
         mask = setup.backend.asarray(layout.mask(), setup.cfg.dtype) if setup.l2 > 0 else None
         reduce = None
         if setup.spec.batchnorm and setup.sync_bn and setup.comm.size > 1:
@@ -174,12 +193,39 @@ class StepBuffers:
         fused = fused_update(setup.opt, setup.backend, layout.size, setup.cfg.fused_update, steps,
                              threads=kernel_threads())
         if fused is not None and mask is None:
-            mask = ext[:0]                          # unread without L2; the kernel wants an array
-        shard = Shard.make(setup.comm, layout.size, xp, dtype, mask) \
-            if shard_optimizer(setup, layout.size) else None
+            mask = xp.zeros((0,), dtype=dtype)      # unread without L2; the kernel wants an array
+        shard, memory = None, None
+        if shard_optimizer(setup, layout.size):
+            shard = Shard.make(setup.comm, layout.size, xp, dtype, mask)
+            memory = node_memory(setup, layout.size + TAIL, layout.size, dtype)
+        ext = memory.grads if memory is not None else xp.zeros((layout.size + TAIL,), dtype=dtype)
         grads = Flat(layout, ext[:layout.size], xp)
         buckets = Overlap(setup.comm, grads.buf, model.layer_spans(setup.spec)) if overlap(setup) else None
-        return cls(ext, grads, ext[layout.size:], mask, reduce, fused, shard, buckets)
+        return cls(ext, grads, ext[layout.size:], mask, reduce, fused, shard, buckets, memory)
+
+    def hold(self, state: TrainState) -> None:
+        """What train() does before its first step: the optimizer state cut to this rank's block
+        (sharded), and the parameters moved into the node's one shared buffer (shared memory)."""
+        if self.shard is not None:
+            state.opt_state = self.shard.take(state.opt_state)
+        if self.memory is not None:
+            self.memory.fill_params(state.params.buf)
+            state.params = Flat(state.params.layout, self.memory.params, np)
+
+    def shares(self, params: Flat) -> bool:
+        return self.memory is not None and self.memory.holds_params(params.buf)
+
+    def release(self, state: TrainState, free: bool = True) -> None:
+        """After the last step: the parameters copied out of shared memory, whose windows are then
+        unmapped (a collective: not after an error, when they stay mapped until the process ends)."""
+        if self.memory is None:
+            return
+        if self.shares(state.params):
+            state.params = state.params.copy()
+        if free:
+            memory, self.memory = self.memory, None
+            self.ext = self.grads = self.tail = None
+            memory.free()
 
 
 def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key: int, lr: float,
@@ -220,7 +266,9 @@ def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key:
     bad = bad_losses if bad_losses else float(not math.isfinite(grad_sum))
     if bad:
         warn_local_loss(backend, loss, len(idx), state.epoch)
-    if bad or count == 0:
+    if bad or count == 0:           # skipped on every rank; sharded, the step still ends together
+        if shard is not None:       # (on one node: no rank writes its next gradients while
+            comm.allgather(state.params.buf, shard.counts, tag="params")  # another reads them)
         return count, loss_sum, bad, stop
     # update (of this rank's block when sharded: p, g, mask and the optimizer state are blocks)
     p, g, mask = state.params.buf, bufs.grads.buf, bufs.mask

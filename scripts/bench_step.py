@@ -29,7 +29,7 @@ SIZES = [784, 1024, 1024, 10]
 
 
 def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy", sizes=SIZES,
-          output="softmax", shard="auto", overlap="off"):
+          output="softmax", shard="auto", overlap="off", shared_memory="auto"):
     """A ddl Setup/state/batches for a ReLU network (`sizes`, default the benchmark's) on random data;
     `shard`, `overlap`: train.shard_optimizer (auto shards with more than one rank), train.overlap."""
     from ddl.backend import get_backend
@@ -50,14 +50,14 @@ def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy", sizes
     cfg = Config()
     cfg.model.init, cfg.train.dtype, cfg.train.batch_size = "he", dtype, batch
     cfg.train.shard_optimizer, cfg.train.overlap = shard, overlap
+    cfg.train.shared_memory = shared_memory
     spec = model.make_spec(list(sizes), "relu", output)
     backend = get_backend(backend_name, comm.local_rank)
     setup = Setup(backend, comm, spec, make_optimizer("adam"), make_schedule("constant", 1e-3),
                   cfg.train)
     state = initial_state(cfg, spec, backend, setup.opt)
     bufs = StepBuffers.make(setup, state.params.layout)
-    if bufs.shard is not None:          # what train() does first: keep this rank's block only
-        state.opt_state = bufs.shard.take(state.opt_state)
+    bufs.hold(state)                    # what train() does first (the block, the shared buffer)
     return ds, setup, state, bufs
 
 
@@ -155,7 +155,8 @@ def worker(args) -> None:
     from ddl.parallel import get_comm
 
     comm = get_comm("mpi")
-    ds, setup, state, bufs = build(args.batch, comm, shard=args.shard, overlap=args.overlap)
+    ds, setup, state, bufs = build(args.batch, comm, shard=args.shard, overlap=args.overlap,
+                                    shared_memory=args.shared_memory)
     step = time_steps(ds, setup, state, bufs, args.steps)
     allreduce = (comm.times.get("grad", 0.0) + comm.times.get("params", 0.0)) / args.steps
     raw = np.zeros(bufs.ext.shape[0], dtype=np.float32)
@@ -182,14 +183,15 @@ def blas_threads() -> int:
     return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=0)
 
 
-def run_ranks(batch: int, steps: int, ranks, shard: str = "auto", overlap: str = "off") -> list:
+def run_ranks(batch: int, steps: int, ranks, shard: str = "auto", overlap: str = "off",
+              shared_memory: str = "auto") -> list:
     """One `mpiexec -n N` worker run per world size, 1 BLAS thread per rank: their JSON records
     (`shard`, `overlap`: train.shard_optimizer, train.overlap)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     results = []
     for n in ranks:
         cmd = ["mpiexec", "-n", str(n), sys.executable, __file__, "--worker",
-               "--batch", str(batch), "--steps", str(steps), "--shard", shard, "--overlap", overlap]
+               "--batch", str(batch), "--steps", str(steps), "--shard", shard, "--overlap", overlap, "--shared-memory", shared_memory]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return results
@@ -197,7 +199,7 @@ def run_ranks(batch: int, steps: int, ranks, shard: str = "auto", overlap: str =
 
 def parallel(args) -> None:
     results = run_ranks(args.batch, args.steps, [int(r) for r in args.ranks.split(",")], args.shard,
-                        args.overlap)
+                        args.overlap, args.shared_memory)
     base = results[0]
     print(f"network {SIZES}, global batch {args.batch}, float32, Adam, 1 BLAS thread per rank")
     print(f"{'ranks':>5} {'ms/step':>9} {'samples/s':>10} {'speed-up':>9} {'allreduce ms':>13} "
@@ -222,6 +224,8 @@ def main() -> None:
                    help="train.shard_optimizer of the data-parallel runs")
     p.add_argument("--overlap", choices=["on", "off"], default="off",
                    help="train.overlap of the data-parallel runs")
+    p.add_argument("--shared-memory", choices=["auto", "off"], default="auto",
+                   help="train.shared_memory of the sharded data-parallel runs")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:

@@ -141,6 +141,11 @@ class Comm(ABC):
     def abort(self, code: int = 1) -> None:
         """End every rank now with exit status `code` (never returns)."""
 
+    def node_memory(self, ext_size: int, param_size: int, dtype):
+        """Collective: the sharded step's buffers in memory every rank maps (ddl/parallel/node.py),
+        or None where the ranks do not share one node's memory (a world of one, or no MPI)."""
+        return None
+
     def use_allreduce(self, mode: str, backend=None) -> None:
         """How device buffers are reduced (host | cuda_aware | nccl); nothing to do without MPI."""
         check_mode(mode)

@@ -18,6 +18,7 @@ from mpi4py import MPI
 
 from ddl.parallel import stall
 from ddl.parallel.comm import Comm, check_op, check_root
+from ddl.parallel.node import NodeMemory
 from ddl.parallel.gpu import CupyDevice, check_backend, make_device_reducer
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
@@ -46,6 +47,7 @@ class MPIComm(Comm):
         self.allreduce_mode = allreduce
         self._reducer = None
         self.stall_watch = stall.StallWatch()     # the trainer sets timeout, policy, position
+        self.memory = None                        # the sharded step's shared buffers, if any
         # More ranks than cores here: polling costs ~25 % of a step (measured, 3 ranks on 2
         # cores) and blocking waits spin anyway; there the blocking Allreduce is kept.
         self.polled = self.local_size <= len(os.sched_getaffinity(0))
@@ -80,7 +82,23 @@ class MPIComm(Comm):
         else:
             _through_host(buf, lambda h: self.comm.Allreduce(MPI.IN_PLACE, h, op=MPI.SUM))
 
+    def node_memory(self, ext_size: int, param_size: int, dtype):
+        """The windows when every rank is on this node (and its shared memory has room), else
+        None; the sharded step then reduces and gathers through them (see ddl/parallel/node.py)."""
+        if self.size == 1 or self.local_size != self.size:
+            return None
+        self.memory = NodeMemory.allocate(self.comm, ext_size, param_size, dtype)
+        return self.memory
+
     def _reduce_scatter_sum(self, buf, out, counts: tuple, tail) -> None:
+        memory = self.memory
+        if memory is not None and memory.holds_grads(buf) and tail is not None:
+            memory.sync()                           # this rank's gradients out, before the tail
+            self._complete([self.comm.Iallreduce(MPI.IN_PLACE, _contiguous(tail), op=MPI.SUM)])
+            memory.sync()                           # every rank's gradients in
+            lo = sum(counts[:self.rank])
+            memory.sum_block(lo, lo + counts[self.rank], out)
+            return
         if not all(isinstance(a, np.ndarray) for a in (buf, out, tail if tail is not None else out)):
             # device or other array-API buffers: through host copies (correct, not fast; the
             # trainer shards only NumPy runs)
@@ -96,6 +114,12 @@ class MPIComm(Comm):
         self._complete(reqs)
 
     def _allgather(self, buf, counts: tuple) -> None:
+        memory = self.memory
+        if memory is not None and memory.holds_params(buf):   # every block is in place already
+            memory.sync()
+            self._complete([self.comm.Ibarrier()])
+            memory.sync()
+            return
         displs = [0, *itertools.accumulate(counts[:-1])]
         spec = lambda h: [h, (list(counts), displs)]  # noqa: E731
         if not isinstance(buf, np.ndarray):

@@ -1,14 +1,17 @@
 """How one step's gradients travel between ranks, besides the one allreduce of the whole buffer.
 
-Two switches of `train` (the trainer, ddl/train.py, holds the collectives in view):
+Three switches of `train` (the trainer, ddl/train.py, holds the collectives in view):
 
     shard_optimizer   a reduce-scatter gives each rank its block of the summed gradients, each
                       rank updates its block of the parameters and optimizer state, an allgather
                       of the parameters ends the step (`Shard`; the block math: ddl/optim/shards.py)
     overlap           each layer's gradients in an allreduce of their own, started as soon as
                       backward has finished the layer (`Overlap`)
+    shared_memory     sharded with every rank on one node: the reduce-scatter reads the other
+                      ranks' gradients from shared memory, the allgather is a barrier over one
+                      shared parameter buffer (`node_memory`; ddl/parallel/node.py)
 
-Both are NumPy-only and both keep N ranks equal to one rank up to the order of the sums.
+All are NumPy-only and all keep N ranks equal to one rank up to the order of the sums.
 """
 from __future__ import annotations
 
@@ -43,6 +46,18 @@ def shard_optimizer(setup: Setup, size: int) -> bool:
     if mode == "auto":
         return why is None and setup.comm.size > 1 and size >= SHARD_MIN_SIZE and cfg.overlap != "on"
     return mode == "on"
+
+
+def node_memory(setup: Setup, ext_size: int, size: int, dtype):
+    """A sharded run's buffers in the node's shared memory (`train.shared_memory`: auto = where
+    every rank is on one node and its shared memory has room; off = through MPI), or None.
+    Collective."""
+    mode = setup.cfg.shared_memory
+    if mode not in ("auto", "off"):
+        raise ValueError(f"train.shared_memory must be auto or off, got {mode!r}")
+    if mode == "off":
+        return None
+    return setup.comm.node_memory(ext_size, size, dtype)
 
 
 def overlap(setup: Setup) -> bool:

@@ -168,7 +168,9 @@ def tracked_run(cfg: Config, setup: Setup, ds, state, meta, tracker, run_dir: Pa
 def step_variant(setup: Setup) -> str:
     """What the run-directory line says of the step's collectives when they are not one allreduce."""
     if reduction.shard_optimizer(setup, model.layout(setup.spec).size) and setup.comm.size > 1:
-        return f"; optimizer sharded across {setup.comm.size} ranks (train.shard_optimizer)"
+        how = (", through the node's shared memory (train.shared_memory)" if setup.cfg.shared_memory == "auto"
+               and setup.comm.local_size == setup.comm.size else "")
+        return f"; optimizer sharded across {setup.comm.size} ranks (train.shard_optimizer){how}"
     if reduction.overlap(setup):
         return "; gradients reduced per layer during backward (train.overlap=on)"
     return ""

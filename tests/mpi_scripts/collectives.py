@@ -99,6 +99,45 @@ def check_topology_and_counters(comm, r, n):
     assert comm.allreduce_time > 0.0 and abs(sum(comm.times.values()) - comm.allreduce_time) < 1e-9
 
 
+def check_node_memory(comm, r, n):
+    # The sharded step's shared buffers (ddl/parallel/node.py): a world of one has none; on one node
+    # the reduce-scatter sums every rank's shared segment and the allgather is a barrier.
+    from ddl.optim import shards
+    from ddl.parallel import node
+
+    size, ext = 7, 7 + 5
+    room = node.room
+    node.room = lambda path=node.SHM_DIR: 0               # no room on this node: through MPI
+    assert comm.node_memory(ext, size, np.float64) is None
+    node.room = room
+    memory = comm.node_memory(ext, size, np.float64)
+    if n == 1:
+        assert memory is None
+        return
+    counts = shards.block_counts(size, n)
+    lo, hi = shards.bounds(counts, r)
+    memory.fill_params(np.arange(size, dtype=np.float64))
+    for round_ in range(3):                                # later rounds: nothing stale is read
+        grads, tail = memory.grads[:size], memory.grads[size:]
+        assert memory.holds_grads(grads) and memory.holds_params(memory.params)
+        grads[:] = np.arange(size) * (r + 1) + round_
+        tail[:] = (1.0, r, 0.0, 0.0, round_)
+        out = np.zeros(hi - lo)
+        comm.reduce_scatter_sum(grads, out, counts, tail=tail, tag="shm")
+        np.testing.assert_array_equal(out, np.arange(lo, hi) * n * (n + 1) / 2 + n * round_)
+        np.testing.assert_array_equal(tail, (n, n * (n - 1) / 2, 0.0, 0.0, n * round_))
+        memory.params[lo:hi] += out                        # this rank's block, in place
+        comm.allgather(memory.params, counts, tag="shm")
+        want = np.arange(size) * (1 + (round_ + 1) * n * (n + 1) / 2) \
+            + n * round_ * (round_ + 1) / 2
+        np.testing.assert_array_equal(memory.params, want)
+    # a buffer outside the windows still goes through MPI
+    buf, out = np.full(size, 1.0 + r), np.zeros(hi - lo)
+    comm.reduce_scatter_sum(buf, out, counts, tag="mpi")
+    np.testing.assert_array_equal(out, np.full(hi - lo, n * (n + 1) / 2))
+    memory.free()
+
+
 def main():
     comm = get_comm("auto")
     install_abort_handler(comm)
@@ -109,6 +148,7 @@ def main():
     check_reduce_list(comm, r, n)
     check_reduce_scatter_and_allgather(comm, r, n)
     check_topology_and_counters(comm, r, n)
+    check_node_memory(comm, r, n)
     comm.barrier()
     print(f"OK rank {r} of {n} {type(comm).__name__}", flush=True)
 
