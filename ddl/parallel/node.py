@@ -73,9 +73,11 @@ class NodeMemory:
             win.Sync()
 
     def sum_block(self, lo: int, hi: int, out: np.ndarray) -> None:
-        """out <- the sum over ranks of [lo, hi) of their gradients, in rank order."""
-        np.copyto(out, self.segments[0][lo:hi])
-        for seg in self.segments[1:]:
+        """out <- the sum over ranks of [lo, hi) of their gradients, in rank order (the first two
+        added in one pass; `allocate` makes at least two segments)."""
+        first, second, *rest = self.segments
+        np.add(first[lo:hi], second[lo:hi], out=out)
+        for seg in rest:
             np.add(out, seg[lo:hi], out=out)
 
     def fill_params(self, values: np.ndarray) -> None:
