@@ -213,10 +213,12 @@ def check(shm) -> None:
     """The model against a measured 2-rank ddl step of the big network (global batch 512)."""
     alpha, bw = shm
     net, nbytes = NETWORKS["big [784,1024,1024,10]"][0], 4 * 1863695
-    measured = bench_step.run_ranks(512, 15, [2])[0]
+    # through MPI (train.shared_memory=off), as the model's collectives: on one node ddl's default
+    # shares the buffers instead, and no cluster of several nodes can
+    measured = bench_step.run_ranks(512, 15, [2], shared_memory="off")[0]
     compute, update = compute_times(net, "softmax", [256], 10)
     model = step_time(net, compute[256], update, 2, shm)
-    print(f"check, big net on 2 ranks x 1 thread, global batch 512: "
+    print(f"check, big net on 2 ranks x 1 thread, global batch 512, through MPI: "
           f"measured {measured['step_s'] * 1e3:.2f} "
           f"ms/step, model {model * 1e3:.2f} ms (compute {compute[256] * 1e3:.2f} + update/2 "
           f"{update / 2 * 1e3:.2f} + ring {ring(2, nbytes, alpha, bw) * 1e3:.2f}; the measured "
