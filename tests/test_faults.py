@@ -188,10 +188,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_a_stalled_rank_is_named_and_the_others_wait_without_spinning(tmp_path):
+@pytest.mark.parametrize("step", ["train.shard_optimizer=off", "train.shard_optimizer=on"])
+def test_a_stalled_rank_is_named_and_the_others_wait_without_spinning(tmp_path, step):
     """Rank 1 stalls 8 s at step 30 (stall_timeout 2 s): rank 0 names it, the waiting rank uses
     well under a core, and when it comes back the run finishes as usual. Two ranks: on this
-    2-core machine three would be more ranks than cores, where ddl keeps the blocking allreduce."""
+    2-core machine three would be more ranks than cores, where ddl keeps the blocking allreduce.
+    Sharded, the ranks wait in the shared-memory step's tail allreduce and barrier instead."""
     import subprocess
     import sys
 
@@ -199,7 +201,7 @@ def test_a_stalled_rank_is_named_and_the_others_wait_without_spinning(tmp_path):
 
     out = tmp_path / "run"
     cmd = [mpiexec(), "-n", "2", sys.executable, "-m", "ddl", *CFG, "tracking=off",
-           "train.stall_timeout=2", f"out_dir={out}"]
+           "train.stall_timeout=2", step, f"out_dir={out}"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=clean_env(DDL_FAULT="stall=8@rank=1,step=30"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
@@ -217,6 +219,7 @@ def test_a_stalled_rank_is_named_and_the_others_wait_without_spinning(tmp_path):
     assert proc.returncode == 0, text
     assert "rank(s) [1] have not arrived" in text and "train.on_stall=wait" in text, text
     assert all(share < 0.3 for share in used.values()), used        # a spinning rank shows ~1.0
+    assert ("through the node's shared memory" in text) == step.endswith("on"), text
     assert json.loads((out / "summary.json").read_text())["epochs_run"] == 20
 
 
