@@ -26,7 +26,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ddl import early_stopping, faults
-from ddl.backend import Backend, kernel_threads, make_key
+from ddl.backend import Backend, make_key
 from ddl.config import TrainConfig
 from ddl.data.feed import feeder
 from ddl.data.shard import shard_batches
@@ -34,16 +34,12 @@ from ddl.evaluate import evaluate_split
 from ddl.nonfinite import (DivergedError, NonFiniteError, check_divergence, diverging,  # noqa: F401
                            handle_nonfinite, warn_local_loss)
 from ddl.nn import losses, model
-from ddl.optim.fused import fused_update
 from ddl.optim.optimizers import Optimizer
 from ddl.optim.transforms import add_l2
 from ddl.params import Flat
 from ddl.parallel import signals
-from ddl.parallel.reduction import Overlap, Shard, node_memory, overlap, shard_optimizer
-
-
-
-TAIL = 5  # trailing slots of the gradient buffer (see write_tail)
+from ddl.parallel.reduction import overlap, shard_optimizer
+from ddl.buffers import TAIL, StepBuffers  # noqa: F401 - the step's buffers, ddl.train's names too
 
 
 @dataclass
@@ -166,66 +162,6 @@ def whole(setup: Setup, bufs: StepBuffers, state: TrainState) -> TrainState:
     params = state.params.copy() if bufs.shares(state.params) else state.params
     return dataclasses.replace(state, params=params,
                                opt_state=bufs.shard.gather(setup.comm, state.opt_state))
-
-
-@dataclass
-class StepBuffers:
-    """The extended gradient buffer [grads | tail], its named views, and the L2 mask."""
-
-    ext: object
-    grads: Flat
-    tail: object
-    mask: object
-    bn_reduce: Optional[Callable]
-    fused: Optional[Callable] = None   # the one-pass update (ddl/optim/fused.py), or None: portable
-    shard: Optional[Shard] = None      # the optimizer sharded across ranks, or None
-    overlap: Optional[Overlap] = None  # the allreduce in layer buckets during backward, or None
-    memory: Optional[object] = None    # sharded on one node: the shared buffers (parallel/node.py)
-
-    @classmethod
-    def make(cls, setup: Setup, layout, steps: Optional[int] = None) -> StepBuffers:
-        """steps: the run's training steps, when known (whether a fused update pays off)."""
-        xp, dtype = setup.backend.xp, setup.backend.dtype(setup.cfg.dtype)
-        mask = setup.backend.asarray(layout.mask(), setup.cfg.dtype) if setup.l2 > 0 else None
-        reduce = None
-        if setup.spec.batchnorm and setup.sync_bn and setup.comm.size > 1:
-            reduce = lambda arrays: setup.comm.reduce_list(arrays, tag="bn")  # noqa: E731
-        fused = fused_update(setup.opt, setup.backend, layout.size, setup.cfg.fused_update, steps,
-                             threads=kernel_threads())
-        if fused is not None and mask is None:
-            mask = xp.zeros((0,), dtype=dtype)      # unread without L2; the kernel wants an array
-        shard, memory = None, None
-        if shard_optimizer(setup, layout.size):
-            shard = Shard.make(setup.comm, layout.size, xp, dtype, mask)
-            memory = node_memory(setup, layout.size + TAIL, layout.size, dtype)
-        ext = memory.grads if memory is not None else xp.zeros((layout.size + TAIL,), dtype=dtype)
-        grads = Flat(layout, ext[:layout.size], xp)
-        buckets = Overlap(setup.comm, grads.buf, model.layer_spans(setup.spec)) if overlap(setup) else None
-        return cls(ext, grads, ext[layout.size:], mask, reduce, fused, shard, buckets, memory)
-
-    def hold(self, state: TrainState) -> None:
-        """What train() does before its first step: the optimizer state cut to this rank's block
-        (sharded), and the parameters moved into the node's one shared buffer (shared memory)."""
-        if self.shard is not None:
-            state.opt_state = self.shard.take(state.opt_state)
-        if self.memory is not None:
-            self.memory.fill_params(state.params.buf)
-            state.params = Flat(state.params.layout, self.memory.params, np)
-
-    def shares(self, params: Flat) -> bool:
-        return self.memory is not None and self.memory.holds_params(params.buf)
-
-    def release(self, state: TrainState, free: bool = True) -> None:
-        """After the last step: the parameters copied out of shared memory, whose windows are then
-        unmapped (a collective: not after an error, when they stay mapped until the process ends)."""
-        if self.memory is None:
-            return
-        if self.shares(state.params):
-            state.params = state.params.copy()
-        if free:
-            memory, self.memory = self.memory, None
-            self.ext = self.grads = self.tail = None
-            memory.free()
 
 
 def train_step(ds, setup: Setup, state: TrainState, bufs: StepBuffers, idx, key: int, lr: float,
