@@ -18,8 +18,8 @@ from mpi4py import MPI
 
 from ddl.parallel import stall
 from ddl.parallel.comm import Comm, check_op, check_root
-from ddl.parallel.node import NodeMemory
 from ddl.parallel.gpu import CupyDevice, check_backend, make_device_reducer
+from ddl.parallel.node import NodeMemory
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 
