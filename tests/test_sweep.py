@@ -40,7 +40,9 @@ def submit_sweep_with(tmp_path, sbatch_script=None):
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(sys.executable)
+    # a script, not a link to sys.executable: a link drops the virtual environment the tests run in
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    os.chmod(bin_dir / "python", 0o755)
     (bin_dir / "dirname").symlink_to(shutil.which("dirname"))
     if sbatch_script:
         (bin_dir / "sbatch").write_text(sbatch_script)
