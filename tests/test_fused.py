@@ -197,7 +197,7 @@ def test_training_with_the_threaded_fused_update_equals_training_without_it(monk
     from test_train import make, small_cfg
 
     import ddl.optim.fused as fused_module
-    import ddl.buffers as buffers_module
+    import ddl.train.buffers as buffers_module
     import ddl.train as train_module
 
     monkeypatch.setattr(fused_module, "PER_THREAD", 16)            # the tiny net splits in two

@@ -125,7 +125,7 @@ def test_early_stopping_restores_the_best_dev_epoch():
     assert state.stopped == "early" and len(state.history) < 400
     best = min(state.history, key=lambda r: r["dev_cost"])
     assert state.best["epoch"] == best["epoch"]
-    from ddl.evaluate import evaluate_split
+    from ddl.train.evaluate import evaluate_split
 
     assert evaluate_split(setup, state, ds.dev)[0] == pytest.approx(best["dev_cost"], rel=1e-12)
 

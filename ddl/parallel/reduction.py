@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from ddl.optim import shards
 
 if TYPE_CHECKING:
-    from ddl.train import Setup
+    from ddl.train.state import Setup
 
 
 SHARD_MODES = ("auto", "on", "off")

@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 
 from ddl.config import RedactingFilter, redact
-from ddl.nonfinite import NonFiniteError
+from ddl.train.nonfinite import NonFiniteError
 from ddl.parallel import signals
 
 log = logging.getLogger("ddl")

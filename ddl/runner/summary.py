@@ -11,9 +11,9 @@ from pathlib import Path
 from ddl import checkpoint as ckpt
 from ddl.config import Config
 from ddl.diagnosis import Diagnosis, describe, diagnose, explain, held_out
-from ddl.evaluate import evaluate_split
+from ddl.train.evaluate import evaluate_split
 from ddl.files import write_text_atomic
-from ddl.nonfinite import DivergedError
+from ddl.train.nonfinite import DivergedError
 from ddl.runner.hooks import resolve
 from ddl.runner.session import dashboard_hint
 from ddl.train import Setup, TrainState

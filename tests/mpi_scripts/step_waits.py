@@ -11,7 +11,7 @@ from counting import WAITS, CountingDevice, counting_backend
 from ddl.config import Config, DataConfig
 from ddl.data.dataset import load_dataset
 from ddl.data.shard import eval_shard, shard_batches
-from ddl.evaluate import evaluate_split
+from ddl.train.evaluate import evaluate_split
 from ddl.optim.optimizers import make_optimizer
 from ddl.optim.schedules import make_schedule
 from ddl.parallel import SerialComm, install_abort_handler, launcher_size

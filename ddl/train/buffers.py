@@ -15,7 +15,7 @@ from ddl.params import Flat
 from ddl.parallel.reduction import Overlap, Shard, node_memory, overlap, shard_optimizer
 
 if TYPE_CHECKING:
-    from ddl.train import Setup, TrainState
+    from ddl.train.state import Setup, TrainState
 
 TAIL = 5  # trailing slots of the gradient buffer (see write_tail)
 

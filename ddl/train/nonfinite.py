@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     from ddl.backend import Backend
-    from ddl.train import Setup, TrainState
+    from ddl.train.state import Setup, TrainState
 
 log = logging.getLogger("ddl")
 

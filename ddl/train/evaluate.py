@@ -11,7 +11,7 @@ from ddl.data.shard import eval_shard
 from ddl.nn import model
 
 if TYPE_CHECKING:  # the loop imports this module: no import cycle at run time
-    from ddl.train import Setup, TrainState
+    from ddl.train.state import Setup, TrainState
 
 
 def evaluate_split(setup: Setup, state: TrainState, split):
