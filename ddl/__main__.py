@@ -1,4 +1,34 @@
-"""`python -m ddl [overrides]` is `ddl-train [overrides]`."""
-from ddl.launch import main
+"""`ddl-train` and `python -m ddl [overrides]`: a tracked run's MLflow worker first, then everything else.
 
-main()
+The tracking worker (ddl/tracking/worker.py) needs ~1.5 s to import MLflow and open its store,
+and a short tracked run ends when it has; importing Hydra, NumPy, mpi4py and ddl's runner takes
+~0.25 s more before `ddl.cli.main` could start it. So this module, which imports next to nothing,
+starts it first, on rank 0 only (as far as the launcher's environment says: the MPI rank is not
+known before MPI starts). `ddl.cli.main` starts it otherwise, once it knows the rank.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
+
+
+def first_rank(environ=os.environ) -> bool:
+    """Whether the launcher (mpiexec, srun) made this process rank 0, or none did."""
+    return all(environ.get(v, "0") == "0" for v in RANK_VARIABLES)
+
+
+def main() -> None:
+    if first_rank():
+        from ddl.tracking import link as remote
+
+        if remote.worth_prewarming(sys.argv[1:]):
+            remote.prewarm()
+    from ddl.cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

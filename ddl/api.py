@@ -143,8 +143,9 @@ def run(*overrides: str, ranks: int = 1, quiet: bool = False) -> Result:
         _stream([_mpiexec(), "-n", str(ranks), sys.executable, "-m", "ddl", *overrides,
                  f"out_dir={run_dir}"], quiet, f"the run in {run_dir}")
         return Result.from_dir(run_dir)
-    from ddl.parallel import SerialComm, setup_logging, signals  # noqa: PLC0415
-    from ddl.runner.ranks import execute  # noqa: PLC0415
+    from ddl.parallel import SerialComm, signals  # noqa: PLC0415
+    from ddl.runner.logs import setup_logging  # noqa: PLC0415
+    from ddl.runner.job import execute  # noqa: PLC0415
     from ddl.runner.session import run_name  # noqa: PLC0415
 
     run_dir.mkdir(parents=True, exist_ok=resuming)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddl.files import write_atomic
+from ddl.atomic import write_atomic
 from ddl.params import Flat
 
 CKPT_RE = re.compile(r"^ckpt-e(\d+)-s(\d+)\.npz$")

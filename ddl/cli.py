@@ -22,13 +22,14 @@ from omegaconf import OmegaConf
 
 from ddl import config as C
 from ddl.config import redact
-from ddl.files import write_text_atomic
-from ddl.parallel import get_comm, install_abort_handler, setup_logging
+from ddl.atomic import write_text_atomic
+from ddl.parallel import get_comm, install_abort_handler
 from ddl.parallel.signals import install_startup_handlers
 from ddl.runner.progress import hide_while_bar
-from ddl.runner.ranks import execute, exit_code, worker_loop
+from ddl.runner.job import execute, exit_code, worker_loop
+from ddl.runner.logs import setup_logging
 from ddl.runner.session import Session, objective, run_name, standalone_session
-from ddl.tracking import remote
+from ddl.tracking import link as remote
 
 # conf/ at the top of the repository is installed as the package ddl.conf (see pyproject.toml).
 CONF_PATH = "pkg://ddl.conf"

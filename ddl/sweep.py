@@ -1,9 +1,9 @@
-"""`python -m ddl.sweep ...`, the building blocks of SLURM job-array sweeps (see ddl/runner/sweep.py),
+"""`python -m ddl.sweep ...`, the building blocks of SLURM job-array sweeps (see ddl/runner/grid.py),
 and, called, `ddl.sweep("optimizer=gd,adam", ...)`: a whole sweep from Python (ddl.api.sweep)."""
 import sys
 import types
 
-from ddl.runner.sweep import main
+from ddl.runner.grid import main
 
 
 class _CallableModule(types.ModuleType):

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from ddl.backend import gpu_count
-from ddl.parallel import SerialComm, get_comm, setup_logging, world_info
+from ddl.parallel import SerialComm, get_comm, world_info
+from ddl.runner.logs import setup_logging
 from helpers import clean_env, mpiexec, run_cmd
 
 SCRIPTS = Path(__file__).parent / "mpi_scripts"

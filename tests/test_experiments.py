@@ -52,10 +52,10 @@ def test_sweep_under_two_ranks_is_one_parent_with_four_children(tmp_path):
     points = {(r.data.params["optimizer.name"], r.data.params["schedule.decay_rate"]) for r in children}
     assert points == {("gd", "0.0"), ("gd", "1.0"), ("adam", "0.0"), ("adam", "1.0")}
     assert all(r.data.tags["ddl.world_size"] == "2" for r in children)
-    code, table, err = run_cmd([sys.executable, "-m", "ddl.tracking.report", "--uri", uri,
+    code, table, err = run_cmd([sys.executable, "-m", "ddl.runner.report", "--uri", uri,
                                 "--experiment", "ddl"], timeout=60)
     assert code == 0, err
-    from ddl.naming import distinct_names
+    from ddl.runner.names import distinct_names
 
     shown = distinct_names([r.info.run_name for r in children])   # only what tells them apart
     assert sorted(shown) == ["adam decay_rate=0", "adam decay_rate=1", "gd decay_rate=0",
@@ -132,7 +132,7 @@ def test_a_run_without_dev_split_is_diagnosed_on_test_everywhere(tmp_path, capsy
     every place that shows it says it was judged on test."""
     from test_data_course import CAT, need
 
-    from ddl.tracking.report import main as report
+    from ddl.runner.report import main as report
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "cat"

@@ -1,5 +1,5 @@
 """The reliability suite: faults injected into real `mpiexec -n 3` runs through DDL_FAULT
-(ddl/faults.py). Each case: the job ends within its bound, its exit status, a message naming the
+(ddl/failpoints.py). Each case: the job ends within its bound, its exit status, a message naming the
 cause and the rank, no corrupt file in the run directory, the MLflow run's final status."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from ddl.faults import Fault, from_env
+from ddl.failpoints import Fault, from_env
 from helpers import clean_env, ddl_train
 
 pytestmark = pytest.mark.mpi

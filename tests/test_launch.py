@@ -1,15 +1,15 @@
-"""ddl-train's entry point (ddl/launch.py): a tracked run's MLflow worker starts before Hydra,
+"""ddl-train's entry point (ddl/__main__.py): a tracked run's MLflow worker starts before Hydra,
 NumPy, mpi4py and the runner are imported, on rank 0 only."""
 import subprocess
 import sys
 
 import pytest
 
-from ddl.launch import first_rank
+from ddl.__main__ import first_rank
 
 PROBE = """
 import sys
-from ddl.tracking import remote
+from ddl.tracking import link as remote
 remote.prewarm = lambda: print("PREWARM", [m for m in ("hydra", "mpi4py", "numpy") if m in sys.modules])
 class Cli:                      # ddl.cli, saying when it is imported (its `main` taken)
     def __getattr__(self, name):
@@ -19,8 +19,8 @@ class Cli:                      # ddl.cli, saying when it is imported (its `main
         return lambda: None
 sys.modules["ddl.cli"] = Cli()
 sys.argv = ["ddl-train", *sys.argv[1:]]
-from ddl import launch
-launch.main()
+import ddl.__main__ as entry
+entry.main()
 """
 
 

@@ -10,7 +10,7 @@ import pytest
 from ddl import tracking
 from ddl.config import TrackingConfig
 from ddl.runner import plots
-from ddl.tracking.report import format_table, main, rows_from_runs, to_csv, to_markdown
+from ddl.runner.report import format_table, main, rows_from_runs, to_csv, to_markdown
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -115,7 +115,7 @@ def test_group_by_data_prints_one_table_per_dataset(tmp_path, capsys):
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ddl.tracking.report", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ddl.runner.report", *args], capture_output=True,
                           text=True, timeout=120, cwd=cwd)
 
 
@@ -168,7 +168,7 @@ def test_schedule_png(tmp_path):
 
 
 def test_decay_rate_is_blank_for_schedules_that_ignore_it():
-    from ddl.tracking.report import rows_from_runs
+    from ddl.runner.report import rows_from_runs
 
     runs = [{"run_id": "a" * 8, "name": "c", "status": "FINISHED", "tags": {},
              "params": {"schedule.name": "constant", "schedule.decay_rate": "1.0"},

@@ -1,7 +1,7 @@
 """Sweep helpers: grid expansion in Hydra's order and log-scale learning rates."""
 import pytest
 
-from ddl.runner.sweep import expand, logspace, main, split_values
+from ddl.runner.grid import expand, logspace, main, split_values
 
 
 def test_grid_points_in_hydra_order():

@@ -5,7 +5,7 @@ import pytest
 
 from ddl.runner.sweep_summary import (console_table, error_series, point_run, rollups,
                                       swept_numeric, thresholds, write_artifacts)
-from ddl.tracking.report import rows_from_runs
+from ddl.runner.report import rows_from_runs
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -93,7 +93,7 @@ def test_map_labels_of_coincident_points_merge_and_near_ones_move_down():
     ("train.seed=123456789", "seed=123456789"), ("optimizer.lr=1e-4", "lr=1e-4"),
     ("model.hidden=[6]", "hidden=[6]"), ("optimizer=adam", "adam"), ("lr=0.07257", "lr=0.07257")])
 def test_run_names_are_compact_with_long_floats_shortened(token, name):
-    from ddl.naming import compact
+    from ddl.runner.names import compact
 
     assert compact(token) == name and compact(name) == name          # idempotent
 

@@ -10,7 +10,7 @@ import socket
 import warnings
 
 from ddl.parallel.comm import MODES, Comm, SerialComm, check_mode
-from ddl.parallel.safety import install_abort_handler, setup_logging
+from ddl.parallel.abort import install_abort_handler
 
 KINDS = ("auto", "mpi", "serial")
 # Set by MPICH/Intel MPI (Hydra), Open MPI and MVAPICH launchers for every rank they start.
@@ -18,7 +18,7 @@ _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"
 
 __all__ = [
     "KINDS", "MODES", "Comm", "SerialComm", "get_comm", "install_abort_handler", "launcher_size",
-    "setup_logging", "world_info",
+    "world_info",
 ]
 
 

@@ -142,7 +142,7 @@ class Comm(ABC):
         """End every rank now with exit status `code` (never returns)."""
 
     def node_memory(self, ext_size: int, param_size: int, dtype):
-        """Collective: the sharded step's buffers in memory every rank maps (ddl/parallel/node.py),
+        """Collective: the sharded step's buffers in memory every rank maps (ddl/parallel/shared_memory.py),
         or None where the ranks do not share one node's memory (a world of one, or no MPI)."""
         return None
 

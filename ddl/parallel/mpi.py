@@ -19,7 +19,7 @@ from mpi4py import MPI
 from ddl.parallel import stall
 from ddl.parallel.comm import Comm, check_op, check_root
 from ddl.parallel.gpu import CupyDevice, check_backend, make_device_reducer
-from ddl.parallel.node import NodeMemory
+from ddl.parallel.shared_memory import NodeMemory
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 
@@ -84,7 +84,7 @@ class MPIComm(Comm):
 
     def node_memory(self, ext_size: int, param_size: int, dtype):
         """The windows when every rank is on this node (and its shared memory has room), else
-        None; the sharded step then reduces and gathers through them (see ddl/parallel/node.py)."""
+        None; the sharded step then reduces and gathers through them (see ddl/parallel/shared_memory.py)."""
         if self.size == 1 or self.local_size != self.size:
             return None
         self.memory = NodeMemory.allocate(self.comm, ext_size, param_size, dtype)

@@ -9,7 +9,7 @@ Three switches of `train` (the trainer, ddl/train.py, holds the collectives in v
                       backward has finished the layer (`Overlap`)
     shared_memory     sharded with every rank on one node: the reduce-scatter reads the other
                       ranks' gradients from shared memory, the allgather is a barrier over one
-                      shared parameter buffer (`node_memory`; ddl/parallel/node.py)
+                      shared parameter buffer (`node_memory`; ddl/parallel/shared_memory.py)
 
 All are NumPy-only and all keep N ranks equal to one rank up to the order of the sums.
 """

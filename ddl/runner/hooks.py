@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 
 from ddl import checkpoint as ckpt
-from ddl import faults
+from ddl import failpoints as faults
 from ddl.config import Config
 from ddl.runner.progress import Progress
 from ddl.train import Hooks

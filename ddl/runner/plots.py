@@ -9,7 +9,7 @@ import math
 import os
 from typing import Mapping, Optional, Sequence
 
-from ddl.files import write_atomic
+from ddl.atomic import write_atomic
 
 CURVES = (("cost", "cost"), ("error", "error (fraction)"))
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ddl.config import Config, redact
-from ddl.naming import compact
-from ddl.parallel import get_comm, install_abort_handler, setup_logging
+from ddl.runner.names import compact
+from ddl.parallel import get_comm, install_abort_handler
+from ddl.runner.logs import setup_logging
 
 log = logging.getLogger("ddl")
 

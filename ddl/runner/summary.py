@@ -12,7 +12,7 @@ from ddl import checkpoint as ckpt
 from ddl.config import Config
 from ddl.diagnosis import Diagnosis, describe, diagnose, explain, held_out
 from ddl.train.evaluate import evaluate_split
-from ddl.files import write_text_atomic
+from ddl.atomic import write_text_atomic
 from ddl.train.nonfinite import DivergedError
 from ddl.runner.hooks import resolve
 from ddl.runner.session import dashboard_hint
@@ -115,7 +115,7 @@ def track_failure(tracker, comm, err: BaseException, run_dir: Path) -> None:
     """End a failed run: its error as tags (`ddl.error`, the text in `mlflow.note.content`), the
     traceback kept in train.log and uploaded, status FAILED (KILLED for Ctrl-C). Tracking errors
     here are logged, never raised over the error that got us here."""
-    from ddl.runner.ranks import keep_traceback  # noqa: PLC0415
+    from ddl.runner.logs import keep_traceback  # noqa: PLC0415
 
     status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
     text = f"{type(err).__name__}: {err}"

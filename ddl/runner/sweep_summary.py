@@ -12,10 +12,10 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from ddl.files import write_text_atomic
-from ddl.naming import distinct_names
+from ddl.atomic import write_text_atomic
+from ddl.runner.names import distinct_names
 from ddl.tracking.keys import SWEEP_KEYS
-from ddl.tracking.report import format_table, rows_from_runs, to_markdown
+from ddl.runner.report import format_table, rows_from_runs, to_markdown
 
 log = logging.getLogger("ddl")
 

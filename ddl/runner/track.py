@@ -26,7 +26,7 @@ def job_id() -> str:
 
 def start_guard(cfg: Config, tracker, run_dir: Path, job: str):
     """Rank 0's guard process for its MLflow run (ddl/tracking/guard.py); None untracked."""
-    from ddl.tracking.remote import RemoteTracker  # noqa: PLC0415
+    from ddl.tracking.link import RemoteTracker  # noqa: PLC0415
 
     if not tracker or isinstance(tracker, RemoteTracker):   # a tracking worker guards its run
         return None
@@ -42,7 +42,7 @@ def check_tracking(cfg: Config) -> Optional[str]:
     "inprocess": MLflow in this process (it is loaded already: a sweep's parent). A bad store
     stops the run here, unless tracking.on_error=continue (then None: untracked)."""
     from ddl import tracking  # noqa: PLC0415 - rank 0, only when tracking
-    from ddl.tracking import remote  # noqa: PLC0415
+    from ddl.tracking import link as remote  # noqa: PLC0415
 
     t = cfg.tracking
     try:
@@ -74,7 +74,7 @@ def open_tracking(cfg: Config, comm, backend, run_id, parent_run_id, extra_tags=
     if comm.rank != 0 or not cfg.tracking.enabled:
         return None
     from ddl import tracking  # noqa: PLC0415 - rank 0, only when tracking
-    from ddl.tracking.remote import RemoteTracker  # noqa: PLC0415
+    from ddl.tracking.link import RemoteTracker  # noqa: PLC0415
 
     tags = {"ddl.world_size": str(comm.size), "ddl.backend": backend.name, **(extra_tags or {})}
     params = tracking.flatten_config(asdict(cfg))

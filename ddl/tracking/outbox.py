@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from ddl.config import redact
-from ddl.files import write_text_atomic
+from ddl.atomic import write_text_atomic
 
 log = logging.getLogger("ddl")
 SPOOL = "unsent.jsonl"

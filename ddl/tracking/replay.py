@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ddl.files import write_text_atomic
+from ddl.atomic import write_text_atomic
 from ddl.tracking.outbox import SPOOL, read_spool, send, summarize
 
 

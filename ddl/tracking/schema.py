@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
-from ddl.files import write_text_atomic
+from ddl.atomic import write_text_atomic
 
 CREATED = "created by mlflow "   # the lock file's first line once ddl has created a store
 

@@ -11,7 +11,7 @@ It runs in its own session, like the guard (ddl/tracking/guard.py), whose duty i
 the pipe closes without "close" (rank 0 killed, the job aborted), it delivers what it was sent and
 marks the run FAILED with the reason, unless the run already ended.
 
-    python -m ddl.tracking.worker        (started by ddl.tracking.remote; orders on stdin)
+    python -m ddl.tracking.worker        (started by ddl.tracking.link; orders on stdin)
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def answer(message: dict) -> None:
 
 def log_to(run_dir: Optional[str], prefix: str) -> None:
     """The worker's warnings (an outage, what was not delivered) on the console and in train.log."""
-    from ddl.parallel.safety import RedactingFilter  # noqa: PLC0415
+    from ddl.parallel.abort import RedactingFilter  # noqa: PLC0415
 
     logger = logging.getLogger("ddl")
     fmt = logging.Formatter(prefix + "%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -32,7 +32,7 @@ class StepBuffers:
     fused: Optional[Callable] = None   # the one-pass update (ddl/optim/fused.py), or None: portable
     shard: Optional[Shard] = None      # the optimizer sharded across ranks, or None
     overlap: Optional[Overlap] = None  # the allreduce in layer buckets during backward, or None
-    memory: Optional[object] = None    # sharded on one node: the shared buffers (parallel/node.py)
+    memory: Optional[object] = None    # sharded on one node: the shared buffers (parallel/shared_memory.py)
 
     @classmethod
     def make(cls, setup: Setup, layout, steps: Optional[int] = None) -> StepBuffers:

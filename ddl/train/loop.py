@@ -12,7 +12,7 @@ gradients (and every rank the whole tail), each rank updates its block of the pa
 optimizer state, and an allgather of the parameters ends the step. Outside `train()` the state is
 whole: it is cut into blocks at the start and gathered for checkpoints and at the end.
 With every rank on one node the two halves go through memory that every rank maps
-(`train.shared_memory`, ddl/parallel/node.py): the parameters are one shared buffer while
+(`train.shared_memory`, ddl/parallel/shared_memory.py): the parameters are one shared buffer while
 `train()` runs, and each rank sums its block from every rank's shared gradient segment.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from ddl import faults
+from ddl import failpoints as faults
 from ddl.backend import make_key
 from ddl.data.shard import shard_batches
 from ddl.nn import model

@@ -100,10 +100,10 @@ def check_topology_and_counters(comm, r, n):
 
 
 def check_node_memory(comm, r, n):
-    # The sharded step's shared buffers (ddl/parallel/node.py): a world of one has none; on one node
+    # The sharded step's shared buffers (ddl/parallel/shared_memory.py): a world of one has none; on one node
     # the reduce-scatter sums every rank's shared segment and the allgather is a barrier.
     from ddl.optim import shards
-    from ddl.parallel import node
+    from ddl.parallel import shared_memory as node
 
     size, ext = 7, 7 + 5
     room = node.room

@@ -1,7 +1,8 @@
 """Each rank logs one INFO and one WARNING line through the "ddl" logger."""
 import logging
 
-from ddl.parallel import get_comm, setup_logging
+from ddl.parallel import get_comm
+from ddl.runner.logs import setup_logging
 
 
 def main():

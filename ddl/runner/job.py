@@ -10,12 +10,12 @@ import logging
 import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 
-from ddl.config import RedactingFilter, redact
+from ddl.config import redact
 from ddl.train.nonfinite import NonFiniteError
 from ddl.parallel import signals
+from ddl.runner.logs import attach_file_log, keep_traceback
 
 log = logging.getLogger("ddl")
 
@@ -88,34 +88,6 @@ def mark_failed(rank: int, err: BaseException, log_name: str) -> None:
         fail_run(tracking_cfg, run_id, redact(f"[rank {rank}] {type(err).__name__}: {err}"), log_name)
     except Exception as tracking_err:  # noqa: BLE001
         print(f"ddl: could not mark MLflow run {run_id} FAILED: {tracking_err}", file=sys.stderr)
-
-
-def keep_traceback(run_dir: Path, comm, err: BaseException) -> None:
-    """The traceback goes to the run's log file, not the console (once: the tracked run's failure
-    path keeps it before uploading the log)."""
-    if getattr(err, "_ddl_traceback_kept", False):
-        return
-    try:
-        err._ddl_traceback_kept = True
-    except AttributeError:     # an exception type without a __dict__
-        pass
-    name = "train.log" if comm.rank == 0 else f"train.rank{comm.rank}.log"
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / name, "a") as f:
-            f.write("".join(traceback.format_exception(err)))
-    except OSError:
-        traceback.print_exception(err)  # nowhere to keep it: show it rather than lose it
-
-
-def attach_file_log(run_dir: Path) -> logging.Handler:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    h = logging.FileHandler(run_dir / "train.log")
-    h.setLevel(logging.DEBUG)
-    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    h.addFilter(RedactingFilter())
-    log.addHandler(h)
-    return h
 
 
 def worker_loop(comm) -> int:

@@ -1,4 +1,4 @@
-"""Files are whole or absent (ddl/files.py): a write that fails half-way (a full disk) leaves the
+"""Files are whole or absent (ddl/atomic.py): a write that fails half-way (a full disk) leaves the
 previous file as it was, no temporary file behind, and an error that names the path."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from ddl.files import WriteError, write_atomic, write_text_atomic
+from ddl.atomic import WriteError, write_atomic, write_text_atomic
 
 
 def full_disk_after(n: int):

@@ -28,7 +28,7 @@ from typing import Iterator, Optional
 ENV = "DDL_FAULT"
 _SPEC = re.compile(r"^(raise|exit|nan|stall=(?P<secs>[0-9.]+))@rank=(?P<rank>\d+),"
                    r"(?P<at>step|eval|checkpoint)=(?P<step>\d+)$")
-_ARMED: Optional["Fault"] = None   # a fault that strikes inside the next atomic write (ddl/files.py)
+_ARMED: Optional["Fault"] = None   # a fault that strikes inside the next atomic write (ddl/atomic.py)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Collective safety and rank-aware logging.
+"""Aborting every rank when one fails.
 
 A rank that dies with an unhandled exception while the others sit in an allreduce would hang the
 whole job until the scheduler kills it. `install_abort_handler` turns such an exception into a
@@ -7,16 +7,11 @@ within seconds with a non-zero status.
 """
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 import traceback
 
-from ddl.config import RedactingFilter, redact
-
-LOGGER_NAME = "ddl"
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
+from ddl.config import redact
 
 def report_exception(rank: int, exc_type, exc, tb, stream=None) -> None:
     """Write "[rank R] Type: message" and then the traceback to `stream` (stderr by default)."""
@@ -45,33 +40,3 @@ def install_abort_handler(comm) -> None:
 
     sys.excepthook = excepthook
     threading.excepthook = thread_excepthook
-
-
-def setup_logging(comm, level: str | int = "INFO", stream=None) -> logging.Logger:
-    """Configure the "ddl" logger: rank 0 logs at `level`, other ranks at WARNING and above.
-
-    With size > 1 every line starts with "[rank R]". Calling it again replaces the handler. The
-    logger does not propagate, so a root handler (e.g. Hydra's) does not print each line twice.
-    """
-    wanted = _level_number(level)
-    logger = logging.getLogger(LOGGER_NAME)
-    for h in [h for h in logger.handlers if getattr(h, "_ddl_rank_handler", False)]:
-        logger.removeHandler(h)
-    prefix = f"[rank {comm.rank}] " if comm.size > 1 else ""
-    handler = logging.StreamHandler(stream)
-    fmt = prefix + "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
-    handler._ddl_rank_handler = True
-    handler.addFilter(RedactingFilter())
-    logger.addHandler(handler)
-    logger.setLevel(wanted if comm.rank == 0 else max(wanted, logging.WARNING))
-    logger.propagate = False
-    return logger
-
-
-def _level_number(level: str | int) -> int:
-    if isinstance(level, int):
-        return level
-    if str(level).upper() not in LEVELS:
-        raise ValueError(f"log level must be one of {LEVELS}, got {level!r}")
-    return getattr(logging, str(level).upper())

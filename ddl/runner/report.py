@@ -18,11 +18,11 @@ import math
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
-from ddl.files import write_text_atomic
+from ddl.atomic import write_text_atomic
 
 from ddl.config import TrackingConfig
 from ddl.diagnosis import diagnose, held_out
-from ddl.naming import distinct_names
+from ddl.runner.names import distinct_names
 from ddl.tracking.keys import read_metric
 
 # (row key, table header, source): source is (kind, name) with kind "text" (a param as is),

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from ddl import faults
+from ddl import failpoints as faults
 
 
 class WriteError(OSError):

@@ -1,0 +1,72 @@
+"""Logging for a run, a leaf of the runner: rank-aware console logging, the run directory's
+train.log, and the traceback kept there (the console gets one paragraph)."""
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from ddl.config import RedactingFilter
+
+LOGGER_NAME = "ddl"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+log = logging.getLogger(LOGGER_NAME)
+
+
+def setup_logging(comm, level: str | int = "INFO", stream=None) -> logging.Logger:
+    """Configure the "ddl" logger: rank 0 logs at `level`, other ranks at WARNING and above.
+
+    With size > 1 every line starts with "[rank R]". Calling it again replaces the handler. The
+    logger does not propagate, so a root handler (e.g. Hydra's) does not print each line twice.
+    """
+    wanted = _level_number(level)
+    logger = logging.getLogger(LOGGER_NAME)
+    for h in [h for h in logger.handlers if getattr(h, "_ddl_rank_handler", False)]:
+        logger.removeHandler(h)
+    prefix = f"[rank {comm.rank}] " if comm.size > 1 else ""
+    handler = logging.StreamHandler(stream)
+    fmt = prefix + "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
+    handler._ddl_rank_handler = True
+    handler.addFilter(RedactingFilter())
+    logger.addHandler(handler)
+    logger.setLevel(wanted if comm.rank == 0 else max(wanted, logging.WARNING))
+    logger.propagate = False
+    return logger
+
+
+def _level_number(level: str | int) -> int:
+    if isinstance(level, int):
+        return level
+    if str(level).upper() not in LEVELS:
+        raise ValueError(f"log level must be one of {LEVELS}, got {level!r}")
+    return getattr(logging, str(level).upper())
+
+
+def attach_file_log(run_dir: Path) -> logging.Handler:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    h = logging.FileHandler(run_dir / "train.log")
+    h.setLevel(logging.DEBUG)
+    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    h.addFilter(RedactingFilter())
+    log.addHandler(h)
+    return h
+
+
+def keep_traceback(run_dir: Path, comm, err: BaseException) -> None:
+    """The traceback goes to the run's log file, not the console (once: the tracked run's failure
+    path keeps it before uploading the log)."""
+    if getattr(err, "_ddl_traceback_kept", False):
+        return
+    try:
+        err._ddl_traceback_kept = True
+    except AttributeError:     # an exception type without a __dict__
+        pass
+    name = "train.log" if comm.rank == 0 else f"train.rank{comm.rank}.log"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / name, "a") as f:
+            f.write("".join(traceback.format_exception(err)))
+    except OSError:
+        traceback.print_exception(err)  # nowhere to keep it: show it rather than lose it
