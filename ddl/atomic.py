@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from ddl import failpoints as faults
+from ddl.failpoints import failpoint
 
 
 class WriteError(OSError):
@@ -28,7 +28,7 @@ def write_atomic(path, write: Callable[[BinaryIO], None]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-            faults.in_write()              # test-only (DDL_FAULT=…,checkpoint=E); a no-op otherwise
+            failpoint("write", name=path.name)     # tests only: a fault mid-write
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)

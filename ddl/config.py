@@ -156,8 +156,6 @@ class TrainConfig:
                                     # (reduce-scatter + allgather; auto: >1 rank, NumPy, >= 65536 parameters)
     shared_memory: str = "auto"     # auto | off: a sharded run with every rank on one node reduces and
                                     # gathers through memory every rank maps (MPI-3 shared windows)
-    overlap: str = "off"            # on | off: each layer's gradients reduced while backward computes the
-                                    # layers below (NumPy; it did not win on the machines measured: README)
 
 
 @dataclass
@@ -202,10 +200,6 @@ def _rules(cfg: "Config") -> list[tuple[str, Any, bool, str]]:
          "seconds >= 0 (0: never)"),
         ("train.on_stall", t.on_stall, t.on_stall in ("wait", "abort"), "wait or abort"),
         ("train.fused_update", t.fused_update, t.fused_update in ("auto", "on", "off"), "auto, on or off"),
-        ("train.overlap", t.overlap, t.overlap in ("on", "off") and not (t.overlap == "on" and (
-            t.shard_optimizer == "on" or cfg.backend not in ("numpy", "auto"))),
-         "on or off; on reduces layer buckets by allreduce, so not with train.shard_optimizer=on, and "
-         "needs the NumPy backend"),
         ("train.shard_optimizer", t.shard_optimizer, t.shard_optimizer in ("auto", "on", "off")
          and not (t.shard_optimizer == "on" and (t.on_stall == "abort" or cfg.backend != "numpy"
                                                  and cfg.backend != "auto")),

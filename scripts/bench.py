@@ -12,7 +12,7 @@ hand-written in-place NumPy step and the GEMM floor, batch 32-1024, 1 and 2 thre
 per step), small ([2,20,7,5,1] vs PyTorch and hand-written NumPy), update (the Adam update vs
 torch's fused Adam and the bandwidth bound), ranks (1 -> 2 -> 4 ranks, strong and weak scaling, vs
 DDP/gloo, a hand-written NumPy + mpi4py loop and a bare mpi4py Allreduce of the same bytes; ddl's
-default step (optimizer sharded, through shared memory) vs through MPI, unsharded and overlapped;
+default step (optimizer sharded, through shared memory) vs through MPI and unsharded;
 peak memory per rank),
 accuracy (wall time from process start to a dev accuracy vs scikit-learn's MLPClassifier, on
 digits and a synthetic set), startup (the default experiment tracked vs tracking=off).
@@ -373,10 +373,9 @@ def ranks(args):
     steps, batch, cores = (10 if args.quick else 30), 512, os.cpu_count() or 1
     got = {n: [] for n in worlds}
     ddp, hand = {n: [] for n in worlds if n > 1}, {n: [] for n in worlds if n > 1}
-    variants = {"train.shared_memory=off": ("auto", "off", "off"),      # sharded, through MPI
-                "train.shard_optimizer=off": ("off", "off", "auto"),
-                "train.shard_optimizer=off, train.overlap=on": ("off", "on", "auto")}
-    # against the default (sharded, through shared memory on one node, not overlapped), 2 ranks
+    variants = {"train.shared_memory=off": ("auto", "off"),      # sharded, through MPI
+                "train.shard_optimizer=off": ("off", "auto")}
+    # against the default (sharded, through shared memory on one node), 2 ranks
     other = {name: [] for name in variants}
     weak = {n: [] for n in worlds if n != 2}    # local batch 256 per rank (2 ranks: the strong runs)
     for _ in range(max(1, args.rounds // 2)):           # interleaved: every world size per round
@@ -388,8 +387,8 @@ def ranks(args):
                 hand[n].append(run_mpi_hand(batch, steps, n))
             if torch and n > 1:
                 ddp[n].append(run_ddp(batch, steps, n))
-            for name, (shard, overlap, shm) in variants.items() if n == 2 else ():
-                other[name].append(bench_step.run_ranks(batch, steps, [n], shard, overlap, shm)[0])
+            for name, (shard, shm) in variants.items() if n == 2 else ():
+                other[name].append(bench_step.run_ranks(batch, steps, [n], shard, shm)[0])
     one = [r["step_s"] for r in got[1]]
     for n in worlds[1:]:
         over = " (oversubscribed)" if n > cores else ""

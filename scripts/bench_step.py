@@ -29,9 +29,10 @@ SIZES = [784, 1024, 1024, 10]
 
 
 def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy", sizes=SIZES,
-          output="softmax", shard="auto", overlap="off", shared_memory="auto"):
+          output="softmax", shard="auto", shared_memory="auto"):
     """A ddl Setup/state/batches for a ReLU network (`sizes`, default the benchmark's) on random data;
-    `shard`, `overlap`: train.shard_optimizer (auto shards with more than one rank), train.overlap."""
+    `shard`, `shared_memory`: train.shard_optimizer (auto shards with more than one rank),
+    train.shared_memory."""
     from ddl.backend import get_backend
     from ddl.config import Config
     from ddl.data.dataset import Dataset
@@ -49,12 +50,11 @@ def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy", sizes
     ds = Dataset("bench", Split(X, y), None, None, classes, None, None, "random")
     cfg = Config()
     cfg.model.init, cfg.train.dtype, cfg.train.batch_size = "he", dtype, batch
-    cfg.train.shard_optimizer, cfg.train.overlap = shard, overlap
-    cfg.train.shared_memory = shared_memory
+    cfg.train.shard_optimizer, cfg.train.shared_memory = shard, shared_memory
     spec = model.make_spec(list(sizes), "relu", output)
     backend = get_backend(backend_name, comm.local_rank)
-    setup = Setup(backend, comm, spec, make_optimizer("adam"), make_schedule("constant", 1e-3),
-                  cfg.train)
+    setup = Setup(backend, comm.for_run(backend), spec, make_optimizer("adam"),
+                  make_schedule("constant", 1e-3), cfg.train)
     state = initial_state(cfg, spec, backend, setup.opt)
     bufs = StepBuffers.make(setup, state.params.layout)
     bufs.hold(state)                    # what train() does first (the block, the shared buffer)
@@ -68,14 +68,19 @@ def time_steps(ds, setup, state, bufs, steps: int, warmup: int = 3) -> float:
 
     comm, cfg = setup.comm, setup.cfg
     batches = shard_batches(ds.train.m, cfg.batch_size, 0, 0, comm.rank, comm.size)
+    def step(i):
+        idx = batches[i % len(batches)]
+        X, y = setup.batch(ds.train, idx)
+        train_step(setup, state, bufs, X, y, idx, i, 1e-3)
+
     for i in range(warmup):
-        train_step(ds, setup, state, bufs, batches[i % len(batches)], i, 1e-3)
+        step(i)
     setup.backend.synchronize()
     comm.barrier()
     comm.reset_counters()
     t0 = time.perf_counter()
     for i in range(steps):
-        train_step(ds, setup, state, bufs, batches[i % len(batches)], i, 1e-3)
+        step(i)
     setup.backend.synchronize()     # a GPU step is done when its kernels are
     comm.barrier()
     return (time.perf_counter() - t0) / steps
@@ -155,11 +160,11 @@ def worker(args) -> None:
     from ddl.parallel import get_comm
 
     comm = get_comm("mpi")
-    ds, setup, state, bufs = build(args.batch, comm, shard=args.shard, overlap=args.overlap,
-                                    shared_memory=args.shared_memory)
+    ds, setup, state, bufs = build(args.batch, comm, shard=args.shard, shared_memory=args.shared_memory)
     step = time_steps(ds, setup, state, bufs, args.steps)
-    allreduce = (comm.times.get("grad", 0.0) + comm.times.get("params", 0.0)) / args.steps
-    raw = np.zeros(bufs.ext.shape[0], dtype=np.float32)
+    times = setup.comm.times
+    allreduce = (times.get("grad", 0.0) + times.get("params", 0.0)) / args.steps
+    raw = np.zeros(bufs.reduction.ext.shape[0], dtype=np.float32)
     world = MPI.COMM_WORLD
     for _ in range(3):
         world.Allreduce(MPI.IN_PLACE, raw, op=MPI.SUM)
@@ -173,7 +178,7 @@ def worker(args) -> None:
         print(json.dumps({"ranks": comm.size, "step_s": step, "samples_per_s": args.batch / step,
                           "allreduce_s": allreduce, "bare_allreduce_s": bare,
                           "buffer_floats": int(raw.size), "peak_rss_mib": peak,
-                          "sharded": bufs.shard is not None, "overlap": bufs.overlap is not None}),
+                          "step": bufs.reduction.describe or "one allreduce"}),
               flush=True)
 
 
@@ -183,15 +188,14 @@ def blas_threads() -> int:
     return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=0)
 
 
-def run_ranks(batch: int, steps: int, ranks, shard: str = "auto", overlap: str = "off",
-              shared_memory: str = "auto") -> list:
+def run_ranks(batch: int, steps: int, ranks, shard: str = "auto", shared_memory: str = "auto") -> list:
     """One `mpiexec -n N` worker run per world size, 1 BLAS thread per rank: their JSON records
-    (`shard`, `overlap`: train.shard_optimizer, train.overlap)."""
+    (`shard`, `shared_memory`: train.shard_optimizer, train.shared_memory)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     results = []
     for n in ranks:
         cmd = ["mpiexec", "-n", str(n), sys.executable, __file__, "--worker",
-               "--batch", str(batch), "--steps", str(steps), "--shard", shard, "--overlap", overlap, "--shared-memory", shared_memory]
+               "--batch", str(batch), "--steps", str(steps), "--shard", shard, "--shared-memory", shared_memory]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return results
@@ -199,7 +203,7 @@ def run_ranks(batch: int, steps: int, ranks, shard: str = "auto", overlap: str =
 
 def parallel(args) -> None:
     results = run_ranks(args.batch, args.steps, [int(r) for r in args.ranks.split(",")], args.shard,
-                        args.overlap, args.shared_memory)
+                        args.shared_memory)
     base = results[0]
     print(f"network {SIZES}, global batch {args.batch}, float32, Adam, 1 BLAS thread per rank")
     print(f"{'ranks':>5} {'ms/step':>9} {'samples/s':>10} {'speed-up':>9} {'allreduce ms':>13} "
@@ -222,8 +226,6 @@ def main() -> None:
     p.add_argument("--ranks", default=None, help="comma-separated world sizes, e.g. 1,2")
     p.add_argument("--shard", choices=["auto", "on", "off"], default="auto",
                    help="train.shard_optimizer of the data-parallel runs")
-    p.add_argument("--overlap", choices=["on", "off"], default="off",
-                   help="train.overlap of the data-parallel runs")
     p.add_argument("--shared-memory", choices=["auto", "off"], default="auto",
                    help="train.shared_memory of the sharded data-parallel runs")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -8,11 +8,12 @@ of the gradient buffer (S bytes) over N ranks:
 
     T_ring(N, S) = 2 (N - 1) alpha + 2 (N - 1) / N * S / B
 
-(latency alpha per message, bandwidth B). Not overlapped, as ddl runs by default. With
-train.overlap=on each layer's bucket is sent as soon as backward has produced it (the last layer
-first) and only what is left when backward ends adds to the step; that row assumes the
-collectives progress on their own (NCCL, or MPI with a progress thread on a spare core), which
-MPICH on this 2-core machine does not (see the README: the switch does not win here).
+(latency alpha per message, bandwidth B). Not overlapped, as ddl runs. The "overlapped" rows are
+analysis only: each layer's bucket sent as soon as backward has produced it (the last layer
+first), so only what is left when backward ends adds to the step, assuming the collectives
+progress on their own (NCCL, or MPI with a progress thread on a spare core). ddl had that as
+train.overlap and removed it: MPICH on this 2-core machine does not progress on its own, and it
+was slower wherever it was measured (README).
 
 The script measures an MPI Allreduce over 2 ranks here, over shared memory and over TCP loopback
 (UCX told to use TCP: a stand-in for a network), fits alpha and B to each, measures ddl's compute
@@ -112,11 +113,7 @@ def update_time(state, bufs, setup, steps: int) -> float:
     times = []
     for _ in range(steps + 2):
         t0 = time.perf_counter()
-        if bufs.fused is not None:
-            state.opt_state = bufs.fused(p, g, state.opt_state, 1e-3, 256.0, bufs.mask, 0.0)
-        else:
-            delta, state.opt_state = setup.opt.update(g, state.opt_state, 1e-3, donate=True)
-            p -= delta
+        state.opt_state = bufs.update(p, g, state.opt_state, 1e-3, 256.0, bufs.mask)
         times.append(time.perf_counter() - t0)
     return float(np.median(times[2:]))
 
@@ -202,7 +199,8 @@ def main() -> None:
         for net, link, kind, eff in rows:
             print(f"  {net:28} {link[:34]:34} {kind:25} " + " ".join(f"{shown(e):>5}" for e in eff))
         print(f"  ({' '.join(f'N={n}' for n in WORLDS)}; —: fewer examples than ranks)")
-    print("* overlapped: train.overlap=on, if the collectives progressed on their own (not so here)")
+    print("* overlapped: analysis only, if the collectives progressed on their own (not so here; "
+          "ddl does not build it)")
 
 
 def shown(e) -> str:

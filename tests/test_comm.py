@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ddl.backend import gpu_count
-from ddl.parallel import SerialComm, get_comm, world_info
+from ddl.parallel import SerialComm, get_comm
 from ddl.runner.logs import setup_logging
 from helpers import clean_env, mpiexec, run_cmd
 
@@ -87,12 +87,6 @@ def test_missing_mpi4py_falls_back_to_serial_with_warning(monkeypatch):
     monkeypatch.setenv("PMI_SIZE", "3")  # launched as 3 ranks: running alone would be wrong
     with pytest.raises(RuntimeError, match="launcher size 3"):
         get_comm("auto")
-
-
-def test_world_info_serial():
-    info = world_info(SerialComm())
-    assert info["rank"] == 0 and info["size"] == 1 and info["local_size"] == 1
-    assert info["hostname"] and info["mpi_library"] == "serial (no MPI)"
 
 
 # ---- logging and abort (in process / plain python) -------------------------------------------

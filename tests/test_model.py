@@ -7,7 +7,7 @@ from ddl.nn.init import init_bn_state, init_params
 from ddl.nn.dropout import dropout_mask
 from ddl.nn.losses import encode_targets, loss_sum
 from ddl.nn.model import (
-    Spec, backward, bn_state_layout, evaluate, forward, l2_cost, layer_spans, layout, make_spec, predict,
+    Spec, backward, bn_state_layout, evaluate, forward, l2_cost, layout, make_spec, predict,
     resolve_output,
 )
 from ddl.params import Flat
@@ -226,15 +226,3 @@ def test_gradients_written_into_the_flat_buffer_equal_the_returned_ones(dtype, k
     for name in lay.names:
         assert written[name] is flat[name]
         assert np.array_equal(flat[name], returned[name]), name
-
-
-@pytest.mark.parametrize("batchnorm", [False, True])
-def test_layer_spans_tile_the_layout_one_bucket_per_layer(batchnorm):
-    spec = make_spec([5, 4, 3, 2], "relu", "softmax", batchnorm=batchnorm)
-    spans, offsets = layer_spans(spec), layout(spec).offsets()
-    assert sorted(spans) == [1, 2, 3]
-    assert [spans[1][0], spans[1][1], spans[2][1], spans[3][1]] == [0, spans[2][0], spans[3][0],
-                                                                     layout(spec).size]
-    for name, (lo, hi, _) in offsets.items():
-        l = int(name[-1])
-        assert spans[l][0] <= lo < hi <= spans[l][1], name

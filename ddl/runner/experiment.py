@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ddl import checkpoint as ckpt
-from ddl.parallel import reduction, signals, threads
+from ddl.parallel import StalledError, StallPolicy, signals, threads
 from ddl.backend import get_backend, gpu_status, set_blas_threads
 from ddl.parallel.preflight import check_launch
 from ddl.config import Config
@@ -115,8 +115,15 @@ def run(cfg: Config, comm, run_dir, parent_run_id=None, tags=None) -> dict:
     FAILED (KILLED on Ctrl-C) with its error as tags and its train.log uploaded."""
     run_dir, rss_start = Path(run_dir), current_rss_mb()
     backend, how = prepare(cfg, comm)
-    setup, ds = build(cfg, comm, backend)
-    state, meta = start_state(cfg, setup, run_dir)
+    ds, spec, opt, schedule = build(cfg, comm)
+    state, meta = start_state(cfg, spec, backend, opt, comm.rank == 0, run_dir)
+    # the run's communicator, built once: its backend's transport, and the stall policy (its
+    # report says where the run is, read from the state only when a stall is reported)
+    stall = StallPolicy(cfg.train.stall_timeout, cfg.train.on_stall,
+                        where=lambda: f"epoch {state.epoch} step {state.step}")
+    setup = Setup(backend, comm.for_run(backend, cfg.allreduce, stall), spec, opt, schedule, cfg.train,
+                  cfg.model.l2, cfg.model.sync_bn)
+    check_start(ds, setup)                           # before any MLflow run exists
     job = job_id()
     tracker = open_tracking(cfg, comm, backend, meta.get("run_id"), parent_run_id,
                             {**(tags or {}), "ddl.job": job}, how=how, run_dir=run_dir)
@@ -145,35 +152,35 @@ def tracked_run(cfg: Config, setup: Setup, ds, state, meta, tracker, run_dir: Pa
     comm, backend = setup.comm, setup.backend
     # asked when first needed (a checkpoint, the end): a tracking worker's run may be opening
     run_id = (lambda: tracker.run_id) if tracker else meta.get("run_id")
-    if comm.rank == 0:
-        n, why = threads.choose(cfg.train.blas_threads, comm.node_cpus, comm.local_rank)
-        log.info("run directory: %s  (world size %d, backend %s, network %s, %d train / %s dev examples; "
-                 "BLAS threads per rank: %s, %s%s)", run_dir, comm.size, backend.name, list(setup.spec.sizes),
-                 ds.train.m, ds.dev.m if ds.dev is not None else 0, n or "as set", why, step_variant(setup))
-    hooks = make_hooks(cfg, comm, backend, run_dir, ds, run_id, tracker,
-                       stream_meta(cfg, setup.spec.sizes))
-    state, seconds = train_tracked(ds, setup, state, hooks, tracker)
+    line = run_line(cfg, setup, ds, run_dir)
+    hooks, write = make_hooks(cfg, comm, backend, run_dir, ds, run_id, tracker,
+                              stream_meta(cfg, setup.spec.sizes),
+                              on_start=lambda variant: log.info("%s%s)", line, variant))
+    state, seconds = train_tracked(ds, setup, state, hooks, tracker, write)
     if state.stopped == "signal":
+        comm.close()
         if tracker:
             tracker.end("KILLED")
         return {"stopped": "signal", "epoch": state.epoch, "step": state.step, "run_id": resolve(run_id)}
     memory = {"rss_start_mb": comm.allreduce_obj(rss_start, op="max"),
               "peak_rss_mb": comm.allreduce_obj(peak_rss_mb(), op="max")}
     summary = finish(cfg, setup, state, ds, run_dir, run_id, seconds, memory)
+    comm.close()
     if tracker:
         track_final(tracker, cfg, summary, state, run_dir)
     return summary
 
 
-def step_variant(setup: Setup) -> str:
-    """What the run-directory line says of the step's collectives when they are not one allreduce."""
-    if reduction.shard_optimizer(setup, model.layout(setup.spec).size) and setup.comm.size > 1:
-        how = (", through the node's shared memory (train.shared_memory)" if setup.cfg.shared_memory == "auto"
-               and setup.comm.local_size == setup.comm.size else "")
-        return f"; optimizer sharded across {setup.comm.size} ranks (train.shard_optimizer){how}"
-    if reduction.overlap(setup):
-        return "; gradients reduced per layer during backward (train.overlap=on)"
-    return ""
+
+def run_line(cfg: Config, setup: Setup, ds, run_dir: Path) -> str:
+    """The run-directory line rank 0 logs once the step is built, but for the step's collectives
+    and the closing parenthesis."""
+    comm = setup.comm
+    n, why = threads.choose(cfg.train.blas_threads, comm.node_cpus, comm.local_rank)
+    dev = ds.dev.m if ds.dev is not None else 0
+    return (f"run directory: {run_dir}  (world size {comm.size}, backend {setup.backend.name}, network "
+            f"{list(setup.spec.sizes)}, {ds.train.m} train / {dev} dev examples; BLAS threads per rank: "
+            f"{n or 'as set'}, {why}")
 
 
 def set_threads(configured: int, comm) -> None:
@@ -189,8 +196,7 @@ def set_threads(configured: int, comm) -> None:
 
 
 def prepare(cfg: Config, comm):
-    """The process before any work: BLAS threads, launch and tracking-store checks, the backend
-    and its transport."""
+    """The process before any work: BLAS threads, launch and tracking-store checks, the backend."""
     set_threads(cfg.train.blas_threads, comm)
     gpus, why = gpu_status()
     for warning in check_launch(comm.size, comm.local_size, gpus, cfg.backend,
@@ -198,19 +204,16 @@ def prepare(cfg: Config, comm):
         if comm.rank == 0:
             log.warning("preflight: %s", warning)
     how = check_tracking(cfg) if comm.rank == 0 and cfg.tracking.enabled else None
-    backend = get_backend(cfg.backend, comm.local_rank)
-    comm.use_allreduce(cfg.allreduce, backend)
-    return backend, how
+    return get_backend(cfg.backend, comm.local_rank), how
 
 
-def build(cfg: Config, comm, backend) -> tuple[Setup, object]:
+
+def build(cfg: Config, comm):
     """The run's fixed parts (optimizer, schedule, network) and this rank's view of the data."""
     opt, schedule = build_optimization(cfg)          # before the data: fail fast on a typo
     ds = load_dataset(cfg.data, rank=comm.rank, world_size=comm.size)
-    spec = build_spec(cfg, ds)
-    setup = Setup(backend, comm, spec, opt, schedule, cfg.train, cfg.model.l2, cfg.model.sync_bn)
-    check_start(ds, setup)                           # before any MLflow run exists
-    return setup, ds
+    return ds, build_spec(cfg, ds), opt, schedule
+
 
 
 def newest_intact(paths, restore, speak: bool):
@@ -227,41 +230,45 @@ def newest_intact(paths, restore, speak: bool):
     return None, None
 
 
-def start_state(cfg: Config, setup: Setup, run_dir: Path) -> tuple[TrainState, dict]:
-    """A fresh state, or the checkpoint `checkpoint.resume` names (with its metadata)."""
-    state = initial_state(cfg, setup.spec, setup.backend, setup.opt)
+def start_state(cfg: Config, spec, backend, opt, speak: bool, run_dir: Path) -> tuple[TrainState, dict]:
+    """A fresh state, or the checkpoint `checkpoint.resume` names (with its metadata); `speak`:
+    this rank says which (rank 0)."""
+    state = initial_state(cfg, spec, backend, opt)
     found = resume_path(cfg, run_dir)
     if found is None:
         return state, {}
-    spec = setup.spec
 
     def restore(path):
         return ckpt.restore(path, TrainState, model.layout(spec), model.bn_state_layout(spec),
-                            setup.backend, cfg.train.dtype)
+                            backend, cfg.train.dtype)
 
     if cfg.checkpoint.resume == "auto":      # the newest intact one; a damaged one is skipped
-        found, restored = newest_intact(ckpt.checkpoints_newest_first(run_dir), restore,
-                                        setup.comm.rank == 0)
+        found, restored = newest_intact(ckpt.checkpoints_newest_first(run_dir), restore, speak)
         if found is None:
             return state, {}
         state, meta = restored
     else:                                    # a checkpoint named by path: it or an error
         state, meta = restore(found)
     check_resumable(meta, stream_meta(cfg, spec.sizes), found)
-    if setup.comm.rank == 0:
+    if speak:
         log.info("resuming from %s at epoch %d, step %d", found, state.epoch, state.step)
     return state, meta
 
 
-def train_tracked(ds, setup: Setup, state: TrainState, hooks, tracker) -> tuple[TrainState, float]:
+
+def train_tracked(ds, setup: Setup, state: TrainState, hooks, tracker, write) -> tuple[TrainState, float]:
     """`train` with the run's edges: history replayed to the tracker first (a job killed before its
-    metrics were sent loses none), stop signals armed."""
+    metrics were sent loses none), stop signals armed; a stall that ends the job checkpoints the
+    state before the step that stalled (rank 0, alone: `write`)."""
     for record in state.history if tracker else []:
         hooks.on_epoch.track(record)
     signals.install_signal_handlers()
     t0 = time.perf_counter()
     try:
         state = train(ds, setup, state, hooks)
+    except StalledError:
+        write(state, "stall")
+        raise
     finally:
         hooks.on_epoch.close()
     return state, time.perf_counter() - t0

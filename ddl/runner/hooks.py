@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 from ddl import checkpoint as ckpt
-from ddl import failpoints as faults
+from ddl.failpoints import failpoint
 from ddl.config import Config
 from ddl.runner.progress import Progress
 from ddl.train import Hooks
@@ -51,32 +52,33 @@ def resolve(run_id):
     return run_id() if callable(run_id) else run_id
 
 
-def make_hooks(cfg: Config, comm, backend, run_dir: Path, ds, run_id, tracker, fixed: dict) -> Hooks:
-    """Rank 0's edges: progress and tracking per epoch; checkpoints (with `fixed`, the settings a
-    resume must keep, and the MLflow run id, or a function giving it) written by rank 0 while the
-    other ranks wait."""
-    rank0, fault = comm.rank == 0, faults.from_env()      # fault: test-only, None in real runs
-
-    def due(state):
-        return fault if fault is not None and fault.due(comm.rank, state.epoch, "checkpoint") else None
+def make_hooks(cfg: Config, comm, backend, run_dir: Path, ds, run_id, tracker, fixed: dict,
+               on_start=lambda step_variant: None) -> tuple[Hooks, Callable]:
+    """Rank 0's edges: the run-directory line once the step is built (`on_start`), progress and
+    tracking per epoch, checkpoints (with `fixed`, the settings a resume must keep, and the MLflow
+    run id, or a function giving it) written by rank 0 while the other ranks wait. Also returns
+    `write(state, reason)`, the checkpoint rank 0 writes alone (what a stall ends with)."""
+    rank0 = comm.rank == 0
 
     def write(state, reason: str) -> None:
-        """Rank 0 alone, no collective (also what a stall ends with, while others wait)."""
+        """Rank 0 alone, no collective."""
         if rank0:
             path = run_dir / "checkpoints" / ckpt.checkpoint_name(state.epoch, state.step)
-            with faults.inside_writes(due(state)):
-                ckpt.save_npz(path, ckpt.state_arrays(state, backend, ds.normalizer),
-                              ckpt.state_meta(state, {"run_id": resolve(run_id), "reason": reason,
-                                                      **fixed}))
+            ckpt.save_npz(path, ckpt.state_arrays(state, backend, ds.normalizer),
+                          ckpt.state_meta(state, {"run_id": resolve(run_id), "reason": reason, **fixed}))
             if reason == "periodic":
                 ckpt.prune(run_dir, cfg.checkpoint.keep)
             log.info("checkpoint (%s) written: %s", reason, path)
 
     def save(state, reason: str) -> None:
-        if not rank0 and due(state):
-            fault.strike()                        # while rank 0 writes
+        failpoint("checkpoint", comm.rank, state.epoch)       # tests only: while rank 0 writes
         write(state, reason)
         comm.barrier()
 
-    return Hooks(on_epoch=EpochHook(cfg, tracker, rank0), checkpoint=save,
-                 checkpoint_every=cfg.checkpoint.every, checkpoint_alone=write)
+    hooks = Hooks(on_start=on_start if rank0 else _quiet, on_epoch=EpochHook(cfg, tracker, rank0),
+                  checkpoint=save, checkpoint_every=cfg.checkpoint.every)
+    return hooks, write
+
+
+def _quiet(step_variant: str) -> None:
+    """Ranks other than 0 say nothing of the run."""

@@ -58,7 +58,7 @@ def answer(message: dict) -> None:
 
 def log_to(run_dir: Optional[str], prefix: str) -> None:
     """The worker's warnings (an outage, what was not delivered) on the console and in train.log."""
-    from ddl.parallel.abort import RedactingFilter  # noqa: PLC0415
+    from ddl.config import RedactingFilter  # noqa: PLC0415
 
     logger = logging.getLogger("ddl")
     fmt = logging.Formatter(prefix + "%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

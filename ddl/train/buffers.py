@@ -1,80 +1,124 @@
-"""The step's buffers (ddl/train.py): the extended gradient buffer [grads | tail] and its named
-views, the L2 mask, and the step's variants: the fused update, the sharded optimizer's block, the
-overlapped layer buckets, and a sharded run's buffers in one node's shared memory."""
+"""The step's buffers and variants, built once per `train()` and never asked which they are: the
+reduction (a strategy owning [gradients | tail], ddl/train/policy.py chooses it), the gradients'
+named views, the L2 mask, batch norm's reduce, the update (fused or portable), and the forms of
+backward and of the tail that fit the backend.
+
+The tail (TAIL slots after the gradients) carries the step's verdicts through the collective:
+    [count, loss (0 if non-finite), 1 if the loss is non-finite, sum of the gradients, stop]
+After the sum over ranks slot 2 counts the ranks with a non-finite loss, and a NaN/Inf in any
+rank's gradient makes slot 3 non-finite: one read of the tail gives every rank the verdict.
+"""
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from ddl.backend import kernel_threads
 from ddl.nn import model
-from ddl.optim.fused import fused_update
+from ddl.optim.update import make_update
 from ddl.params import Flat
-from ddl.parallel.reduction import Overlap, Shard, node_memory, overlap, shard_optimizer
+from ddl.train import policy
+from ddl.train.state import Setup, TrainState
 
-if TYPE_CHECKING:
-    from ddl.train.state import Setup, TrainState
-
-TAIL = 5  # trailing slots of the gradient buffer (see write_tail)
+TAIL = 5
 
 
 @dataclass
 class StepBuffers:
-    """The extended gradient buffer [grads | tail], its named views, and the L2 mask."""
-
-    ext: object
+    reduction: object
     grads: Flat
     tail: object
     mask: object
     bn_reduce: Optional[Callable]
-    fused: Optional[Callable] = None   # the one-pass update (ddl/optim/fused.py), or None: portable
-    shard: Optional[Shard] = None      # the optimizer sharded across ranks, or None
-    overlap: Optional[Overlap] = None  # the allreduce in layer buckets during backward, or None
-    memory: Optional[object] = None    # sharded on one node: the shared buffers (parallel/shared_memory.py)
+    update: Callable          # update(p, g, state, lr, count, mask) -> new state (ddl/optim/update.py)
+    backward: Callable        # backward(xp, dZL, caches, spec): the gradients into `grads`
+    write_tail: Callable      # write_tail(count, loss, stop): the tail, without reading anything back
+    to_host: Callable
 
     @classmethod
     def make(cls, setup: Setup, layout, steps: Optional[int] = None) -> StepBuffers:
-        """steps: the run's training steps, when known (whether a fused update pays off)."""
-        xp, dtype = setup.backend.xp, setup.backend.dtype(setup.cfg.dtype)
-        mask = setup.backend.asarray(layout.mask(), setup.cfg.dtype) if setup.l2 > 0 else None
-        reduce = None
+        """steps: the run's training steps, when known (whether a fused update pays off).
+        Collective (the reduction's buffers may be the node's shared memory)."""
+        backend, cfg = setup.backend, setup.cfg
+        mask = backend.asarray(layout.mask(), cfg.dtype) if setup.l2 > 0 else None
+        bn_reduce = None
         if setup.spec.batchnorm and setup.sync_bn and setup.comm.size > 1:
-            reduce = lambda arrays: setup.comm.reduce_list(arrays, tag="bn")  # noqa: E731
-        fused = fused_update(setup.opt, setup.backend, layout.size, setup.cfg.fused_update, steps,
-                             threads=kernel_threads())
-        if fused is not None and mask is None:
-            mask = xp.zeros((0,), dtype=dtype)      # unread without L2; the kernel wants an array
-        shard, memory = None, None
-        if shard_optimizer(setup, layout.size):
-            shard = Shard.make(setup.comm, layout.size, xp, dtype, mask)
-            memory = node_memory(setup, layout.size + TAIL, layout.size, dtype)
-        ext = memory.grads if memory is not None else xp.zeros((layout.size + TAIL,), dtype=dtype)
-        grads = Flat(layout, ext[:layout.size], xp)
-        buckets = Overlap(setup.comm, grads.buf, model.layer_spans(setup.spec)) if overlap(setup) else None
-        return cls(ext, grads, ext[layout.size:], mask, reduce, fused, shard, buckets, memory)
+            bn_reduce = lambda arrays: setup.comm.reduce_list(arrays, tag="bn")  # noqa: E731
+        reduction = policy.make_reduction(cfg, setup.comm, backend, layout.size, TAIL)
+        update = make_update(setup.opt, backend, layout.size, setup.l2, cfg.dtype, cfg.fused_update,
+                             steps, threads=kernel_threads())
+        grads = Flat(layout, reduction.grads, backend.xp)
+        host = backend.xp is np     # NumPy writes dW, db straight into the buffer (its out=)
+        return cls(reduction, grads, reduction.tail, mask, bn_reduce, update,
+                   backward_into(grads, bn_reduce) if host else backward_assign(grads, bn_reduce),
+                   host_tail(reduction.tail, grads.buf) if host else device_tail(backend.xp, reduction.tail, grads.buf),
+                   backend.to_numpy)
 
     def hold(self, state: TrainState) -> None:
         """What train() does before its first step: the optimizer state cut to this rank's block
         (sharded), and the parameters moved into the node's one shared buffer (shared memory)."""
-        if self.shard is not None:
-            state.opt_state = self.shard.take(state.opt_state)
-        if self.memory is not None:
-            self.memory.fill_params(state.params.buf)
-            state.params = Flat(state.params.layout, self.memory.params, np)
+        state.opt_state = self.reduction.take(state.opt_state)
+        state.params = Flat(state.params.layout, self.reduction.place(state.params.buf), state.params.xp)
 
-    def shares(self, params: Flat) -> bool:
-        return self.memory is not None and self.memory.holds_params(params.buf)
+    def verdict(self) -> tuple[float, float, float, bool]:
+        """The step's global (count, loss sum, non-finite flag, stop flag), from ONE host read
+        of the summed tail."""
+        count, loss_sum, bad_losses, grad_sum, stop = (float(v) for v in self.to_host(self.tail))
+        bad = bad_losses if bad_losses else float(not math.isfinite(grad_sum))
+        return count, loss_sum, bad, bool(stop)
+
+    def whole(self, state: TrainState) -> TrainState:
+        """The state with its whole optimizer state (gathered from every rank's block: a
+        collective when sharded; `state` itself keeps its block) and parameters of its own."""
+        whole = self.reduction.whole(state.opt_state)
+        own = self.reduction.own(state.params.buf)
+        if whole is state.opt_state and own is state.params.buf:
+            return state
+        params = Flat(state.params.layout, own, state.params.xp)
+        return dataclasses.replace(state, params=params, opt_state=whole)
 
     def release(self, state: TrainState, free: bool = True) -> None:
-        """After the last step: the parameters copied out of shared memory, whose windows are then
-        unmapped (a collective: not after an error, when they stay mapped until the process ends)."""
-        if self.memory is None:
-            return
-        if self.shares(state.params):
-            state.params = state.params.copy()
+        """After the last step: the parameters copied out of shared memory, which is then
+        unmapped (a collective: not after an error, when it stays mapped until the process ends)."""
+        own = self.reduction.own(state.params.buf)
+        if own is not state.params.buf:
+            state.params = Flat(state.params.layout, own, state.params.xp)
         if free:
-            memory, self.memory = self.memory, None
-            self.ext = self.grads = self.tail = None
-            memory.free()
+            self.reduction.free()
+
+
+def backward_into(grads: Flat, bn_reduce):
+    def backward(xp, dZL, caches, spec):
+        model.backward(xp, dZL, caches, spec, reduce=bn_reduce, out=grads)
+    return backward
+
+
+def backward_assign(grads: Flat, bn_reduce):
+    def backward(xp, dZL, caches, spec):
+        grads.assign(model.backward(xp, dZL, caches, spec, reduce=bn_reduce))
+    return backward
+
+
+def host_tail(tail, grads):
+    """Host arrays (NumPy): the loss is read here, nothing waits for a device."""
+    def write(count: int, loss, stop: bool) -> None:
+        value = float(loss)
+        finite = math.isfinite(value)
+        tail[:] = (count, value if finite else 0.0, 0.0 if finite else 1.0, grads.sum(), float(stop))
+    return write
+
+
+def device_tail(xp, tail, grads):
+    """Device arrays: the verdicts computed and written on the device, no element read back."""
+    def write(count: int, loss, stop: bool) -> None:
+        finite = xp.isfinite(loss)
+        verdicts = [xp.where(finite, loss, xp.zeros_like(loss)),
+                    xp.astype(xp.logical_not(finite), loss.dtype), xp.sum(grads)]
+        tail[0] = float(count)
+        tail[1:4] = xp.stack(verdicts)          # one device copy
+        tail[4] = float(stop)
+    return write

@@ -25,6 +25,6 @@ def evaluate_split(setup: Setup, state: TrainState, split):
         # labels were checked when the data was loaded
         out = model.evaluate(backend.xp, state.params, X, y, setup.spec, state.bn_state, check=False)
         sums += backend.to_numpy(backend.xp.stack(out))   # one host read per chunk
-    loss, correct, count = comm.allreduce_sum(sums, tag="eval")
+    loss, correct, count = comm.sum_host(sums, tag="eval")
     error = 1.0 - correct / count if setup.spec.output != "linear" else math.nan
     return loss / count, error

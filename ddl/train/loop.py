@@ -1,35 +1,26 @@
 """The training loop: epochs of data-parallel mini-batch steps, read top to bottom.
 
-Every rank runs `train()` on its own slice of each global mini-batch. One step is:
-forward/backward on the local columns -> ONE allreduce of [gradient sums | count, loss, flags] ->
-divide by the global count, add L2 once, optimizer update. Every rank sees the same reduced buffer,
-so optimizer state stays identical everywhere without being sent, and every rank takes the same
-skip/stop decision at the same step. A 1-rank run is the same code with `SerialComm`.
-
-With the optimizer sharded (`train.shard_optimizer`, ddl/parallel/reduction.py) the allreduce is split
-in its two halves around the update: a reduce-scatter gives each rank its block of the summed
-gradients (and every rank the whole tail), each rank updates its block of the parameters and
-optimizer state, and an allgather of the parameters ends the step. Outside `train()` the state is
-whole: it is cut into blocks at the start and gathered for checkpoints and at the end.
-With every rank on one node the two halves go through memory that every rank maps
-(`train.shared_memory`, ddl/parallel/shared_memory.py): the parameters are one shared buffer while
-`train()` runs, and each rank sums its block from every rank's shared gradient segment.
+Every rank runs `train()` on its own slice of each global mini-batch. One step (step.py) is:
+forward/backward on the local columns -> the one collective of [gradient sums | count, loss,
+flags] -> the update, the same on every rank. Every rank sees the same reduced buffer, so every
+rank takes the same skip/stop decision at the same step. Which collective (one allreduce, the
+optimizer sharded through MPI or through the node's shared memory, nothing for a world of one) is
+decided once, when train() builds the step's buffers (policy.py, buffers.py). With the optimizer
+sharded, the state is whole outside `train()`: cut into blocks at the start, gathered for
+checkpoints and at the end.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from typing import Optional
 
 import numpy as np
 
-from ddl import failpoints as faults
 from ddl.backend import make_key
-from ddl.data.shard import shard_batches
-from ddl.nn import model
-from ddl.parallel.reduction import overlap, shard_optimizer
-from ddl.train import early_stopping
+from ddl.data.shard import n_steps, shard_batches
+from ddl.failpoints import failpoint
+from ddl.train import early_stopping, policy
 from ddl.train.buffers import StepBuffers
 from ddl.train.evaluate import evaluate_split
 from ddl.train.nonfinite import check_divergence, handle_nonfinite
@@ -42,9 +33,10 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
     hooks, cfg = hooks or Hooks(), setup.cfg
     check_start(ds, setup)
     sync_params(setup, state)
-    steps = (cfg.epochs - state.epoch) * -(-ds.train.m // cfg.batch_size)
+    steps = (cfg.epochs - state.epoch) * n_steps(ds.train.m, cfg.batch_size)
     bufs = StepBuffers.make(setup, state.params.layout, steps)
     bufs.hold(state)                              # sharded: from here on this rank holds its block
+    hooks.on_start(bufs.reduction.describe)       # the step's collectives, as actually built
     try:
         signalled = run_epochs(ds, setup, state, bufs, hooks)
     except BaseException:
@@ -53,7 +45,7 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
     bufs.release(state)
     if not signalled:
         early_stopping.restore_best(state)
-    return whole(setup, bufs, state)
+    return bufs.whole(state)
 
 
 def run_epochs(ds, setup: Setup, state: TrainState, bufs: StepBuffers, hooks: Hooks) -> bool:
@@ -61,34 +53,26 @@ def run_epochs(ds, setup: Setup, state: TrainState, bufs: StepBuffers, hooks: Ho
     signal (after its checkpoint)."""
     cfg, comm = setup.cfg, setup.comm
     timer = Timer(comm)
-    fault = faults.from_env()                     # test-only; None in every real run
-    watch = getattr(comm, "stall_watch", None)    # MPI: name ranks that do not arrive
-    if watch is not None:
-        watch.timeout, watch.on_stall = cfg.stall_timeout, cfg.on_stall
-        watch.on_abort = lambda: hooks.checkpoint_alone(state, "stall")   # the state before the step
     for epoch in range(state.epoch, cfg.epochs):
         lr = setup.schedule(epoch)
         batches = shard_batches(ds.train.m, cfg.batch_size, epoch, cfg.seed, comm.rank, comm.size)
         for step in range(state.step, len(batches)):
-            key = make_key(cfg.seed, epoch, step)
-            if watch is not None:
-                watch.position = f"epoch {epoch} step {step}"
-            poison = fault is not None and fault.due(comm.rank, epoch * len(batches) + step) \
-                and fault.strike()
-            count, loss_sum, bad, stop = train_step(ds, setup, state, bufs, batches[step], key, lr,
-                                                    poison)
+            X, y = setup.batch(ds.train, batches[step])
+            X = failpoint("step", comm.rank, epoch * len(batches) + step, X)     # tests only
+            count, _, bad, stop = train_step(setup, state, bufs, X, y, batches[step],
+                                             make_key(cfg.seed, epoch, step), lr)
             state.step = step + 1
             timer.examples += count
             if bad:
                 handle_nonfinite(setup, state, epoch, step, bad)
             if stop:
                 state.stopped = "signal"
-                hooks.checkpoint(whole(setup, bufs, state), "signal")
+                hooks.checkpoint(bufs.whole(state), "signal")
                 return True
         state.epoch, state.step = epoch + 1, 0
+        # evaluate, checkpoint
         if state.epoch % max(cfg.eval_every, 1) == 0 or state.epoch == cfg.epochs:
-            if fault is not None and fault.due(comm.rank, state.epoch, "eval"):
-                fault.strike()
+            failpoint("eval", comm.rank, state.epoch)                           # tests only
             record = epoch_record(ds, setup, state, epoch, lr, timer.lap())
             state.history.append(record)
             hooks.on_epoch(record)
@@ -97,19 +81,8 @@ def run_epochs(ds, setup: Setup, state: TrainState, bufs: StepBuffers, hooks: Ho
             if early_stopping.update(state, record, cfg):
                 break
         if hooks.checkpoint_every and state.epoch % hooks.checkpoint_every == 0:
-            hooks.checkpoint(whole(setup, bufs, state), "periodic")
+            hooks.checkpoint(bufs.whole(state), "periodic")
     return False
-
-
-def whole(setup: Setup, bufs: StepBuffers, state: TrainState) -> TrainState:
-    """The state with its whole optimizer state (gathered from every rank's block: a collective;
-    `state` itself keeps its block) and parameters of its own (a copy of the node's shared ones),
-    or `state` itself when the optimizer is not sharded."""
-    if bufs.shard is None:
-        return state
-    params = state.params.copy() if bufs.shares(state.params) else state.params
-    return dataclasses.replace(state, params=params,
-                               opt_state=bufs.shard.gather(setup.comm, state.opt_state))
 
 
 class Timer:
@@ -161,8 +134,7 @@ def check_start(ds, setup: Setup) -> None:
     if ds.train.n_x != setup.spec.sizes[0]:
         raise ValueError(f"the data has {ds.train.n_x} features but the network's input layer has "
                          f"{setup.spec.sizes[0]}")
-    shard_optimizer(setup, model.layout(setup.spec).size)      # their modes, and what `on` needs
-    overlap(setup)
+    policy.unshardable(cfg, setup.backend.name)                 # the modes, and what `on` needs
 
 
 def sync_params(setup: Setup, state: TrainState) -> None:
@@ -174,6 +146,6 @@ def sync_params(setup: Setup, state: TrainState) -> None:
     comm.bcast_array(state.params.buf, root=0)
     host = backend.to_numpy(state.params.buf).astype(np.float64)
     local = np.array([host.sum(), (host * host).sum(), 1.0])
-    total = comm.allreduce_sum(local.copy(), tag="check")
+    total = comm.sum_host(local.copy(), tag="check")
     if not np.allclose(total[:2], local[:2] * comm.size, rtol=1e-9, atol=0):
         raise RuntimeError("ranks disagree on the initial parameters after the broadcast")

@@ -34,10 +34,10 @@ class TrainState:
 class Hooks:
     """The edges the loop calls out to (tracking, progress, checkpoints); all optional."""
 
+    on_start: Callable[[str], None] = lambda step_variant: None   # the step's collectives, as built
     on_epoch: Callable[[dict], None] = lambda record: None
     checkpoint: Callable[[TrainState, str], None] = lambda state, reason: None
     checkpoint_every: int = 0
-    checkpoint_alone: Callable[[TrainState, str], None] = lambda state, reason: None  # no collective
 
 
 @dataclass

@@ -152,6 +152,9 @@ def nccl_twin(device: CountingDevice):
         def bcast(self, ptr, n, dtype, root, stream):
             self.comm.Bcast(device.arrays.pop(ptr), root=root)
 
+        def destroy(self):
+            self.comm.Free()
+
     return types.SimpleNamespace(
         available=True, NcclCommunicator=NcclCommunicator, get_unique_id=lambda: b"uid",
         NCCL_SUM="sum", NCCL_FLOAT32=0, NCCL_FLOAT64=1, NCCL_INT32=2, NCCL_INT64=3)

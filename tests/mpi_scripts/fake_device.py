@@ -34,7 +34,7 @@ def main(mode):
     (mean,) = comm.reduce_list([counted(np.ones((4, 1)))])
     np.testing.assert_array_equal(mean, np.full((4, 1), float(n)))
     if mode == "host":   # one pinned buffer per (size, dtype), reused by every call
-        assert sorted(comm._device().hosts) == [(3, "float32"), (4, "float64"), (6, "float64")]
+        assert sorted(comm.transport.hosts) == [(3, "float32"), (4, "float64"), (6, "float64")]
     sys.stdout.write(f"OK rank {r} of {n} fake-device {mode}\n")
     sys.stdout.flush()
 

@@ -11,9 +11,10 @@ from ddl.parallel import get_comm, install_abort_handler
 
 
 def main(mode):
-    comm = get_comm("mpi", allreduce=mode)  # strategy built lazily, on the first CuPy buffer
-    install_abort_handler(comm)
-    be = get_backend("cupy", comm.local_rank)  # binds GPU local_rank % device_count
+    world = get_comm("mpi")
+    install_abort_handler(world)
+    be = get_backend("cupy", world.local_rank)  # binds GPU local_rank % device_count
+    comm = world.for_run(be, mode)              # the strategy, built with the run's communicator
     r, n = comm.rank, comm.size
     buf = be.asarray(np.arange(1000) * (r + 1.0), "float64")
     assert comm.allreduce_sum(buf) is buf and be.is_array(buf)
@@ -24,10 +25,12 @@ def main(mode):
     (mean,) = comm.reduce_list([be.asarray(np.ones((4, 1)), "float64")])
     np.testing.assert_array_equal(be.to_numpy(mean), np.full((4, 1), float(n)))
     assert comm.counts == {"grad": 1, "bn": 2}, dict(comm.counts)
-    eager = get_comm("mpi", be, allreduce=mode)  # strategy built at once from the cupy backend
+    direct = get_comm("mpi", be, allreduce=mode)  # or given to the process's communicator
     arr = be.asarray(np.full(5, float(r)), "float32")
-    eager.bcast_array(arr, root=n - 1)
+    direct.bcast_array(arr, root=n - 1)
     np.testing.assert_array_equal(be.to_numpy(arr), np.full(5, float(n - 1)))
+    comm.close()
+    direct.close()
     print(f"OK rank {r} of {n} {mode}", flush=True)
 
 

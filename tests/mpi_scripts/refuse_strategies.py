@@ -26,11 +26,11 @@ def main(mode: str) -> None:
     comm = get_comm("mpi")
     stand_in_cupy(with_nccl=comm.rank != 1)
     try:
-        comm.use_allreduce(mode, backend=types.SimpleNamespace(name="cupy"))
+        run = comm.for_run(types.SimpleNamespace(name="cupy"), mode)
     except RuntimeError as err:
         say(f"REFUSED rank {comm.rank}: {err}")
         return
-    say(f"BUILT rank {comm.rank}: {type(comm._device()).__name__}")
+    say(f"BUILT rank {comm.rank}: {type(run.transport).__name__}")
 
 
 def say(line: str) -> None:

@@ -50,7 +50,8 @@ def main(mode, bn):
     WAITS.clear()
     collectives = comm.allreduce_count
     for step in range(STEPS):
-        count, _, bad, _ = train_step(ds, setup, state, bufs, batches[step], 7 + step, 0.01)
+        X, y = setup.batch(ds.train, batches[step])
+        count, _, bad, _ = train_step(setup, state, bufs, X, y, batches[step], 7 + step, 0.01)
         assert count == 20 and not bad
     step_waits, step_coll = dict(WAITS), comm.allreduce_count - collectives
     WAITS.clear()
