@@ -4,7 +4,8 @@ The tracking worker (ddl/tracking/worker.py) needs ~1.5 s to import MLflow and o
 and a short tracked run ends when it has; importing Hydra, NumPy, mpi4py and ddl's runner takes
 ~0.25 s more before `ddl.cli.main` could start it. So this module, which imports next to nothing,
 starts it first, on rank 0 only (as far as the launcher's environment says: the MPI rank is not
-known before MPI starts). `ddl.cli.main` starts it otherwise, once it knows the rank.
+known before MPI starts), and hands it to `ddl.cli.main`, which starts it otherwise, once it knows
+the rank.
 """
 from __future__ import annotations
 
@@ -20,14 +21,15 @@ def first_rank(environ=os.environ) -> bool:
 
 
 def main() -> None:
+    link = None
     if first_rank():
-        from ddl.tracking import link as remote
+        from ddl.tracking import link as tracking_link
 
-        if remote.worth_prewarming(sys.argv[1:]):
-            remote.prewarm()
+        if tracking_link.worth_prewarming(sys.argv[1:]):
+            link = tracking_link.Link.start()
     from ddl.cli import main as cli_main
 
-    cli_main()
+    cli_main(link=link)
 
 
 if __name__ == "__main__":

@@ -144,8 +144,9 @@ def run(*overrides: str, ranks: int = 1, quiet: bool = False) -> Result:
                  f"out_dir={run_dir}"], quiet, f"the run in {run_dir}")
         return Result.from_dir(run_dir)
     from ddl.parallel import SerialComm, signals  # noqa: PLC0415
-    from ddl.runner.logs import setup_logging  # noqa: PLC0415
     from ddl.runner.job import execute  # noqa: PLC0415
+    from ddl.runner.logs import setup_logging  # noqa: PLC0415
+    from ddl.runner.recorder import Recorder, job_id  # noqa: PLC0415
     from ddl.runner.session import run_name  # noqa: PLC0415
 
     run_dir.mkdir(parents=True, exist_ok=resuming)
@@ -157,11 +158,12 @@ def run(*overrides: str, ranks: int = 1, quiet: bool = False) -> Result:
     kept_log = (list(logger.handlers), logger.level, logger.propagate)
     setup_logging(comm, "WARNING" if quiet else "INFO", stream=sys.stdout)
     job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": None, "multirun": False,
-           "tags": {"ddl.overrides": " ".join(overrides)}}
+           "tags": {"ddl.overrides": " ".join(overrides)}, "id": job_id()}
+    recorder = Recorder()              # this run's tracking worker, closed (delivered) at its end
     kept = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)}
     signals.forget_requests()          # an interrupt of the notebook's last run is not this one's
     try:
-        summary = execute(job, comm)
+        summary = execute(job, comm, recorder)
     except SystemExit as stop:
         if stop.code == 130:           # the kernel's interrupt: stopped at a step, checkpointed
             raise KeyboardInterrupt(f"stopped at a step boundary with a checkpoint in {run_dir}; "
@@ -170,6 +172,7 @@ def run(*overrides: str, ranks: int = 1, quiet: bool = False) -> Result:
         raise RunFailed(f"the run failed (exit {stop.code}); the error is above and its traceback "
                         f"in {run_dir / 'train.log'}") from None
     finally:
+        recorder.close()
         for s, handler in kept.items():               # the kernel's own handlers, back
             signal.signal(s, handler)
         logger.handlers[:], logger.level, logger.propagate = kept_log   # and its logging as it was

@@ -168,15 +168,12 @@ def get_backend(name: str = "numpy", local_rank: int = 0) -> Backend:
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-_THREADS: list = []     # the count set_blas_threads gave the BLAS last
 
 
 def set_blas_threads(n: int | None) -> None:
-    """Limit BLAS threads (one per rank under MPI keeps 2 ranks on 2 cores from fighting); ddl's
-    own compiled loops (the fused update) then run on as many (kernel_threads)."""
+    """Limit BLAS threads (one per rank under MPI keeps 2 ranks on 2 cores from fighting)."""
     if not n:
         return
-    _THREADS[:] = [int(n)]
     try:
         from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
@@ -185,11 +182,12 @@ def set_blas_threads(n: int | None) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", str(n))
 
 
-def kernel_threads(env=os.environ) -> int:
-    """Threads ddl's own compiled loops may run on in this process: what set_blas_threads gave
-    the BLAS, else the user's OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS, else 1."""
-    if _THREADS:
-        return _THREADS[0]
+def kernel_threads(env=os.environ, blas: int | None = None) -> int:
+    """Threads ddl's own compiled loops (the fused update) may run on in this process: as many as
+    the BLAS was given (`blas`), else the user's OMP_NUM_THREADS / OPENBLAS_NUM_THREADS /
+    MKL_NUM_THREADS, else 1."""
+    if blas:
+        return int(blas)
     for name in THREAD_VARIABLES:
         value = env.get(name, "").strip()
         if value.isdigit() and int(value) > 0:

@@ -28,13 +28,12 @@ from ddl.parallel.signals import install_startup_handlers
 from ddl.runner.progress import hide_while_bar
 from ddl.runner.job import execute, exit_code, worker_loop
 from ddl.runner.logs import setup_logging
+from ddl.runner.recorder import Recorder, job_id
 from ddl.runner.session import Session, objective, run_name, standalone_session
-from ddl.tracking import link as remote
 
 # conf/ at the top of the repository is installed as the package ddl.conf (see pyproject.toml).
 CONF_PATH = "pkg://ddl.conf"
 log = logging.getLogger("ddl")
-SESSION: Session | None = None   # this process's invocation (Hydra calls `task` with the config only)
 
 
 SUFFIX_ENV = "DDL_RUN_SUFFIX"
@@ -111,44 +110,89 @@ def sweep_shape(argv) -> tuple[int | None, tuple[str, ...]]:
 
 
 class SweepCallback(Callback):
-    """Closes a sweep's parent run when a launcher ran its points in other processes."""
+    """Closes a sweep's parent run when a launcher ran its points in other processes (Hydra's own
+    launcher runs them here, and the session ends the parent)."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        if (SESSION is not None and SESSION.parent) or not config.tracking.enabled:
-            return                  # the points ran here: Session.close() ends the parent
+        in_process = OmegaConf.select(config, "hydra.launcher._target_", default="").endswith("BasicLauncher")
+        if in_process or not config.tracking.enabled:
+            return
         from ddl import tracking  # noqa: PLC0415
         from ddl.runner.session import dashboard_hint  # noqa: PLC0415
-        from ddl.runner.sweep_summary import close_sweep  # noqa: PLC0415
+        from ddl.runner.sweep_summary import close_stored_sweep  # noqa: PLC0415
 
         cfg = OmegaConf.to_object(config.tracking)
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         parent = cfg.parent_run_id or tracking.find_parent(cfg, str(sweep_dir))
         if parent and not cfg.parent_run_id:
-            status, experiment_id = close_sweep(cfg, parent, sweep_dir)
+            status, experiment_id = close_stored_sweep(cfg, parent, sweep_dir)
             log.info("sweep parent run %s %s\n%s", parent, status, dashboard_hint(cfg, experiment_id))
 
 
-def task(dcfg):
-    """One job (a single run or one sweep point) on rank 0, or in a launcher's own process."""
-    global SESSION
-    if SESSION is None:
-        SESSION = standalone_session()
-    hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
-    multirun = hc.mode == RunMode.MULTIRUN
-    overrides = list(hc.overrides.task)
-    if multirun:
-        learn_sweep_shape(SESSION, hc)
-    cfg = OmegaConf.to_object(dcfg)
-    problems = config_problems(cfg, overrides)
-    if problems:
-        print(f"ddl: error: {problems}", file=sys.stderr, flush=True)
-        remove_hydras_leftovers(run_dir)
-        if not multirun:
-            raise SystemExit(1)
-        SESSION.start_point(hc.job.num, overrides)      # a sweep goes on; the point is failed
-        SESSION.end_point(hc.job.num, overrides, "", {}, None)
-        return objective(None)
+class Task:
+    """What Hydra runs for each job (a single run or one sweep point), on rank 0 with the
+    invocation's session. A launcher that runs jobs in processes of their own (submitit on SLURM)
+    pickles it: there it becomes a task with a session of that process (`__reduce__`)."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def __reduce__(self):
+        return (standalone_task, ())
+
+    def __call__(self, dcfg):
+        session = self.session
+        hc = HydraConfig.get()
+        run_dir = Path(hc.runtime.output_dir)
+        multirun = hc.mode == RunMode.MULTIRUN
+        overrides = list(hc.overrides.task)
+        if multirun:
+            learn_sweep_shape(session, hc)
+        cfg = OmegaConf.to_object(dcfg)
+        problems = config_problems(cfg, overrides)
+        if problems:
+            print(f"ddl: error: {problems}", file=sys.stderr, flush=True)
+            remove_hydras_leftovers(run_dir)
+            if not multirun:
+                raise SystemExit(1)
+            session.start_point(hc.job.num, overrides)      # a sweep goes on; the point is failed
+            session.end_point(hc.job.num, overrides, "", {}, None)
+            return objective(None)
+        make_run_dir(run_dir, cfg, dcfg, hc)
+        if multirun:
+            session.start_point(hc.job.num, overrides)
+        if cfg.tracking.run_name is None:  # name runs by what was overridden: readable side by side
+            cfg.tracking.run_name = run_name(overrides, session.swept if multirun else ())
+        parent = session.parent_for(cfg, hc.sweep.dir) if multirun and session.comm.rank == 0 else None
+        job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": parent, "multirun": multirun,
+               "tags": {"ddl.overrides": " ".join(overrides)}, "id": job_id()}
+        if session.comm.size > 1:
+            job = session.comm.bcast(job, root=0)
+        try:
+            summary = execute(job, session.comm, session.recorder)
+        except SystemExit:
+            session.stopped = multirun        # stopped by a signal at a step: the sweep too
+            raise
+        finally:
+            if not session.owner:             # a launcher's process of its own: one job, delivered now
+                session.close()
+        if multirun:
+            from ddl.tracking.store import flatten_config  # noqa: PLC0415 - pure: no MLflow import
+
+            session.end_point(hc.job.num, overrides, cfg.tracking.run_name,
+                              flatten_config(OmegaConf.to_container(dcfg, resolve=True)), summary)
+        elif summary is None:
+            session.failed.append(job["run_dir"])
+        return objective(summary)
+
+
+def standalone_task() -> Task:
+    return Task(standalone_session())
+
+
+def make_run_dir(run_dir: Path, cfg: C.Config, dcfg, hc) -> None:
+    """The run directory with its resolved config.yaml; refused (exit 1) when it holds another run
+    or cannot be made."""
     taken = another_run(run_dir) if cfg.checkpoint.resume == "never" else []
     if taken:
         print(f"ddl: error: {run_dir} already holds another run ({', '.join(taken)}); ddl never "
@@ -164,24 +208,6 @@ def task(dcfg):
         raise SystemExit(1) from None
     if hc.output_subdir:
         hide_passwords_in(run_dir / hc.output_subdir)
-    if multirun:
-        SESSION.start_point(hc.job.num, overrides)
-    if cfg.tracking.run_name is None:  # name runs by what was overridden: readable side by side
-        cfg.tracking.run_name = run_name(overrides, SESSION.swept if multirun else ())
-    parent = SESSION.parent_for(cfg, hc.sweep.dir) if multirun and SESSION.comm.rank == 0 else None
-    job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": parent, "multirun": multirun,
-           "tags": {"ddl.overrides": " ".join(overrides)}}
-    if SESSION.comm.size > 1:
-        job = SESSION.comm.bcast(job, root=0)
-    summary = execute(job, SESSION.comm)
-    if multirun:
-        from ddl.tracking.store import flatten_config  # noqa: PLC0415 - pure: no MLflow import
-
-        SESSION.end_point(hc.job.num, overrides, cfg.tracking.run_name,
-                          flatten_config(OmegaConf.to_container(dcfg, resolve=True)), summary)
-    elif summary is None:
-        SESSION.failed.append(job["run_dir"])
-    return objective(summary)
 
 
 def config_problems(cfg: C.Config, overrides: Sequence[str]) -> str:
@@ -248,12 +274,8 @@ def learn_sweep_shape(session: Session, hc) -> None:
         session.swept = tuple(OmegaConf.select(hc, "sweeper.params") or ())
 
 
-# Kept apart from `task` so launchers that pickle the task (submitit) find it by reference.
-hydra_main = hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")(task)
-
-
-def main() -> None:
-    global SESSION
+def main(link=None) -> None:
+    """`ddl-train`. link: the tracking worker ddl/__main__.py started before anything loaded."""
     comm = get_comm("auto")
     install_abort_handler(comm)
     for handler in setup_logging(comm).handlers:
@@ -262,17 +284,19 @@ def main() -> None:
         sys.exit(worker_loop(comm))
     register_schemas()
     install_startup_handlers()
-    if remote.worth_prewarming(sys.argv[1:]):   # MLflow loads beside Hydra's composition
-        remote.prewarm()
+    if link is None:
+        from ddl.tracking.link import Link, worth_prewarming  # noqa: PLC0415 - no MLflow in it
+
+        link = Link.start() if worth_prewarming(sys.argv[1:]) else None   # MLflow loads beside Hydra
+    session = Session(comm, *sweep_shape(sys.argv[1:]), owner=True, recorder=Recorder(link))
+    code = 0
     bad_dir = out_dir_problem(sys.argv[1:])
     if bad_dir:                       # Hydra would make the directory first, with a traceback
         print(f"ddl: error: {bad_dir}", file=sys.stderr)
-        if comm.size > 1:
-            comm.bcast({"op": "exit", "code": 1}, root=0)
-        sys.exit(1)
-    SESSION, code = Session(comm, *sweep_shape(sys.argv[1:]), owner=True), 0
+        code = 1
     try:
-        hydra_main()
+        if not bad_dir:
+            hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")(Task(session))()
     except SystemExit as e:
         code = exit_code(e)
     except KeyboardInterrupt:        # a second Ctrl-C, or one before training: no traceback
@@ -286,13 +310,13 @@ def main() -> None:
         code = 2
     finally:
         try:
-            SESSION.close()
+            session.close()
         except Exception as e:  # noqa: BLE001 - the points ran; say what the summary could not do
             print(f"ddl: error: the sweep's summary failed: {type(e).__name__}: {e}", file=sys.stderr)
             code = code or 1
-        if SESSION.failed and code == 0:
+        if session.failed and code == 0:
             code = 1
-            print(f"ddl: {len(SESSION.failed)} sweep point(s) failed: {'; '.join(SESSION.failed)}",
+            print(f"ddl: {len(session.failed)} sweep point(s) failed: {'; '.join(session.failed)}",
                   file=sys.stderr)
         if comm.size > 1:
             comm.bcast({"op": "exit", "code": code}, root=0)

@@ -1,5 +1,5 @@
 """The reliability suite: faults injected into real `mpiexec -n 3` runs through DDL_FAULT
-(ddl/failpoints.py). Each case: the job ends within its bound, its exit status, a message naming the
+(the failpoints of ddl/failpoints.py). Each case: the job ends within its bound, its exit status, a message naming the
 cause and the rank, no corrupt file in the run directory, the MLflow run's final status."""
 from __future__ import annotations
 
@@ -29,19 +29,33 @@ def no_corrupt_file(run_dir) -> None:
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
 
 
-def the_run(uri: str, settle: float = 0.0):
-    """The one MLflow run of the store; with `settle`, waited for (up to that many seconds) until
-    it is no longer RUNNING: a job killed outright is ended by its guard process just after."""
-    client = MlflowClient(uri)
+def the_run(uri: str, settle: float = 30.0):
+    """The one MLflow run of the store, waited for (up to `settle` seconds) until it is no longer
+    RUNNING: the job's tracking worker ends a run its job could not end just after the job (and a
+    job that died within seconds of its start may leave the worker still creating the store: it
+    is read with an MLflow client once the worker has)."""
+    import sqlite3
+    from pathlib import Path
+
+    db = Path(uri[len("sqlite:///"):])
+    lock = db.with_name(db.name + ".lock")
     deadline = time.monotonic() + settle
-    while True:
-        (run,) = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])
-        if run.info.status != "RUNNING" or time.monotonic() >= deadline:
-            return run
-        time.sleep(0.5)
+    while time.monotonic() < deadline:
+        if lock.is_file() and lock.read_text().startswith("created"):
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                rows = con.execute("SELECT status FROM runs").fetchall()
+            finally:
+                con.close()
+            if rows and rows[0][0] != "RUNNING":
+                break
+        time.sleep(0.3)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])
+    return run
 
 
-def run_with(tmp_path, fault: str, timeout: float = 120, settle: float = 0.0):
+def run_with(tmp_path, fault: str, timeout: float = 120, settle: float = 30.0):
     out, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
     started = time.monotonic()
     code, so, se = ddl_train(3, *CFG, f"tracking.uri={uri}", f"out_dir={out}", cwd=tmp_path,
@@ -86,7 +100,7 @@ def test_an_exception_while_rank_0_writes_a_checkpoint_leaves_no_part_of_it(tmp_
 def test_a_rank_that_dies_ends_the_job_and_its_run(tmp_path):
     code, text, run, out = run_with(tmp_path, "exit@rank=2,step=30", settle=30)
     assert code != 0                                  # within the timeout: no hang
-    assert run.info.status == "FAILED", run.info      # by the guard: rank 0 died with it
+    assert run.info.status == "FAILED", run.info      # by the tracking worker: rank 0 died with it
     assert "a rank was killed" in run.data.tags["ddl.error"] and "checkpoint.resume=auto" in \
         run.data.tags["ddl.error"]
 

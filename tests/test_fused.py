@@ -184,13 +184,12 @@ def test_a_failing_block_fails_the_step_after_every_block_is_done(monkeypatch):
 def test_kernel_threads_follow_the_blas_count_then_the_environment(monkeypatch):
     import ddl.backend as backend_module
 
-    monkeypatch.setattr(backend_module, "_THREADS", [])
     assert backend_module.kernel_threads({}) == 1
     assert backend_module.kernel_threads({"OMP_NUM_THREADS": "3"}) == 3
     assert backend_module.kernel_threads({"OMP_NUM_THREADS": "", "MKL_NUM_THREADS": "4"}) == 4
     assert backend_module.kernel_threads({"OMP_NUM_THREADS": "two"}) == 1
-    monkeypatch.setattr(backend_module, "_THREADS", [2])               # what set_blas_threads gave
-    assert backend_module.kernel_threads({"OMP_NUM_THREADS": "3"}) == 2
+    # what the BLAS was given (the runner's Setup.threads) wins
+    assert backend_module.kernel_threads({"OMP_NUM_THREADS": "3"}, blas=2) == 2
 
 
 def test_training_with_the_threaded_fused_update_equals_training_without_it(monkeypatch):
@@ -201,7 +200,7 @@ def test_training_with_the_threaded_fused_update_equals_training_without_it(monk
     import ddl.train as train_module
 
     monkeypatch.setattr(fused_module, "PER_THREAD", 16)            # the tiny net splits in two
-    monkeypatch.setattr(buffers_module, "kernel_threads", lambda: 2)
+    monkeypatch.setattr(buffers_module, "kernel_threads", lambda blas=None: 2)
     finals = {}
     for mode in ("on", "off"):
         cfg = small_cfg(fused_update=mode, dtype="float32")

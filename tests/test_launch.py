@@ -10,13 +10,17 @@ from ddl.__main__ import first_rank
 PROBE = """
 import sys
 from ddl.tracking import link as remote
-remote.prewarm = lambda: print("PREWARM", [m for m in ("hydra", "mpi4py", "numpy") if m in sys.modules])
+class Link:                     # the tracking worker's link, saying when it starts
+    @staticmethod
+    def start():
+        print("PREWARM", [m for m in ("hydra", "mpi4py", "numpy") if m in sys.modules])
+remote.Link = Link
 class Cli:                      # ddl.cli, saying when it is imported (its `main` taken)
     def __getattr__(self, name):
         if name != "main":
             raise AttributeError(name)
         print("CLI")
-        return lambda: None
+        return lambda link=None: None
 sys.modules["ddl.cli"] = Cli()
 sys.argv = ["ddl-train", *sys.argv[1:]]
 import ddl.__main__ as entry

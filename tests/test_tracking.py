@@ -36,7 +36,8 @@ def _round_trip(uri, tmp_path):
     tracker.set_tags({"ddl.world_size": "2"})
     (tmp_path / "notes.txt").write_text("hello")
     tracker.log_artifact(tmp_path / "notes.txt", "extra")
-    tracker.log_text("a: 1\n", "config.yaml")
+    (tmp_path / "config.yaml").write_text("a: 1\n")
+    tracker.log_artifact(tmp_path / "config.yaml")
     tracker.end()
     client = MlflowClient(uri)
     run = client.get_run(tracker.run_id)
@@ -102,7 +103,7 @@ def test_parent_with_nested_children(store):
     joined = T.open_tracker(_cfg(store, experiment="sweep", parent_run_id=parent), {})
     for child in [*children, joined]:
         child.end()
-    T.end_run(cfg, parent, "FINISHED")
+    T.Tracker.attach(cfg, parent).end("FINISHED")
     client = MlflowClient(store)
     eid = client.get_experiment_by_name("sweep").experiment_id
     found = client.search_runs([eid], f"tags.mlflow.parentRunId = '{parent}'")
@@ -120,7 +121,6 @@ def test_null_tracker_when_disabled(tmp_path, monkeypatch):
     tracker.log_epoch(0, {"train_cost": 1.0})
     tracker.set_tags({"a": "b"})
     tracker.log_artifact(tmp_path / "missing.txt")
-    tracker.log_text("x", "x.txt")
     tracker.end("FAILED")
     assert list(tmp_path.iterdir()) == []  # no store was created
 
@@ -155,7 +155,7 @@ def test_ensure_store_from_four_processes_at_once(tmp_path):
 
 
 def test_unreachable_server_fails_fast_naming_the_uri(monkeypatch):
-    for name in TS._HTTP_DEFAULTS:
+    for name in TS.HTTP_DEFAULTS:
         monkeypatch.delenv(name, raising=False)  # the library's fail-fast defaults apply
     uri = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()

@@ -1,6 +1,6 @@
-"""Tracking beside training (ddl/tracking/worker.py, remote.py): the run a worker records equals
-the one an in-process client records; the store is checked without MLflow (store.precheck); a run
-whose process is killed, or whose worker dies, still ends right."""
+"""Tracking beside training (ddl/tracking/worker.py, link.py), the one route of every run: a
+sweep's point is recorded as the same single run is; the store is checked without MLflow
+(store.precheck); a run whose process is killed, or whose worker dies, still ends right."""
 from __future__ import annotations
 
 import importlib.util
@@ -38,14 +38,25 @@ def _record(client, run):
     return run.info.status, metrics, tags, files, params
 
 
-def test_a_workers_run_equals_an_in_process_one(tmp_path):
+def test_a_sweep_points_run_equals_the_single_run(tmp_path):
+    """One tracking route: the same config as a single run and as a sweep's point is recorded
+    alike (metrics, tags, artifacts, params), but for what names the point and nests it."""
     code, _, err = ddl_train(0, *MOONS, cwd=tmp_path)
     assert code == 0, err
-    code, _, err = ddl_train(0, *MOONS, cwd=tmp_path, env=clean_env(DDL_TRACKING_INPROCESS="1"))
+    code, _, err = ddl_train(0, "-m", *MOONS, "optimizer.lr=0.01", cwd=tmp_path)
     assert code == 0, err
-    client, (by_worker, in_process) = _runs(tmp_path)
-    assert _record(client, by_worker) == _record(client, in_process)
-    assert _record(client, by_worker)[0] == "FINISHED"
+    client, runs = _runs(tmp_path)
+    single, point = (next(r for r in runs if ("mlflow.parentRunId" in r.data.tags) is nested)
+                     for nested in (False, True))
+    parent = client.get_run(point.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["ddl.sweep"] == "true" and parent.info.status == "FINISHED"
+
+    def record(run):
+        status, metrics, tags, files, params = _record(client, run)
+        tags = {k: v for k, v in tags.items() if k != "ddl.overrides"}           # the sweep's own
+        return status, metrics, tags, files, {k: v for k, v in params.items() if k != "tracking.run_name"}
+    assert record(point) == record(single)
+    assert record(single)[0] == "FINISHED"
 
 
 def test_precheck_reads_the_store_without_mlflow(tmp_path, monkeypatch):

@@ -23,7 +23,6 @@ from ddl.optim.optimizers import make_optimizer
 from ddl.optim.schedules import make_schedule
 from ddl.params import Flat
 from ddl.runner.hooks import make_hooks, resolve
-from ddl.runner.track import check_tracking, job_id, open_tracking, start_guard
 from ddl.runner.summary import current_rss_mb, finish, peak_rss_mb, track_failure, track_final
 from ddl.train import Setup, TrainState, check_start, train
 
@@ -106,15 +105,13 @@ def resume_path(cfg: Config, run_dir: Path):
     return Path(r)
 
 
-CURRENT_RUN: dict = {}   # {"tracking": TrackingConfig, "run_id": str} of the run this process is in
-
-
-def run(cfg: Config, comm, run_dir, parent_run_id=None, tags=None) -> dict:
-    """Train one config on every rank of `comm`; rank 0 writes `run_dir` and tracks (a child of
-    `parent_run_id` in a sweep, with `tags`). Returns the summary. A tracked run that fails ends
-    FAILED (KILLED on Ctrl-C) with its error as tags and its train.log uploaded."""
+def run(cfg: Config, comm, run_dir, job: dict, recorder=None) -> dict:
+    """Train one config on every rank of `comm`; rank 0 writes `run_dir` and records the run through
+    `recorder` (a child of the job's `parent` run in a sweep, with its `tags`). Returns the summary.
+    A tracked run that fails ends FAILED (KILLED on Ctrl-C) with its error as tags and its train.log
+    uploaded; a rank other than 0 that fails alone leaves its error where the tracking worker finds it."""
     run_dir, rss_start = Path(run_dir), current_rss_mb()
-    backend, how = prepare(cfg, comm)
+    backend, how = prepare(cfg, comm, recorder)
     ds, spec, opt, schedule = build(cfg, comm)
     state, meta = start_state(cfg, spec, backend, opt, comm.rank == 0, run_dir)
     # the run's communicator, built once: its backend's transport, and the stall policy (its
@@ -122,54 +119,43 @@ def run(cfg: Config, comm, run_dir, parent_run_id=None, tags=None) -> dict:
     stall = StallPolicy(cfg.train.stall_timeout, cfg.train.on_stall,
                         where=lambda: f"epoch {state.epoch} step {state.step}")
     setup = Setup(backend, comm.for_run(backend, cfg.allreduce, stall), spec, opt, schedule, cfg.train,
-                  cfg.model.l2, cfg.model.sync_bn)
+                  cfg.model.l2, cfg.model.sync_bn, threads=blas_threads(cfg, comm))
     check_start(ds, setup)                           # before any MLflow run exists
-    job = job_id()
-    tracker = open_tracking(cfg, comm, backend, meta.get("run_id"), parent_run_id,
-                            {**(tags or {}), "ddl.job": job}, how=how, run_dir=run_dir)
-    guard = start_guard(cfg, tracker, run_dir, job)   # ends the run if this job dies before it can
-    if tracker:
-        tracker.keep_unsent_in(run_dir)
-    # every rank knows the MLflow run: one that fails alone marks it FAILED before it aborts
-    # (one process needs no id now: a tracking worker's run may still be opening)
-    CURRENT_RUN.update(tracking=cfg.tracking if cfg.tracking.enabled else None,
-                       run_id=comm.bcast(tracker.run_id if tracker else None, root=0)
-                       if comm.size > 1 else None)
+    tracker = recorder.open(cfg, comm, backend, how, meta.get("run_id"), job.get("parent"),
+                            job.get("tags") or {}, run_dir, job["id"]) if recorder else null_tracker(meta)
     try:
-        return tracked_run(cfg, setup, ds, state, meta, tracker, run_dir, rss_start)
+        return tracked_run(cfg, setup, ds, state, tracker, run_dir, rss_start)
     except BaseException as err:
-        if tracker:
-            track_failure(tracker, comm, err, run_dir)
+        track_failure(tracker, comm, err, run_dir)
         raise
-    finally:
-        if guard:
-            guard.close()
 
 
-def tracked_run(cfg: Config, setup: Setup, ds, state, meta, tracker, run_dir: Path,
-                rss_start: float) -> dict:
+def null_tracker(meta: dict):
+    """Ranks other than 0, and library callers without a recorder: nothing is tracked."""
+    from ddl.tracking.tracker import NullTracker  # noqa: PLC0415 - no MLflow in it
+
+    return NullTracker(meta.get("run_id"))
+
+
+def tracked_run(cfg: Config, setup: Setup, ds, state, tracker, run_dir: Path, rss_start: float) -> dict:
     """The run once its parts are built and its tracking is open: train, finish, track."""
     comm, backend = setup.comm, setup.backend
-    # asked when first needed (a checkpoint, the end): a tracking worker's run may be opening
-    run_id = (lambda: tracker.run_id) if tracker else meta.get("run_id")
+    run_id = lambda: tracker.run_id       # noqa: E731 - asked when first needed (a checkpoint, the end)
     line = run_line(cfg, setup, ds, run_dir)
     hooks, write = make_hooks(cfg, comm, backend, run_dir, ds, run_id, tracker,
                               stream_meta(cfg, setup.spec.sizes),
                               on_start=lambda variant: log.info("%s%s)", line, variant))
-    state, seconds = train_tracked(ds, setup, state, hooks, tracker, write)
+    state, seconds = train_tracked(ds, setup, state, hooks, write)
     if state.stopped == "signal":
         comm.close()
-        if tracker:
-            tracker.end("KILLED")
+        tracker.end("KILLED")
         return {"stopped": "signal", "epoch": state.epoch, "step": state.step, "run_id": resolve(run_id)}
     memory = {"rss_start_mb": comm.allreduce_obj(rss_start, op="max"),
               "peak_rss_mb": comm.allreduce_obj(peak_rss_mb(), op="max")}
     summary = finish(cfg, setup, state, ds, run_dir, run_id, seconds, memory)
     comm.close()
-    if tracker:
-        track_final(tracker, cfg, summary, state, run_dir)
+    track_final(tracker, cfg, summary, state, run_dir)
     return summary
-
 
 
 def run_line(cfg: Config, setup: Setup, ds, run_dir: Path) -> str:
@@ -181,6 +167,11 @@ def run_line(cfg: Config, setup: Setup, ds, run_dir: Path) -> str:
     return (f"run directory: {run_dir}  (world size {comm.size}, backend {setup.backend.name}, network "
             f"{list(setup.spec.sizes)}, {ds.train.m} train / {dev} dev examples; BLAS threads per rank: "
             f"{n or 'as set'}, {why}")
+
+
+def blas_threads(cfg: Config, comm):
+    """The BLAS threads each rank was given (None: as the environment set them)."""
+    return threads.choose(cfg.train.blas_threads, comm.node_cpus, comm.local_rank)[0]
 
 
 def set_threads(configured: int, comm) -> None:
@@ -195,7 +186,7 @@ def set_threads(configured: int, comm) -> None:
                         len(frozenset().union(*comm.node_cpus)))
 
 
-def prepare(cfg: Config, comm):
+def prepare(cfg: Config, comm, recorder=None):
     """The process before any work: BLAS threads, launch and tracking-store checks, the backend."""
     set_threads(cfg.train.blas_threads, comm)
     gpus, why = gpu_status()
@@ -203,7 +194,7 @@ def prepare(cfg: Config, comm):
                                 allreduce=cfg.allreduce, local_rank=comm.local_rank, gpu_reason=why):
         if comm.rank == 0:
             log.warning("preflight: %s", warning)
-    how = check_tracking(cfg) if comm.rank == 0 and cfg.tracking.enabled else None
+    how = recorder.check(cfg) if recorder is not None and cfg.tracking.enabled else None
     return get_backend(cfg.backend, comm.local_rank), how
 
 
@@ -256,11 +247,11 @@ def start_state(cfg: Config, spec, backend, opt, speak: bool, run_dir: Path) -> 
 
 
 
-def train_tracked(ds, setup: Setup, state: TrainState, hooks, tracker, write) -> tuple[TrainState, float]:
+def train_tracked(ds, setup: Setup, state: TrainState, hooks, write) -> tuple[TrainState, float]:
     """`train` with the run's edges: history replayed to the tracker first (a job killed before its
     metrics were sent loses none), stop signals armed; a stall that ends the job checkpoints the
     state before the step that stalled (rank 0, alone: `write`)."""
-    for record in state.history if tracker else []:
+    for record in state.history:
         hooks.on_epoch.track(record)
     signals.install_signal_handlers()
     t0 = time.perf_counter()

@@ -107,12 +107,12 @@ def run(args) -> int:
         import tempfile  # noqa: PLC0415
 
         from ddl.runner.session import dashboard_hint  # noqa: PLC0415
-        from ddl.runner.sweep_summary import close_sweep  # noqa: PLC0415
+        from ddl.runner.sweep_summary import close_stored_sweep  # noqa: PLC0415
 
         cfg = _tracking_cfg(args)
 
         with tempfile.TemporaryDirectory(prefix="ddl-sweep-") as out:   # artifacts are uploaded
-            status, experiment_id = close_sweep(cfg, args.run_id, Path(out))
+            status, experiment_id = close_stored_sweep(cfg, args.run_id, Path(out))
         print(f"{args.run_id}: {status}\n{dashboard_hint(cfg, experiment_id)}")
     return 0
 

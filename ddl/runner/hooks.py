@@ -32,7 +32,7 @@ class EpochHook:
         """Log one record; the tracker skips epochs its run already holds."""
         t = self.cfg.tracking
         last = r["epoch"] + 1 == self.cfg.train.epochs
-        if self.tracker and (r["epoch"] % max(t.log_every, 1) == 0 or last):
+        if r["epoch"] % max(t.log_every, 1) == 0 or last:
             metrics = {k: r[k] for k in ("train_cost", "dev_cost", "train_error", "dev_error", "lr",
                                          "samples_per_s", "allreduce_share")}
             metrics.update(train_accuracy=1 - r["train_error"], dev_accuracy=1 - r["dev_error"])

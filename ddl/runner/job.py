@@ -6,12 +6,14 @@ only some ranks saw it, an abort of all), ranks > 0 wait for rank 0's next job, 
 """
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 import time
 from pathlib import Path
 
+from ddl.atomic import write_text_atomic
 from ddl.config import redact
 from ddl.train.nonfinite import NonFiniteError
 from ddl.parallel import signals
@@ -23,14 +25,18 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerun 
 EXIT_INTERRUPTED = 130   # the shell's code for Ctrl-C: stopped by SIGINT, after a checkpoint too
 
 
-def execute(job: dict, comm) -> dict | None:
-    """Run one job on this rank; errors become one clear paragraph (traceback in the run's log)."""
+def execute(job: dict, comm, recorder=None) -> dict | None:
+    """Run one job on this rank (rank 0 records it through `recorder`, ddl/runner/recorder.py);
+    errors become one clear paragraph (the traceback in the run's log).
+
+    job: {"cfg": Config, "run_dir", "parent": a sweep's parent run id or None, "multirun": bool,
+    "tags": the run's extra tags, "id": this job's id (ddl.job), the same on every rank}."""
     from ddl.runner import experiment  # noqa: PLC0415
 
     run_dir = Path(job["run_dir"])
     handler = attach_file_log(run_dir) if comm.rank == 0 else None
     try:
-        summary = experiment.run(job["cfg"], comm, run_dir, job["parent"], job.get("tags"))
+        summary = experiment.run(job["cfg"], comm, run_dir, job, recorder)
         if summary.get("stopped") == "signal":
             ctrl_c = signals.stop_signal() == signal.SIGINT
             log.warning("stopped by %s at epoch %d step %d; checkpoint written in %s. Rerun "
@@ -62,8 +68,11 @@ def fail(job, comm, err: BaseException, fatal: bool, consistent: bool) -> None:
                  f"(run directory {job['run_dir']}; the full traceback is in its {log_name})")
     if comm.size > 1 and not consistent:
         if comm.rank != 0:
+            # rank 0, which records the run, is about to be killed by the abort: its tracking
+            # worker ends the run FAILED with this error, which it reads from the run directory
+            leave_note(Path(job["run_dir"]), job.get("id"), comm.rank, redact(f"[rank {comm.rank}] "
+                       f"{type(err).__name__}: {err}"), log_name)
             time.sleep(1.0)  # a global error: let rank 0 report and abort for everyone
-            mark_failed(comm.rank, err, log_name)   # rank 0 will not get to: the abort ends it
         print(msg, file=sys.stderr, flush=True)
         comm.abort(1)
         raise SystemExit(1)   # abort normally does not return
@@ -73,21 +82,15 @@ def fail(job, comm, err: BaseException, fatal: bool, consistent: bool) -> None:
         raise SystemExit(1)
 
 
-def mark_failed(rank: int, err: BaseException, log_name: str) -> None:
-    """From a rank other than 0, just before it aborts the job: the run's MLflow run FAILED with
-    the error (rank 0, which tracks, is about to be killed by the abort). Quick, and never over
-    the error itself: a store that does not answer at once is left as it is."""
-    from ddl.runner import experiment  # noqa: PLC0415
+def leave_note(run_dir: Path, job, rank: int, error: str, log_name: str) -> None:
+    """failed.rank<r>.json: the error of a rank other than 0, for the tracking worker."""
+    from ddl.tracking.worker import note_path  # noqa: PLC0415 - the failure path only; no MLflow
 
-    tracking_cfg, run_id = experiment.CURRENT_RUN.get("tracking"), experiment.CURRENT_RUN.get("run_id")
-    if not run_id or tracking_cfg is None:
-        return
     try:
-        from ddl.tracking.failure import fail_run  # noqa: PLC0415 - MLflow: the failure path only
-
-        fail_run(tracking_cfg, run_id, redact(f"[rank {rank}] {type(err).__name__}: {err}"), log_name)
-    except Exception as tracking_err:  # noqa: BLE001
-        print(f"ddl: could not mark MLflow run {run_id} FAILED: {tracking_err}", file=sys.stderr)
+        write_text_atomic(note_path(run_dir, rank), json.dumps(
+            {"job": job, "rank": rank, "error": error, "log": log_name}) + "\n")
+    except OSError as err:
+        print(f"ddl: could not leave the error for the tracking worker: {err}", file=sys.stderr)
 
 
 def worker_loop(comm) -> int:

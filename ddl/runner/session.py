@@ -12,18 +12,23 @@ from ddl.config import Config, redact
 from ddl.runner.names import compact
 from ddl.parallel import get_comm, install_abort_handler
 from ddl.runner.logs import setup_logging
+from ddl.runner.recorder import Recorder
 
 log = logging.getLogger("ddl")
 
 
 class Session:
-    """State of one `ddl-train` invocation on rank 0: the comm, the sweep's parent run and points.
-    total: the sweep's number of points when known; swept: the keys it varies."""
+    """State of one `ddl-train` invocation on rank 0: the comm, how its runs are recorded, the
+    sweep's parent run and points. total: the sweep's number of points when known; swept: the
+    keys it varies; owner: every point runs in this process, so close() ends the parent (and
+    the tracking worker ends it if this process dies first)."""
 
-    def __init__(self, comm, total: Optional[int] = None, swept: Sequence[str] = (), owner: bool = False):
+    def __init__(self, comm, total: Optional[int] = None, swept: Sequence[str] = (), owner: bool = False,
+                 recorder: Optional[Recorder] = None):
         self.comm, self.parent, self.failed, self.sweep_cfg = comm, None, [], None
         self.total, self.swept, self.points, self.sweep_dir = total, tuple(swept), [], None
-        self.owner, self.guard = owner, None  # owner: every point runs here, so close() ends the parent
+        self.owner, self.stopped = owner, False     # stopped: a point was stopped by a signal
+        self.recorder = recorder if recorder is not None or comm.rank != 0 else Recorder()
 
     def point_label(self, overrides: Sequence[str]) -> str:
         """A point's swept overrides as typed ('optimizer=adam schedule.decay_rate=0.3')."""
@@ -49,24 +54,18 @@ class Session:
             log.info("%s %s", self._tag(index), result_line(summary))
 
     def parent_for(self, cfg: Config, sweep_dir: str):
-        """A sweep is one MLflow parent run with a nested child per point."""
+        """A sweep is one MLflow parent run with a nested child per point: its id."""
         if not cfg.tracking.enabled:
             return None
         if cfg.tracking.parent_run_id:
             return cfg.tracking.parent_run_id
         if self.parent is None:
-            from ddl import tracking  # noqa: PLC0415
-
             self.sweep_cfg = cfg.tracking
             key = str(Path(sweep_dir).resolve())   # jobs of one sweep launched elsewhere share it
             self.sweep_dir = Path(sweep_dir)
-            self.parent = tracking.parent_for_key(cfg.tracking, self.parent_name(sweep_dir), key)
-            log.info("sweep parent run %s in experiment %r", self.parent, cfg.tracking.experiment)
-            if self.owner:   # a sweep process killed outright must not leave its parent RUNNING
-                from ddl.tracking.guard import Guard  # noqa: PLC0415
-
-                self.guard = Guard.start(cfg.tracking.uri, self.parent, sweep_dir)
-        return self.parent
+            self.parent = self.recorder.parent(cfg.tracking, self.parent_name(sweep_dir), key, guard=self.owner)
+            log.info("sweep parent run %s in experiment %r", self.parent.run_id, cfg.tracking.experiment)
+        return self.parent.run_id
 
     def parent_name(self, sweep_dir: str) -> str:
         """'sweep optimizer × decay_rate (4 points)'; the directory when the keys are unknown."""
@@ -76,13 +75,14 @@ class Session:
         return f"sweep {keys}" + (f" ({self.total} points)" if self.total else "")
 
     def close(self) -> None:
-        """A sweep's end: its table best-first, and its parent run's rollups, artifacts, status
-        (unless the parent belongs to someone else: tracking.parent_run_id)."""
+        """The invocation's end: a sweep's table best-first, its parent run's rollups, artifacts
+        and status (unless the parent belongs to someone else: tracking.parent_run_id, or the
+        points ran in other processes); then everything recorded is delivered."""
         try:
             self._close()
         finally:
-            if self.guard:
-                self.guard.close()
+            if self.recorder is not None:
+                self.recorder.close()
 
     def _close(self) -> None:
         if not self.points:
@@ -90,12 +90,11 @@ class Session:
         from ddl.runner.sweep_summary import close_sweep, console_table  # noqa: PLC0415
 
         log.info("sweep results, best first:\n%s", console_table(self.points))
-        if self.parent and self.sweep_cfg is not None and not self.sweep_cfg.parent_run_id:
-            status, experiment_id = close_sweep(self.sweep_cfg, self.parent, self.sweep_dir,
-                                                self.points, expected=self.total)
-            log.info("sweep parent run %s %s\n%s", self.parent, status,
-                     dashboard_hint(self.sweep_cfg, experiment_id))
-
+        if self.parent is not None and self.owner:
+            stored = [p["status"] for p in self.points] + ["KILLED"] * self.stopped
+            status = close_sweep(self.parent, self.sweep_dir, self.points, stored, expected=self.total)
+            log.info("sweep parent run %s %s\n%s", self.parent.run_id, status,
+                     dashboard_hint(self.sweep_cfg, self.parent.experiment_id))
 
 
 def standalone_session() -> Session:

@@ -15,6 +15,7 @@ from ddl.train.evaluate import evaluate_split
 from ddl.atomic import write_text_atomic
 from ddl.train.nonfinite import DivergedError
 from ddl.runner.hooks import resolve
+from ddl.runner.logs import keep_traceback
 from ddl.runner.session import dashboard_hint
 from ddl.train import Setup, TrainState
 
@@ -89,7 +90,7 @@ def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> No
         if (run_dir / name).exists():
             tracker.log_artifact(str(run_dir / name))
     t = cfg.tracking
-    if tracker.parent is None and tracker.run_id is not None:
+    if tracker.parent is None and tracker.experiment_id is not None:     # a recorded single run
         log.info("MLflow run %s in experiment %r at %s\n%s", tracker.run_id, t.experiment, t.uri,
                  dashboard_hint(t, tracker.experiment_id))
     upload_log(tracker, run_dir)
@@ -112,27 +113,18 @@ def upload_log(tracker, run_dir: Path) -> None:
 
 
 def track_failure(tracker, comm, err: BaseException, run_dir: Path) -> None:
-    """End a failed run: its error as tags (`ddl.error`, the text in `mlflow.note.content`), the
-    traceback kept in train.log and uploaded, status FAILED (KILLED for Ctrl-C). Tracking errors
-    here are logged, never raised over the error that got us here."""
-    from ddl.runner.logs import keep_traceback  # noqa: PLC0415
-
+    """End a failed run: the traceback kept in train.log and uploaded, the error as tags
+    (`ddl.error`, the text in the run's description), status FAILED (KILLED for Ctrl-C). Tracking
+    errors here are logged, never raised over the error that got us here."""
     status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
-    text = f"{type(err).__name__}: {err}"
     try:
         keep_traceback(run_dir, comm, err)
-        diverged = {"ddl.diverged": "true"} if isinstance(err, DivergedError) else {}
-        tracker.set_tags({**diverged, "ddl.error": text[:5000], "ddl.stopped": status.lower(),
-                          "mlflow.note.content": f"**{status}**: {text[:4000]}\n\nThe traceback "
-                                                 "is in the train.log artifact."})
+        if isinstance(err, DivergedError):
+            tracker.set_tags({"ddl.diverged": "true"})
         upload_log(tracker, run_dir)
+        tracker.end(status, f"{type(err).__name__}: {err}")
     except Exception as tracking_err:  # noqa: BLE001
         log.warning("could not record the failure in MLflow: %s", tracking_err)
-    finally:
-        try:
-            tracker.end(status)
-        except Exception as tracking_err:  # noqa: BLE001
-            log.warning("could not end the MLflow run %s: %s", tracker.run_id, tracking_err)
 
 
 class Background:

@@ -152,18 +152,12 @@ def sweep_status(points: int, failed: int, stored: Sequence[str], expected: Opti
     return "FINISHED" if points and all(s == "FINISHED" for s in stored) else "FAILED"
 
 
-def close_sweep(tracking_cfg, parent: str, out_dir: Path, runs: Optional[list] = None,
-                expected: Optional[int] = None) -> tuple[str, str]:
-    """End a sweep's parent run with its rollups and artifacts, its status by `sweep_status`;
-    (status, experiment id). `runs`: the points this process ran (failed ones too, even those
-    that never reached the store); None: the parent's children in the store."""
-    from ddl import tracking  # noqa: PLC0415
-
-    stored = tracking.fetch_runs(tracking_cfg, parent=parent)
-    runs = runs if runs is not None else stored
+def close_sweep(tracker, out_dir: Path, runs: list, stored: Sequence[str], expected: Optional[int] = None) -> str:
+    """End a sweep's parent run (its `tracker`) with its rollups and artifacts, its status by
+    `sweep_status`; returns the status. `runs`: its points as run dicts (failed ones too, even those
+    that never reached the store); `stored`: the statuses its children have in the store."""
     rows = rows_from_runs(runs)
     metrics, best = rollups(rows)
-    tracker = tracking.Tracker.start(tracking_cfg, {}, run_id=parent)
     tracker.log_epoch(0, metrics)
     tags = {"ddl.sweep.points": str(int(metrics[SWEEP_KEYS["points"]]))}
     if best is not None:
@@ -175,7 +169,16 @@ def close_sweep(tracking_cfg, parent: str, out_dir: Path, runs: Optional[list] =
             tracker.log_artifact(path)
     except Exception as err:  # noqa: BLE001 - a plot must not leave the parent RUNNING
         log.warning("sweep artifacts not written: %s: %s", type(err).__name__, err)
-    status = sweep_status(metrics[SWEEP_KEYS["points"]], metrics[SWEEP_KEYS["failed"]],
-                          [r["status"] for r in stored], expected)
+    status = sweep_status(metrics[SWEEP_KEYS["points"]], metrics[SWEEP_KEYS["failed"]], stored, expected)
     tracker.end(status)
-    return status, tracker.experiment_id
+    return status
+
+
+def close_stored_sweep(tracking_cfg, parent: str, out_dir: Path) -> tuple[str, str]:
+    """End a sweep's parent whose points ran in other processes (a launcher's jobs, a SLURM
+    array) from what the store holds of them; (status, experiment id)."""
+    from ddl import tracking  # noqa: PLC0415
+
+    stored = tracking.fetch_runs(tracking_cfg, parent=parent)
+    tracker = tracking.Tracker.attach(tracking_cfg, parent)
+    return close_sweep(tracker, out_dir, stored, [r["status"] for r in stored]), tracker.experiment_id

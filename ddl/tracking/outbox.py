@@ -115,8 +115,6 @@ def send(client, run_id: str, entry: dict) -> None:
     elif kind == "artifact":
         if Path(entry["path"]).exists():          # a file removed since is not worth failing for
             client.log_artifact(run_id, entry["path"], entry.get("artifact_path"))
-    elif kind == "text":
-        client.log_text(run_id, entry["text"], entry["name"])
     elif kind == "end":
         client.set_terminated(run_id, entry["status"])
     else:
@@ -127,7 +125,7 @@ def summarize(entries: list[dict]) -> str:
     """'12 metric values, 3 tags, 2 artifacts and the run's end (FINISHED)'."""
     metrics = sum(len(e["metrics"]) for e in entries if e["op"] == "metrics")
     tags = sum(len(e.get("tags", {})) for e in entries if e["op"] in ("tags", "metrics"))
-    files = sum(e["op"] in ("artifact", "text") for e in entries)
+    files = sum(e["op"] == "artifact" for e in entries)
     ends = [e["status"] for e in entries if e["op"] == "end"]
     parts = [f"{metrics} metric values", f"{tags} tags", f"{files} artifacts"]
     return ", ".join(parts) + (f" and the run's end ({ends[-1]})" if ends else "")

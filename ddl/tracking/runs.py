@@ -5,17 +5,15 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Optional
 
 from ddl.config import TrackingConfig, redact
-from ddl.tracking.store import (MAX_PARAM_VALUE, MAX_PARAMS_PER_BATCH, TrackingError,
-                                _client, _file_lock, _sqlite_path, _unreachable,
-                                ensure_store)
+from ddl.tracking.store import MAX_PARAM_VALUE, MAX_PARAMS_PER_BATCH, Store, TrackingError, ensure_store, file_lock
 
 
 def start_parent(cfg: TrackingConfig, name: str, params: Mapping[str, Any],
                  tags: Mapping[str, str] = {}) -> str:
     """Create a sweep's parent run (tag ddl.sweep=true); children join it via nested_in."""
-    uri = cfg.uri
-    experiment_id = ensure_store(uri, cfg.experiment)
-    client = _client(uri)
+    store = Store(cfg.uri)
+    experiment_id = ensure_store(store, cfg.experiment)
+    client = store.client()
     run = client.create_run(experiment_id, tags={**tags, "ddl.sweep": "true"}, run_name=redact(name))
     log_params(client, run.info.run_id, params)
     return run.info.run_id
@@ -35,9 +33,9 @@ def parent_for_key(cfg: TrackingConfig, name: str, key: str) -> str:
     """Get or create the parent run tagged ddl.sweep_key=key: jobs of one sweep that start in
     separate processes (a launcher, an array) find the same parent. Serialized by a file lock
     for a local store; against a server two jobs starting in the same instant could race."""
-    uri = cfg.uri
-    lock = _sqlite_path(uri).with_suffix(".sweeps.lock") if uri.startswith("sqlite:") else None
-    with (_file_lock(lock) if lock else _no_lock()):
+    store = Store(cfg.uri)
+    lock = store.path.with_suffix(".sweeps.lock") if store.sqlite else None
+    with (file_lock(lock) if lock else _no_lock()):
         return find_parent(cfg, key) or start_parent(cfg, name, {"sweep": name},
                                                        {"ddl.sweep_key": key})
 
@@ -47,22 +45,10 @@ def _no_lock() -> Iterator[None]:
     yield
 
 
-def end_run(cfg: TrackingConfig, run_id: str, status: str = "FINISHED") -> None:
-    _client(cfg.uri).set_terminated(run_id, status)
-
-
-def close_parent(cfg: TrackingConfig, run_id: str) -> str:
-    """End a sweep parent: FAILED when a child did not finish (or there is none), else FINISHED."""
-    statuses = [r["status"] for r in fetch_runs(cfg, parent=run_id)]
-    status = "FINISHED" if statuses and all(s == "FINISHED" for s in statuses) else "FAILED"
-    end_run(cfg, run_id, status)
-    return status
-
-
 def find_parent(cfg: TrackingConfig, key: str) -> Optional[str]:
     """The parent run tagged ddl.sweep_key=key, if any (never creates one)."""
-    uri = cfg.uri
-    found = list(_search_all(_client(uri), ensure_store(uri, cfg.experiment),
+    store = Store(cfg.uri)
+    found = list(_search_all(store.client(), ensure_store(store, cfg.experiment),
                              f"tags.`ddl.sweep_key` = '{key}'"))
     return found[0].info.run_id if found else None
 
@@ -70,16 +56,16 @@ def find_parent(cfg: TrackingConfig, key: str) -> Optional[str]:
 def fetch_runs(cfg: TrackingConfig, parent: Optional[str] = None) -> list[dict[str, Any]]:
     """Runs of `cfg.experiment` (or of one parent) as plain dicts: run_id, name, status,
     start_time, params, metrics (latest values), tags. Never creates a store or an experiment."""
-    uri, experiment = cfg.uri, cfg.experiment
-    if uri.startswith("sqlite:") and not _sqlite_path(uri).is_file():
-        raise TrackingError(f"no MLflow store at {_sqlite_path(uri)} (from {uri})")
-    client = _client(uri)
+    store, experiment = Store(cfg.uri), cfg.experiment
+    if store.sqlite and not store.path.is_file():
+        raise TrackingError(f"no MLflow store at {store.path} (from {store.uri})")
+    client = store.client()
     try:
         found = client.get_experiment_by_name(experiment)
     except Exception as err:  # unreachable server, unreadable database
-        raise _unreachable(uri, err) from err
+        raise store.unreachable(err) from err
     if found is None:
-        raise TrackingError(f"no experiment named {experiment!r} in {uri}")
+        raise TrackingError(f"no experiment named {experiment!r} in {store.uri}")
     where = f"tags.mlflow.parentRunId = '{parent}'" if parent else ""
     return [_as_dict(run) for run in _search_all(client, found.experiment_id, where)]
 

@@ -1,14 +1,20 @@
-"""The MLflow store: where it is (`./mlflow.db` by default) and creating it once safely.
-Part of the tracking edge: only the tracking package imports mlflow."""
+"""The MLflow store: where it is (`./mlflow.db` by default), checking it, and creating it once safely.
+Part of the tracking edge: only the tracking package imports mlflow.
+
+A store is one value, `Store(uri)`, from the config to the client: it knows its SQLite file and
+lock, the URI as ddl shows it (a password redacted), and makes the MLflow client.
+"""
 from __future__ import annotations
 
 import fcntl
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
+from ddl.config import redact
 from ddl.tracking import schema
 from ddl.tracking.dashboard import experiment_tags, stale_tags
 
@@ -16,13 +22,96 @@ MAX_PARAMS_PER_BATCH = 100  # MLflow's limits for one log_batch call and one par
 MAX_PARAM_VALUE = 6000
 # Fail fast on an unreachable server instead of MLflow's default 7 retries x 120 s timeout.
 # MLflow's own "View run <url>" line would print the URI with its password; ddl prints a link.
-_HTTP_DEFAULTS = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-                  "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+HTTP_DEFAULTS = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+                 "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used (unreachable server, missing store or experiment)."""
+
+
+@dataclass(frozen=True)
+class Store:
+    """A tracking store, by its URI: an SQLite file (sqlite:///path/to.db) or a server."""
+
+    uri: str
+
+    @classmethod
+    def of(cls, uri: "str | Store") -> "Store":
+        return uri if isinstance(uri, Store) else cls(uri)
+
+    @property
+    def sqlite(self) -> bool:
+        return self.uri.startswith("sqlite:")
+
+    @property
+    def shown(self) -> str:
+        """The URI as ddl writes and logs it (a password hidden)."""
+        return redact(self.uri)
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (a ValueError for an SQLite URI that names none)."""
+        path = self.uri[len("sqlite:///"):].split("?")[0] if self.uri.startswith("sqlite:///") else ""
+        if not path or path == ":memory:":
+            raise ValueError(f"tracking.uri must name an SQLite file (sqlite:///path/to.db), got {self.uri!r}")
+        return Path(path).resolve()
+
+    @property
+    def lock(self) -> Path:
+        """The lock file beside the SQLite file (its first line: which MLflow created it)."""
+        return self.path.with_name(self.path.name + ".lock")
+
+    def place_problem(self) -> Optional[str]:
+        """What makes an SQLite store's place unusable, found at once (MLflow would retry for
+        minutes): a directory where the file should be, or a file where a folder should be."""
+        if not self.sqlite:
+            return None
+        try:
+            db = self.path
+        except ValueError as err:
+            return str(err)
+        if db.is_dir():
+            return f"tracking.uri={self.uri} names a directory, not an SQLite file (e.g. sqlite:///{db / 'mlflow.db'})"
+        folder = next((p for p in db.parents if p.exists()), None)
+        if folder is not None and not folder.is_dir():
+            return f"tracking.uri={self.uri}: {folder} is a file, not a folder"
+        return None
+
+    def client(self):
+        """The MLflow client (an SQLite store of another MLflow release is refused first)."""
+        from mlflow import MlflowClient  # noqa: PLC0415
+
+        if not self.sqlite:
+            for name, value in HTTP_DEFAULTS.items():
+                os.environ.setdefault(name, value)
+        elif self not in _CHECKED:
+            self.check_schema()
+        return MlflowClient(tracking_uri=self.uri)
+
+    def check_schema(self) -> None:
+        """Before MLflow opens the file: a store of another MLflow release is refused in one
+        paragraph (MLflow itself would fail mid-run with alembic's message)."""
+        try:
+            schema.check_schema(self.uri, self.path, self.lock)
+        except schema.SchemaError as err:
+            raise TrackingError(str(err)) from None
+        if self.path.is_file():
+            _CHECKED.add(self)
+
+    def unreachable(self, err: BaseException) -> TrackingError:
+        return TrackingError(f"Cannot use the MLflow tracking store at {self.uri}: {type(err).__name__}: "
+                             f"{err}. Start the server (e.g. `mlflow server --host 127.0.0.1 --port 5000`), "
+                             "fix the URI (tracking.uri, ddl-report --uri), or train with tracking.enabled=false.")
+
+
+_CHECKED: set[Store] = set()  # SQLite stores whose schema this process has found usable
+
+
+def client(uri: "str | Store"):
+    """The MLflow client of a store."""
+    return Store.of(uri).client()
 
 
 def flatten_config(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -37,100 +126,66 @@ def flatten_config(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def _client(uri: str):
-    from mlflow import MlflowClient
-
-    if uri.startswith(("http://", "https://")):
-        for name, value in _HTTP_DEFAULTS.items():
-            os.environ.setdefault(name, value)
-    elif uri.startswith("sqlite:") and uri not in _CHECKED:
-        _check_sqlite_schema(uri)
-    return MlflowClient(tracking_uri=uri)
-
-
-_CHECKED: set[str] = set()  # SQLite URIs whose schema this process has found usable
-
-
-def _check_sqlite_schema(uri: str) -> None:
-    """Before MLflow opens the file: a store of another MLflow release is refused in one paragraph
-    (MLflow itself would fail mid-run with alembic's message, or suggest an impossible upgrade)."""
-    db = _sqlite_path(uri)
-    try:
-        schema.check_schema(uri, db, _lock_path(db))
-    except schema.SchemaError as err:
-        raise TrackingError(str(err)) from None
-    if db.is_file():
-        _CHECKED.add(uri)
-
-
-def _lock_path(db: Path) -> Path:
-    return db.with_name(db.name + ".lock")
-
-
-def _sqlite_path(uri: str) -> Path:
-    path = uri[len("sqlite:///"):].split("?")[0] if uri.startswith("sqlite:///") else ""
-    if not path or path == ":memory:":
-        raise ValueError(f"tracking.uri must name an SQLite file (sqlite:///path/to.db), got {uri!r}")
-    return Path(path).resolve()
+def sqlite_place_problem(uri: str) -> Optional[str]:
+    """See Store.place_problem (the config's check, before any directory is made)."""
+    return Store(uri).place_problem()
 
 
 @contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle is closed, error or not
         yield
 
 
-def _create_sqlite_once(uri: str, db: Path, lock: Path) -> None:
+def _create_sqlite_once(store: Store) -> None:
     """Create tables and run migrations in the first process only; "created" in the lock file
     lets later processes skip the lock (opening an existing store is safe in parallel)."""
+    db, lock = store.path, store.lock
+
     def created() -> bool:
         return db.is_file() and lock.is_file() and lock.read_text().startswith("created")
 
     if created():
         return
     db.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(lock):
+    with file_lock(lock):
         if not created():
-            _client(uri).search_experiments(max_results=1)  # the first query builds the schema
+            store.client().search_experiments(max_results=1)  # the first query builds the schema
             lock.write_text(f"{schema.CREATED}{schema.installed_version()}\n")
 
 
-def _unreachable(uri: str, err: BaseException) -> TrackingError:
-    return TrackingError(f"Cannot use the MLflow tracking store at {uri}: {type(err).__name__}: {err}. "
-                         "Start the server (e.g. `mlflow server --host 127.0.0.1 --port 5000`), fix "
-                         "the URI (tracking.uri, ddl-report --uri), or train with tracking.enabled=false.")
-
-
-def ensure_store(uri: str, experiment: str) -> str:
+def ensure_store(uri: "str | Store", experiment: str) -> str:
     """Get or create `experiment` (and, for SQLite, the database) once; returns its id. SQLite
     creation runs under an flock on "<db>.lock": sweeps and SLURM arrays start all at once."""
-    if uri.startswith("sqlite:"):
-        db = _sqlite_path(uri)
-        _check_sqlite_place(uri, db)
-        _create_sqlite_once(uri, db, _lock_path(db))
-        return _get_or_create(_client(uri), experiment, (db.parent / "mlartifacts").as_uri())
+    store = Store.of(uri)
+    if store.sqlite:
+        store.path                # an SQLite URI that names no file: a ValueError
+        _check_place(store)
+        _create_sqlite_once(store)
+        return _get_or_create(store.client(), experiment, (store.path.parent / "mlartifacts").as_uri())
     try:
-        return _get_or_create(_client(uri), experiment, None)
+        return _get_or_create(store.client(), experiment, None)
     except TrackingError:
         raise
     except Exception as err:  # MLflow wraps connection errors in several exception types
-        raise _unreachable(uri, err) from err
+        raise store.unreachable(err) from err
 
 
-def precheck(uri: str, experiment: str) -> bool:
+def precheck(uri: "str | Store", experiment: str) -> bool:
     """Whether the store is known usable without importing MLflow (a run may then start training
     before its tracking worker has opened the run); False where only MLflow can tell. Raises
     TrackingError for what is wrong at once. An SQLite store is read with sqlite3: a schema at the
     installed MLflow's head (cached by an earlier run) and the experiment not deleted."""
-    if not uri.startswith("sqlite:"):
+    store = Store.of(uri)
+    if not store.sqlite:
         return False              # a server: its answer to the worker is awaited before training
-    db = _sqlite_path(uri)
-    _check_sqlite_place(uri, db)
+    db = store.path
+    _check_place(store)
     try:
         revision = schema.store_revision(db)
     except schema.SchemaError:
-        return False              # the in-process check words it
+        return False              # MLflow's own check words it
     if revision is None:
         return not db.exists()    # a new store (the worker creates it); an empty file: MLflow
     if revision != schema.cached_head():
@@ -151,26 +206,8 @@ def precheck(uri: str, experiment: str) -> bool:
     return True
 
 
-def sqlite_place_problem(uri: str) -> Optional[str]:
-    """What makes an SQLite tracking.uri unusable, found at once (MLflow would retry for minutes):
-    a directory where the file should be, or a file where a folder should be. None: usable."""
-    if not uri.startswith("sqlite:"):
-        return None
-    try:
-        db = _sqlite_path(uri)
-    except ValueError as err:
-        return str(err)
-    if db.is_dir():
-        return (f"tracking.uri={uri} names a directory, not an SQLite file (e.g. "
-                f"sqlite:///{db / 'mlflow.db'})")
-    folder = next((p for p in db.parents if p.exists()), None)
-    if folder is not None and not folder.is_dir():
-        return f"tracking.uri={uri}: {folder} is a file, not a folder"
-    return None
-
-
-def _check_sqlite_place(uri: str, db: Path) -> None:
-    problem = sqlite_place_problem(uri)
+def _check_place(store: Store) -> None:
+    problem = store.place_problem()
     if problem:
         raise TrackingError(problem)
 
@@ -178,7 +215,7 @@ def _check_sqlite_place(uri: str, db: Path) -> None:
 def _get_or_create(client, name: str, artifact_location: Optional[str]) -> str:
     """The experiment's id, creating it with the dashboard's tags; an experiment made by an older
     ddl (or by hand) gets the tags it lacks, and a description the user wrote is kept."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
     found = client.get_experiment_by_name(name)
     if found is None:
@@ -202,5 +239,3 @@ def deleted(name: str) -> TrackingError:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-

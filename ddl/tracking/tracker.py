@@ -18,7 +18,7 @@ from ddl.config import TrackingConfig, redact
 from ddl.tracking.keys import mlflow_key
 from ddl.tracking.outbox import Outbox
 from ddl.tracking.runs import log_params
-from ddl.tracking.store import TrackingError, _client, ensure_store
+from ddl.tracking.store import Store, TrackingError, ensure_store
 
 
 STALE_ON_RESUME = {"ddl.error", "ddl.stopped"}
@@ -41,9 +41,9 @@ class Tracker:
     def start(cls, cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[str, str] = {},
               run_id: Optional[str] = None, nested_in: Optional[str] = None) -> "Tracker":
         """Create a run (child of nested_in or cfg.parent_run_id) or resume `run_id`."""
-        uri = cfg.uri
-        experiment_id = ensure_store(uri, cfg.experiment)
-        client = _client(uri)
+        store = Store(cfg.uri)
+        experiment_id = ensure_store(store, cfg.experiment)
+        client = store.client()
         if run_id is None:
             parent = nested_in or cfg.parent_run_id
             run_tags = {**{k: redact(str(v)) for k, v in tags.items()},
@@ -53,7 +53,7 @@ class Tracker:
             tracker = cls(client, run.info.run_id, cfg, {})
             tracker.parent = parent
         else:
-            run = _get_run(client, uri, run_id)
+            run = _get_run(client, store, run_id)
             tracker = cls(client, run_id, cfg, _last_steps(client, run))
             tracker.parent = run.data.tags.get("mlflow.parentRunId")
             if run.info.status != "RUNNING":
@@ -63,6 +63,18 @@ class Tracker:
             tracker.set_tags(tags)
         tracker.experiment_id = run.info.experiment_id
         tracker._log_params(params, already=run.data.params)
+        return tracker
+
+    @classmethod
+    def attach(cls, cfg: TrackingConfig, run_id: str) -> "Tracker":
+        """An existing run as it is (its status, tags and params untouched): to add to it or end
+        it from a process that did not start it (a sweep's close, a run whose job is gone)."""
+        store = Store(cfg.uri)
+        client = store.client()
+        run = _get_run(client, store, run_id)
+        tracker = cls(client, run_id, cfg, _last_steps(client, run))
+        tracker.parent = run.data.tags.get("mlflow.parentRunId")
+        tracker.experiment_id = run.info.experiment_id
         return tracker
 
     def _log_params(self, params: Mapping[str, Any], already: Mapping[str, str]) -> None:
@@ -126,27 +138,33 @@ class Tracker:
         self.outbox.add({"op": "artifact", "path": os.path.abspath(path), "artifact_path": artifact_path})
         self.outbox.deliver()
 
-    def log_text(self, text: str, name: str) -> None:
-        self._queue_epochs()
-        self.outbox.add({"op": "text", "text": text, "name": name})
-        self.outbox.deliver()
-
-    def end(self, status: str = "FINISHED") -> None:
-        """The run's end: one last try to deliver everything (the backoff does not apply), else
-        a report of exactly what did not reach the store and how to replay it."""
+    def end(self, status: str = "FINISHED", error: Optional[str] = None, stopped: Optional[str] = None,
+            where: str = "The traceback is in the train.log artifact.") -> None:
+        """The run's end, whatever ended it (the one place a run is ended): with `error`, its
+        failure as tags (ddl.error, ddl.stopped, and the run's description: **STATUS**: error,
+        then `where`); then one last try to deliver everything (the backoff does not apply),
+        else a report of exactly what did not reach the store and how to replay it."""
+        if error is not None:
+            self.set_tags({"ddl.error": error[:5000], "ddl.stopped": stopped or status.lower(),
+                           "mlflow.note.content": f"**{status}**: {error[:4000]}\n\n{where}".rstrip()})
         self._queue_epochs()
         self.outbox.add({"op": "end", "status": status})
         if not self.outbox.deliver(final=True):
             self.outbox.report_undelivered()
 
+    def current(self) -> tuple[str, Optional[str]]:
+        """(the run's status in the store now, the job that has it: its ddl.job tag)."""
+        run = self._client.get_run(self.run_id)
+        return run.info.status, run.data.tags.get("ddl.job")
 
-def _get_run(client, uri: str, run_id: str):
+
+def _get_run(client, store: Store, run_id: str):
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_run(run_id)
     except MlflowException as err:
-        raise TrackingError(f"cannot resume MLflow run {run_id!r} from {uri}: {err}") from err
+        raise TrackingError(f"cannot resume MLflow run {run_id!r} from {store.uri}: {err}") from err
 
 
 def _last_steps(client, run) -> dict[str, int]:
@@ -164,16 +182,19 @@ def shown(value: float) -> float:
 
 
 class NullTracker:
-    """tracking.enabled=false: the Tracker interface, doing nothing."""
+    """A run that is not tracked: the Tracker interface, doing nothing. `run_id`: the MLflow run it
+    belonged to before (from a checkpoint), kept in its new checkpoints."""
 
-    run_id: Optional[str] = None
     parent: Optional[str] = None
     experiment_id: Optional[str] = None
+
+    def __init__(self, run_id: Optional[str] = None):
+        self.run_id = run_id
 
     def _nothing(self, *args: Any, **kwargs: Any) -> None:
         """Accept any Tracker call and drop it."""
 
-    log_epoch = set_tags = log_artifact = log_text = end = flush = keep_unsent_in = _nothing
+    log_epoch = set_tags = log_artifact = end = flush = keep_unsent_in = _nothing
 
 
 def open_tracker(cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[str, str] = {},

@@ -1,15 +1,18 @@
-"""The tracking worker: a run's MLflow client in a process of its own, beside training.
+"""The tracking worker: the MLflow client of one `ddl-train` invocation, in a process of its own.
 
 Importing MLflow and opening its store take a second or two; a short run would wait that long
-before its first step. Rank 0 therefore starts this worker as soon as it knows the run is tracked
-(it imports MLflow at once, while rank 0 loads the data and builds the network), sends it the
-run's orders as JSON lines on a pipe, and never waits for it until it needs the run's id (a
-checkpoint, the end). The worker runs the in-process `Tracker` (its outbox, backoff and
-unsent.jsonl included) and answers once, on its stdout, with the run's id or the error.
+before its first step. Rank 0 therefore starts this worker as soon as the invocation begins
+(ddl/__main__.py: MLflow loads here while Hydra composes the config and the data loads) and hands
+it every run of the invocation as it comes (a single run, a sweep's parent and each of its
+points) as JSON lines on a pipe. It answers, on its stdout, only an opening (the run's id, or the
+error); every other order is written and never waited for, until "close", which is answered by
+this process exiting once everything is delivered. Each run is an in-process `Tracker` here (its
+outbox, backoff and unsent.jsonl included).
 
-It runs in its own session, like the guard (ddl/tracking/guard.py), whose duty it takes over: when
-the pipe closes without "close" (rank 0 killed, the job aborted), it delivers what it was sent and
-marks the run FAILED with the reason, unless the run already ended.
+It runs in its own session, so mpiexec, a terminal's Ctrl-C and the job's own exit leave it alone.
+When the pipe closes without "close" (rank 0 killed, the job aborted), it delivers what it was
+sent and ends each run it guards that is still RUNNING and still this job's: FAILED, with the
+error a failing rank left in the run directory (`failed.rank<r>.json`), else the reason.
 
     python -m ddl.tracking.worker        (started by ddl.tracking.link; orders on stdin)
 """
@@ -23,14 +26,17 @@ import queue
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-CALLS = ("log_epoch", "flush", "set_tags", "log_artifact", "log_text", "end")
+CALLS = ("log_epoch", "flush", "set_tags", "log_artifact", "end")
 # Packages MLflow imports when they are installed, for features this process never uses (datasets,
 # evaluation): the worker sees what ddl's base install has (mlflow-skinny needs neither), and
 # MLflow loads 0.27 s faster where they are there (measured: import mlflow 0.93 -> 0.67 s).
 UNUSED = ("pandas", "pyarrow")
+NOTE = "failed.rank*.json"    # what a failing rank other than 0 leaves before it aborts the job
+log = logging.getLogger("ddl")
 
 
 class Hidden(importlib.abc.MetaPathFinder):
@@ -46,9 +52,18 @@ class Hidden(importlib.abc.MetaPathFinder):
         return None
 
 
+@dataclass
+class Run:
+    """A run this worker records: its Tracker, and what its orphan's end needs."""
+
+    tracker: object
+    order: dict
+    ended: bool = False
+
+
 def answer(message: dict) -> None:
-    """The one answer to rank 0; a rank 0 that is gone (killed while the run opened) is not an
-    error: the run is then ended as an orphan when the pipe closes."""
+    """An answer to rank 0; a rank 0 that is gone (killed while the run opened) is not an error:
+    its runs are then ended as orphans when the pipe closes."""
     try:
         sys.stdout.write(json.dumps(message) + "\n")
         sys.stdout.flush()
@@ -56,50 +71,113 @@ def answer(message: dict) -> None:
         pass
 
 
-def log_to(run_dir: Optional[str], prefix: str) -> None:
-    """The worker's warnings (an outage, what was not delivered) on the console and in train.log."""
-    from ddl.config import RedactingFilter  # noqa: PLC0415
+class Logs:
+    """The worker's warnings (an outage, what was not delivered) on the console and in the
+    current run's train.log."""
 
-    logger = logging.getLogger("ddl")
-    fmt = logging.Formatter(prefix + "%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    handlers = [logging.StreamHandler(sys.stderr)]
-    if run_dir:
-        handlers.append(logging.FileHandler(Path(run_dir) / "train.log"))
-    for h in handlers:
-        h.setFormatter(fmt)
-        h.addFilter(RedactingFilter())
-        logger.addHandler(h)
-    logger.setLevel(logging.WARNING)
-    logger.propagate = False
+    def __init__(self):
+        from ddl.config import RedactingFilter  # noqa: PLC0415
+
+        self.filter, self.file = RedactingFilter(), None
+        self.console = self._handler(logging.StreamHandler(sys.stderr), "")
+        log.addHandler(self.console)
+        log.setLevel(logging.WARNING)
+        log.propagate = False
+
+    def _handler(self, h: logging.Handler, prefix: str) -> logging.Handler:
+        h.setFormatter(logging.Formatter(prefix + "%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                         datefmt="%H:%M:%S"))
+        h.addFilter(self.filter)
+        return h
+
+    def to(self, run_dir: Optional[str], prefix: str) -> None:
+        self._handler(self.console, prefix)
+        if self.file is not None:
+            log.removeHandler(self.file)
+            self.file.close()
+            self.file = None
+        if run_dir and Path(run_dir).is_dir():
+            self.file = self._handler(logging.FileHandler(Path(run_dir) / "train.log"), prefix)
+            log.addHandler(self.file)
 
 
 def open_run(order: dict):
-    """The run's Tracker (created or resumed) from the "open" order."""
+    """The order's Tracker: a run created or resumed ("open"), or a sweep's parent, found by its
+    key or created ("parent")."""
     from ddl.config import TrackingConfig  # noqa: PLC0415
+    from ddl.tracking import runs  # noqa: PLC0415
     from ddl.tracking.tracker import Tracker  # noqa: PLC0415
 
     cfg = TrackingConfig(**order["tracking"])
+    if order["op"] == "parent":
+        parent = runs.parent_for_key(cfg, order["name"], order["sweep_key"])
+        return Tracker.attach(cfg, parent)
     tracker = Tracker.start(cfg, order["params"], order["tags"], run_id=order.get("run_id"),
                             nested_in=order.get("nested_in"))
-    tracker.keep_unsent_in(order["run_dir"])
+    if order.get("run_dir"):
+        tracker.keep_unsent_in(order["run_dir"])
     return tracker
 
 
-def orphaned(tracker, order: dict) -> None:
-    """The pipe closed without "close": deliver what came, then end the run as the guard would."""
-    from ddl.tracking import guard  # noqa: PLC0415
+def note_path(run_dir, rank: int) -> Path:
+    """Where a failing rank other than 0 leaves its error (ddl/runner/job.py writes it)."""
+    return Path(run_dir) / NOTE.replace("*", str(rank))
 
+
+def failure_note(run_dir: Optional[str]) -> Optional[dict]:
+    """The note a failing rank other than 0 left for this job (the lowest rank's), if any."""
+    notes = sorted(Path(run_dir).glob(NOTE)) if run_dir and Path(run_dir).is_dir() else []
+    for path in notes:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def reason(order: dict) -> str:
+    return (f"the job ended without ending this run: a rank was killed (SIGKILL, the out-of-memory "
+            f"killer, a cancelled job) or crashed before it could report (rank 0 was pid "
+            f"{order['rank0_pid']}). Resume it from its newest checkpoint with "
+            "checkpoint.resume=auto and the same out_dir.")
+
+
+def orphaned(run: Run) -> None:
+    """The pipe closed without "close": deliver what came, then end the run, unless it ended or
+    a later job (a resume) took it over."""
+    tracker, order = run.tracker, run.order
     tracker.flush()
-    if any(e["op"] == "end" for e in tracker.outbox.entries):   # its end came, undelivered
+    if run.ended:                                   # its end came: delivered now, or kept
         if not tracker.outbox.deliver(final=True):
-            tracker.outbox.report_undelivered()                 # kept in the spool, for replay
+            tracker.outbox.report_undelivered()
         return
-    guard_order = {"uri": order["tracking"]["uri"], "run_id": tracker.run_id, "run_dir": order["run_dir"],
-                   "rank0_pid": order["rank0_pid"], "job": order["tags"].get("ddl.job")}
+    if not order.get("guard", True):
+        return
+    note = failure_note(order.get("run_dir"))
+    note = note if note and note.get("job") == order.get("job") else None
     try:
-        guard.end_orphan(guard_order)
-    except Exception as err:  # noqa: BLE001 - unreachable store: the end goes to the spool
-        guard.spool_end(guard_order, err)
+        status, job = tracker.current()
+        if status != "RUNNING" or (order.get("job") and job != order.get("job")):
+            return
+    except Exception:  # noqa: BLE001 - an unreachable store: the end goes to the spool, for replay
+        pass
+    if note:
+        tracker.end("FAILED", note["error"], "failed",
+                    f"The traceback is in {note.get('log', 'train.log')} in the run directory.")
+    else:
+        tracker.end("FAILED", reason(order), "killed", "")
+    log.warning("MLflow run %s was left RUNNING by the job; marked FAILED", tracker.run_id)
+
+
+def end_run(order: dict) -> None:
+    """End a run this process did not open (its worker died): FAILED with the reason."""
+    from ddl.config import TrackingConfig  # noqa: PLC0415
+    from ddl.tracking.tracker import Tracker  # noqa: PLC0415
+
+    tracker = Tracker.attach(TrackingConfig(**order["tracking"]), order["run_id"])
+    if order.get("run_dir"):
+        tracker.keep_unsent_in(order["run_dir"])
+    tracker.end(order["status"], order.get("error"), order.get("stopped"), order.get("where", ""))
 
 
 def lines() -> Iterator[str]:
@@ -115,6 +193,45 @@ def lines() -> Iterator[str]:
     return iter(inbox.get, None)                 # started now, not at the first next()
 
 
+def serve(orders: Iterator[str], logs: Logs) -> bool:
+    """Carry out the orders; True when they ended with "close", False at a bare end of the pipe."""
+    runs: dict[str, Run] = {}
+    for line in orders:
+        message = json.loads(line)
+        op, key = message["op"], message.get("key")
+        if op in ("open", "parent"):
+            logs.to(message.get("run_dir"), message.get("prefix", ""))
+            try:
+                run = runs[key] = Run(open_run(message), message)
+            except Exception as err:  # noqa: BLE001 - said to rank 0, which decides
+                answer({"key": key, "error": f"{type(err).__name__}: {err}",
+                        "tracking_error": type(err).__name__ == "TrackingError"})
+                continue
+            answer({"key": key, "run_id": run.tracker.run_id, "experiment_id": run.tracker.experiment_id,
+                    "parent": run.tracker.parent})
+            _warm_schema_cache(message["tracking"]["uri"])
+        elif op == "call" and key in runs and message["name"] in CALLS:
+            run = runs[key]
+            try:
+                getattr(run.tracker, message["name"])(*message["args"])
+            except Exception as err:  # noqa: BLE001 - one call's failure does not end the run
+                log.warning("MLflow %s failed: %s: %s", message["name"], type(err).__name__, err)
+            run.ended = run.ended or message["name"] == "end"
+        elif op == "end_run":
+            try:
+                end_run(message)
+            except Exception as err:  # noqa: BLE001
+                log.warning("could not end MLflow run %s: %s: %s", message["run_id"], type(err).__name__, err)
+        elif op == "close":
+            return True
+    for run in runs.values():                                # EOF without "close"
+        try:
+            orphaned(run)
+        except Exception as err:  # noqa: BLE001 - the next run is still worth ending
+            log.warning("could not end MLflow run %s: %s: %s", run.tracker.run_id, type(err).__name__, err)
+    return False
+
+
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the terminal's Ctrl-C is for the job
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -123,31 +240,7 @@ def main() -> int:
     from ddl.tracking import store  # noqa: F401, PLC0415 - MLflow's import, while rank 0 works
     import mlflow  # noqa: F401, PLC0415
 
-    tracker, order = None, None
-    for line in orders:
-        message = json.loads(line)
-        if message["op"] == "open":
-            order = message
-            log_to(order["run_dir"], order.get("prefix", ""))
-            try:
-                tracker = open_run(order)
-            except Exception as err:  # noqa: BLE001 - said to rank 0, which decides
-                answer({"error": f"{type(err).__name__}: {err}",
-                        "tracking_error": type(err).__name__ == "TrackingError"})
-                return 0
-            answer({"run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
-                    "parent": tracker.parent})
-            _warm_schema_cache(order["tracking"]["uri"])
-        elif message["op"] == "call" and tracker is not None and message["name"] in CALLS:
-            try:
-                getattr(tracker, message["name"])(*message["args"])
-            except Exception as err:  # noqa: BLE001 - one call's failure does not end the run
-                logging.getLogger("ddl").warning("MLflow %s failed: %s: %s", message["name"],
-                                                 type(err).__name__, err)
-        elif message["op"] == "close":
-            return 0
-    if tracker is not None and order is not None:           # EOF without "close"
-        orphaned(tracker, order)
+    serve(orders, Logs())
     return 0
 
 

@@ -50,7 +50,7 @@ class StepBuffers:
             bn_reduce = lambda arrays: setup.comm.reduce_list(arrays, tag="bn")  # noqa: E731
         reduction = policy.make_reduction(cfg, setup.comm, backend, layout.size, TAIL)
         update = make_update(setup.opt, backend, layout.size, setup.l2, cfg.dtype, cfg.fused_update,
-                             steps, threads=kernel_threads())
+                             steps, threads=kernel_threads(blas=setup.threads))
         grads = Flat(layout, reduction.grads, backend.xp)
         host = backend.xp is np     # NumPy writes dW, db straight into the buffer (its out=)
         return cls(reduction, grads, reduction.tail, mask, bn_reduce, update,

@@ -52,6 +52,7 @@ class Setup:
     cfg: TrainConfig
     l2: float = 0.0
     sync_bn: bool = True
+    threads: Optional[int] = None                 # the BLAS threads given to this rank (None: as set)
     feeders: dict = field(default_factory=dict)   # split -> Feeder, built on first use
 
     def batch(self, split, idx):
