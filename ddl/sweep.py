@@ -1,21 +1,10 @@
-"""`python -m ddl.sweep ...`, the building blocks of SLURM job-array sweeps (see ddl/runner/grid.py),
-and, called, `ddl.sweep("optimizer=gd,adam", ...)`: a whole sweep from Python (ddl.api.sweep)."""
-import sys
-import types
-
-from ddl.runner.grid import main
-
-
-class _CallableModule(types.ModuleType):
-    """`ddl.sweep` is both this module and the notebook's sweep function."""
-
-    def __call__(self, *overrides, **options):
-        from ddl.api import sweep
-
-        return sweep(*overrides, **options)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-
+"""`python -m ddl.sweep count|point|logspace|parent|end ...`: the building blocks of SLURM job-array
+sweeps (ddl/runner/grid.py), under the name slurm/ and users' batch scripts call. In Python,
+`ddl.sweep(...)` is the notebook's sweep (ddl/api.py); this module is only ever run, never imported.
+"""
 if __name__ == "__main__":
+    import sys
+
+    from ddl.runner.grid import main
+
     sys.exit(main())

@@ -92,9 +92,20 @@ def test_sweep_returns_its_points_best_first_the_table_and_the_parent(here, caps
     parent = client.get_run(s.parent_run_id)
     assert parent.data.tags["ddl.sweep.best_run_id"] == s.best.mlflow_run_id
     assert parent.info.status == "FINISHED"
-    assert callable(ddl.sweep) and ddl.sweep.main         # still the module python -m ddl.sweep runs
+    assert ddl.sweep is ddl.api.sweep and ddl.run is ddl.api.run      # plain functions
 
 
 def test_a_sweep_with_a_failing_point_returns_it_as_failed(here):
     s = ddl.sweep(*QUICK, "tracking=off", "model.activation=tanh,nope", quiet=True)
     assert [p.run_dir.name for p in s.points] == ["0"] and [d.name for d in s.failed] == ["1"]
+
+
+def test_the_package_exposes_run_sweep_and_predict_on_first_use():
+    import subprocess
+    import sys
+
+    code = ("import sys, ddl\n"
+            "light = not any(m.split('.')[0] in ('hydra', 'mlflow', 'numpy') for m in sys.modules)\n"
+            "print(light, callable(ddl.run), callable(ddl.sweep), callable(ddl.predict.load))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True"] * 4

@@ -14,7 +14,7 @@ Edge cases, chosen and tested:
   no rank waits forever; the loss and gradient must therefore be SUMS over local rows divided by
   the GLOBAL batch size (len of the global batch), never means over local rows.
 - Evaluation is sharded with `eval_shard` (contiguous ranges, possibly empty); every rank reports
-  (sum of loss, number correct, count) and those sums are reduced (`combine_eval_sums`), never
+  (sum of loss, number correct, count) and those sums are reduced (ddl/train/evaluate.py), never
   per-rank means, so uneven or empty shards weigh correctly.
 """
 from __future__ import annotations
@@ -78,14 +78,3 @@ def shard_batches(m: int, batch_size: int, epoch: int, seed: int,
 def eval_shard(m: int, rank: int, world_size: int) -> np.ndarray:
     """This rank's contiguous rows (int64, possibly empty) of an evaluation split of m rows."""
     return np.arange(*rank_slice(m, rank, world_size), dtype=np.int64)
-
-
-def combine_eval_sums(sums) -> tuple[float, float, int]:
-    """[(loss_sum, n_correct, count) per rank] -> (mean loss, accuracy, total count).
-
-    Means of the reduced sums, so empty shards (count 0) weigh nothing; NaN when count is 0.
-    """
-    loss, correct, count = (float(sum(t[i] for t in sums)) for i in range(3))
-    if count == 0:
-        return float("nan"), float("nan"), 0
-    return loss / count, correct / count, int(count)
