@@ -58,3 +58,20 @@ def load_final(run_dir) -> tuple[dict, dict]:
     with np.load(Path(run_dir) / "final.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     return arrays, json.loads(str(arrays.pop("meta/json")))
+
+
+def newest_run_status(db: Path):
+    """The status of the newest run in the SQLite store `db`, read with sqlite3 (read-only: an
+    MLflow client here would race a tracking worker still creating the store); None while the
+    store is not created yet or holds no run."""
+    import sqlite3
+
+    lock = db.with_name(db.name + ".lock")
+    if not (lock.exists() and lock.read_text().startswith("created")):
+        return None
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = con.execute("SELECT status FROM runs ORDER BY start_time DESC LIMIT 1").fetchone()
+    finally:
+        con.close()
+    return row[0] if row else None

@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ddl.failpoints import Fault, from_env
-from helpers import clean_env, ddl_train
+from helpers import clean_env, ddl_train, newest_run_status
 
 pytestmark = pytest.mark.mpi
 CFG = ["data=synthetic", "data.m=3000", "data.n_x=20", "data.classes=3", "model.hidden=[32,16]",
@@ -34,21 +34,10 @@ def the_run(uri: str, settle: float = 30.0):
     RUNNING: the job's tracking worker ends a run its job could not end just after the job (and a
     job that died within seconds of its start may leave the worker still creating the store: it
     is read with an MLflow client once the worker has)."""
-    import sqlite3
     from pathlib import Path
 
-    db = Path(uri[len("sqlite:///"):])
-    lock = db.with_name(db.name + ".lock")
     deadline = time.monotonic() + settle
-    while time.monotonic() < deadline:
-        if lock.is_file() and lock.read_text().startswith("created"):
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            try:
-                rows = con.execute("SELECT status FROM runs").fetchall()
-            finally:
-                con.close()
-            if rows and rows[0][0] != "RUNNING":
-                break
+    while newest_run_status(Path(uri[len("sqlite:///"):])) in (None, "RUNNING") and time.monotonic() < deadline:
         time.sleep(0.3)
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import sqlite3
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +15,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from helpers import clean_env, ddl_train
+from helpers import clean_env, ddl_train, newest_run_status
 from ddl.tracking import TrackingError, ensure_store, precheck, schema
 
 MOONS = ["data=moons", "data.m=200", "train.epochs=12", "train.progress=false"]
@@ -98,19 +98,11 @@ def _worker_of(proc, timeout=60):
 
 
 def _wait_status(tmp_path, wanted, timeout=60):
-    """The newest run once it has status `wanted`, polled with sqlite3 (read-only: an MLflow client
-    here would race the worker's creation of the store)."""
-    deadline, db = time.monotonic() + timeout, tmp_path / "mlflow.db"
+    """The newest run once it has status `wanted`."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        lock = tmp_path / "mlflow.db.lock"
-        if lock.exists() and lock.read_text().startswith("created"):
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            try:
-                row = con.execute("SELECT status FROM runs ORDER BY start_time DESC LIMIT 1").fetchone()
-            finally:
-                con.close()
-            if row and row[0] == wanted:
-                return _runs(tmp_path)[1][-1]
+        if newest_run_status(tmp_path / "mlflow.db") == wanted:
+            return _runs(tmp_path)[1][-1]
         time.sleep(0.3)
     pytest.fail(f"the run did not become {wanted} within {timeout} s")
 
