@@ -26,9 +26,10 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 
 class RunFailed(RuntimeError):
@@ -143,9 +144,8 @@ def run(*overrides: str, ranks: int = 1, quiet: bool = False) -> Result:
         _stream([_mpiexec(), "-n", str(ranks), sys.executable, "-m", "ddl", *overrides,
                  f"out_dir={run_dir}"], quiet, f"the run in {run_dir}")
         return Result.from_dir(run_dir)
-    from ddl.parallel import SerialComm, signals  # noqa: PLC0415
+    from ddl.parallel import SerialComm  # noqa: PLC0415
     from ddl.runner.job import execute  # noqa: PLC0415
-    from ddl.runner.logs import setup_logging  # noqa: PLC0415
     from ddl.runner.recorder import Recorder, job_id  # noqa: PLC0415
     from ddl.runner.session import run_name  # noqa: PLC0415
 
@@ -153,17 +153,12 @@ def run(*overrides: str, ranks: int = 1, quiet: bool = False) -> Result:
     (run_dir / "config.yaml").write_text(yaml_text)
     cfg.out_dir = str(run_dir)
     cfg.tracking.run_name = cfg.tracking.run_name or run_name(list(overrides), ())
-    comm = SerialComm()
-    logger = logging.getLogger("ddl")
-    kept_log = (list(logger.handlers), logger.level, logger.propagate)
-    setup_logging(comm, "WARNING" if quiet else "INFO", stream=sys.stdout)
     job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": None, "multirun": False,
            "tags": {"ddl.overrides": " ".join(overrides)}, "id": job_id()}
-    recorder = Recorder()              # this run's tracking worker, closed (delivered) at its end
-    kept = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)}
-    signals.forget_requests()          # an interrupt of the notebook's last run is not this one's
+    comm, recorder = SerialComm(), Recorder()   # its tracking worker: closed (delivered) at the end
     try:
-        summary = execute(job, comm, recorder)
+        with in_the_kernel(comm, quiet):
+            summary = execute(job, comm, recorder)
     except SystemExit as stop:
         if stop.code == 130:           # the kernel's interrupt: stopped at a step, checkpointed
             raise KeyboardInterrupt(f"stopped at a step boundary with a checkpoint in {run_dir}; "
@@ -173,12 +168,30 @@ def run(*overrides: str, ranks: int = 1, quiet: bool = False) -> Result:
                         f"in {run_dir / 'train.log'}") from None
     finally:
         recorder.close()
-        for s, handler in kept.items():               # the kernel's own handlers, back
-            signal.signal(s, handler)
-        logger.handlers[:], logger.level, logger.propagate = kept_log   # and its logging as it was
     if summary is None:
         raise RunFailed(f"the run failed; see {run_dir / 'train.log'}")
     return Result.from_dir(run_dir)
+
+
+@contextmanager
+def in_the_kernel(comm, quiet: bool) -> Iterator[None]:
+    """A run in the notebook's own process: ddl's console logging for its duration, no stop
+    request left from the notebook's last run, and the kernel's signal handlers and logging
+    given back afterwards, whatever happened."""
+    from ddl.parallel import signals  # noqa: PLC0415
+    from ddl.runner.logs import setup_logging  # noqa: PLC0415
+
+    logger = logging.getLogger("ddl")
+    kept_log = (list(logger.handlers), logger.level, logger.propagate)
+    kept = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)}
+    setup_logging(comm, "WARNING" if quiet else "INFO", stream=sys.stdout)
+    signals.forget_requests()
+    try:
+        yield
+    finally:
+        for s, handler in kept.items():
+            signal.signal(s, handler)
+        logger.handlers[:], logger.level, logger.propagate = kept_log
 
 
 def sweep(*overrides: str, ranks: int = 1, quiet: bool = False) -> SweepResult:

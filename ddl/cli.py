@@ -141,23 +141,15 @@ class Task:
         return (standalone_task, ())
 
     def __call__(self, dcfg):
-        session = self.session
-        hc = HydraConfig.get()
-        run_dir = Path(hc.runtime.output_dir)
-        multirun = hc.mode == RunMode.MULTIRUN
+        session, hc = self.session, HydraConfig.get()
+        run_dir, multirun = Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
         overrides = list(hc.overrides.task)
         if multirun:
             learn_sweep_shape(session, hc)
         cfg = OmegaConf.to_object(dcfg)
         problems = config_problems(cfg, overrides)
         if problems:
-            print(f"ddl: error: {problems}", file=sys.stderr, flush=True)
-            remove_hydras_leftovers(run_dir)
-            if not multirun:
-                raise SystemExit(1)
-            session.start_point(hc.job.num, overrides)      # a sweep goes on; the point is failed
-            session.end_point(hc.job.num, overrides, "", {}, None)
-            return objective(None)
+            return refuse(session, problems, run_dir, hc.job.num if multirun else None, overrides)
         make_run_dir(run_dir, cfg, dcfg, hc)
         if multirun:
             session.start_point(hc.job.num, overrides)
@@ -166,16 +158,7 @@ class Task:
         parent = session.parent_for(cfg, hc.sweep.dir) if multirun and session.comm.rank == 0 else None
         job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": parent, "multirun": multirun,
                "tags": {"ddl.overrides": " ".join(overrides)}, "id": job_id()}
-        if session.comm.size > 1:
-            job = session.comm.bcast(job, root=0)
-        try:
-            summary = execute(job, session.comm, session.recorder)
-        except SystemExit:
-            session.stopped = multirun        # stopped by a signal at a step: the sweep too
-            raise
-        finally:
-            if not session.owner:             # a launcher's process of its own: one job, delivered now
-                session.close()
+        summary = self.execute(session.comm.bcast(job, root=0) if session.comm.size > 1 else job)
         if multirun:
             from ddl.tracking.store import flatten_config  # noqa: PLC0415 - pure: no MLflow import
 
@@ -184,6 +167,30 @@ class Task:
         elif summary is None:
             session.failed.append(job["run_dir"])
         return objective(summary)
+
+    def execute(self, job: dict):
+        """The job on every rank; a sweep stopped by a signal at a step is stopped too."""
+        session = self.session
+        try:
+            return execute(job, session.comm, session.recorder)
+        except SystemExit:
+            session.stopped = job["multirun"]
+            raise
+        finally:
+            if not session.owner:             # a launcher's process of its own: one job, delivered now
+                session.close()
+
+
+def refuse(session: Session, problems: str, run_dir: Path, point: int | None, overrides) -> float:
+    """A config refused before any work: its paragraph, nothing left behind; a sweep goes on with
+    the point failed (`point`: its number), a single run ends with exit 1."""
+    print(f"ddl: error: {problems}", file=sys.stderr, flush=True)
+    remove_hydras_leftovers(run_dir)
+    if point is None:
+        raise SystemExit(1)
+    session.start_point(point, overrides)
+    session.end_point(point, overrides, "", {}, None)
+    return objective(None)
 
 
 def standalone_task() -> Task:
@@ -215,9 +222,9 @@ def config_problems(cfg: C.Config, overrides: Sequence[str]) -> str:
     and `+key=value` keys that no schema has (Hydra adds those silently; ddl would ignore them)."""
     added = [o.lstrip("+").split("=", 1)[0] for o in overrides if o.startswith("+")]
     added = [k for k in added if "/" not in k and k != "experiment" and not k.startswith("hydra.")]
-    from ddl.tracking.store import sqlite_place_problem  # noqa: PLC0415 - pure: no MLflow import
+    from ddl.tracking.store import Store  # noqa: PLC0415 - pure: no MLflow import
 
-    store = sqlite_place_problem(cfg.tracking.uri) if cfg.tracking.enabled else None
+    store = Store(cfg.tracking.uri).place_problem() if cfg.tracking.enabled else None
     found = C.unknown_keys(added) + C.check(cfg) + ([store] if store else [])
     return f"bad config: {'; '.join(found)}." if found else ""
 
@@ -289,38 +296,39 @@ def main(link=None) -> None:
 
         link = Link.start() if worth_prewarming(sys.argv[1:]) else None   # MLflow loads beside Hydra
     session = Session(comm, *sweep_shape(sys.argv[1:]), owner=True, recorder=Recorder(link))
-    code = 0
     bad_dir = out_dir_problem(sys.argv[1:])
     if bad_dir:                       # Hydra would make the directory first, with a traceback
         print(f"ddl: error: {bad_dir}", file=sys.stderr)
-        code = 1
+    code = 1 if bad_dir else run_hydra(session)
     try:
-        if not bad_dir:
-            hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")(Task(session))()
+        session.close()
+    except Exception as e:  # noqa: BLE001 - the points ran; say what the summary could not do
+        print(f"ddl: error: the sweep's summary failed: {type(e).__name__}: {e}", file=sys.stderr)
+        code = code or 1
+    if session.failed and code == 0:
+        code = 1
+        print(f"ddl: {len(session.failed)} sweep point(s) failed: {'; '.join(session.failed)}",
+              file=sys.stderr)
+    if comm.size > 1:
+        comm.bcast({"op": "exit", "code": code}, root=0)
+    sys.exit(code)
+
+
+def run_hydra(session: Session) -> int:
+    """Hydra composes the config (or expands the sweep) and runs each job: the exit code."""
+    try:
+        hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")(Task(session))()
     except SystemExit as e:
-        code = exit_code(e)
+        return exit_code(e)
     except KeyboardInterrupt:        # a second Ctrl-C, or one before training: no traceback
         print("ddl: interrupted (Ctrl-C)", file=sys.stderr)
-        code = 130
+        return 130
     except BrokenPipeError:          # `ddl-train --help | head`: the reader left, nothing to say
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115
-        code = 0
     except Exception as e:  # noqa: BLE001 - Hydra's usage errors, outside any job
         print(f"ddl-train: error: {e}\n(see ddl-train --help)", file=sys.stderr)
-        code = 2
-    finally:
-        try:
-            session.close()
-        except Exception as e:  # noqa: BLE001 - the points ran; say what the summary could not do
-            print(f"ddl: error: the sweep's summary failed: {type(e).__name__}: {e}", file=sys.stderr)
-            code = code or 1
-        if session.failed and code == 0:
-            code = 1
-            print(f"ddl: {len(session.failed)} sweep point(s) failed: {'; '.join(session.failed)}",
-                  file=sys.stderr)
-        if comm.size > 1:
-            comm.bcast({"op": "exit", "code": code}, root=0)
-    sys.exit(code)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """ddl's batch scripts on the real single-node SLURM (scripts/slurm_up.sh): a 2-task data-parallel
-job, a 3-task array sweep under one MLflow parent, and a job signalled mid-training that
+job, a 3-task array sweep under one MLflow parent, a sweep through Hydra's submitit launcher, and
+a job signalled mid-training that
 checkpoints, requeues itself, resumes and ends bit-identical (float64) to an uninterrupted run.
 Skipped, with the reason printed, where `sbatch` is absent."""
 from __future__ import annotations
@@ -56,6 +57,25 @@ def test_array_sweep_is_one_parent_with_three_children(tmp_path):
     assert sorted(r.data.params["optimizer.name"] for r in children) == ["adam", "gd", "momentum"]
     assert all(r.info.status == "FINISHED" for r in children)
     assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_hydras_slurm_launcher_runs_each_point_as_a_job_under_one_parent(tmp_path):
+    """`ddl-train -m hydra/launcher=slurm`: submitit pickles the task to each job's process, which
+    builds a session of its own there; the launching process closes the parent from the store."""
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ddl", "-m", "hydra/launcher=slurm", "optimizer=gd,adam",
+                          *QUICK, "hydra.launcher.tasks_per_node=1", "hydra.launcher.timeout_min=5"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("ddl.sweep") == "true"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.params["optimizer.name"] for r in children) == ["adam", "gd"]
+    assert all(r.info.status == "FINISHED" for r in children) and parent.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"bias_variance_map.png",
+                                                                          "sweep_table.md"}
 
 
 CKPT = ["data=synthetic", "data.m=6000", "data.n_x=20", "data.classes=3", "model.hidden=[32,16]",

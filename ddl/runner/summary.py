@@ -26,53 +26,56 @@ def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_
            memory: dict) -> dict:
     """Final metrics on train/dev/test (all ranks), then rank 0 saves final.npz and summary.json.
 
-    run_id: the MLflow run's id, or a function giving it (a tracking worker's run, which may still
-    be opening: the plots are drawn meanwhile, on a thread, and a failure there is raised after
+    run_id: a function giving the MLflow run's id (a tracking worker's run, which may still be
+    opening: the plots are drawn meanwhile, on a thread, and a failure there is raised after
     final.npz and summary.json are safe)."""
-    last = final_record(state)
-    if last is not None:   # the last epoch record already evaluated these very parameters
-        train_cost, train_err, dev_cost, dev_err = (last[k] for k in (
-            "train_cost", "train_error", "dev_cost", "dev_error"))
-    else:
-        train_cost, train_err = evaluate_split(setup, state, ds.train)
-        dev_cost, dev_err = evaluate_split(setup, state, ds.dev)
-    test_cost, test_err = evaluate_split(setup, state, ds.test)
-    d, judged_on = safe_diagnose(cfg.tracking, train_err, dev_err, test_err)
-    hist = state.history
+    errors = final_errors(setup, state, ds)
+    d, judged_on = safe_diagnose(cfg.tracking, *(errors[k]["error"] for k in ("train", "dev", "test")))
     summary = {
-        "train": {"cost": train_cost, "accuracy": 1 - train_err, "error": train_err},
-        "dev": {"cost": dev_cost, "accuracy": 1 - dev_err, "error": dev_err},
-        "test": {"cost": test_cost, "accuracy": 1 - test_err, "error": test_err},
-        "avoidable_bias": d.avoidable_bias, "variance": d.variance, "diagnosis": d.label,
-        "diagnosis_split": judged_on,
-        "epochs_run": state.epoch, "stopped": state.stopped or "completed",
-        "diverged": state.diverged,
-        "best_epoch": state.best["epoch"] if state.best else None,
+        **errors, "avoidable_bias": d.avoidable_bias, "variance": d.variance, "diagnosis": d.label,
+        "diagnosis_split": judged_on, "epochs_run": state.epoch, "stopped": state.stopped or "completed",
+        "diverged": state.diverged, "best_epoch": state.best["epoch"] if state.best else None,
         "skipped_steps": state.skipped_steps, "world_size": setup.comm.size,
         "backend": setup.backend.name, "dtype": cfg.train.dtype,
-        "samples_per_s": mean_rate(hist), "train_seconds": seconds,
-        "network": list(setup.spec.sizes), "run_dir": str(run_dir),
-        "mlflow_run_id": None if callable(run_id) else run_id, **memory,
+        "samples_per_s": mean_rate(state.history), "train_seconds": seconds,
+        "network": list(setup.spec.sizes), "run_dir": str(run_dir), "mlflow_run_id": None, **memory,
     }
     if setup.comm.rank == 0:
-        plotting = Background(write_plots, cfg, summary, hist, run_dir)
+        plotting = Background(write_plots, cfg, summary, state.history, run_dir)
         try:
-            summary["mlflow_run_id"] = run_id = resolve(run_id)
-            arrays = ckpt.state_arrays(state, setup.backend, ds.normalizer)
-            arrays = {k: v for k, v in arrays.items() if not k.startswith(("opt/", "best/"))}
-            ckpt.save_npz(run_dir / "final.npz", arrays,
-                          {"spec": setup.spec.to_dict(), "class_names": ds.class_names, "run_id": run_id,
-                           "epoch": state.epoch, "history": hist,
-                           "input_divisor": getattr(ds, "input_divisor", 1.0)})
-            write_text_atomic(run_dir / "summary.json", json.dumps(clean(summary), indent=2) + "\n")
+            summary["mlflow_run_id"] = resolve(run_id)
+            save_final(setup, state, ds, run_dir, summary)
         except BaseException:
             plotting.join(quiet=True)
             raise
         plotting.join()
         log.info("done: train acc %s, dev acc %s, test acc %s (%s); run directory %s",
-                 pct(1 - train_err), pct(1 - dev_err), pct(1 - test_err),
+                 *(pct(errors[k]["accuracy"]) for k in ("train", "dev", "test")),
                  describe(d.label, judged_on), run_dir)
     return summary
+
+
+def final_errors(setup: Setup, state: TrainState, ds) -> dict:
+    """{"train"|"dev"|"test": {"cost", "accuracy", "error"}} of the final parameters (all ranks:
+    the evaluations are collective); train and dev from the epoch record that evaluated them."""
+    last = final_record(state)
+    if last is not None:   # the last epoch record already evaluated these very parameters
+        found = {"train": (last["train_cost"], last["train_error"]), "dev": (last["dev_cost"], last["dev_error"])}
+    else:
+        found = {split: evaluate_split(setup, state, getattr(ds, split)) for split in ("train", "dev")}
+    found["test"] = evaluate_split(setup, state, ds.test)
+    return {k: {"cost": cost, "accuracy": 1 - err, "error": err} for k, (cost, err) in found.items()}
+
+
+def save_final(setup: Setup, state: TrainState, ds, run_dir: Path, summary: dict) -> None:
+    """final.npz (course keys, without the optimizer state) and summary.json, each whole or absent."""
+    arrays = ckpt.state_arrays(state, setup.backend, ds.normalizer)
+    arrays = {k: v for k, v in arrays.items() if not k.startswith(("opt/", "best/"))}
+    ckpt.save_npz(run_dir / "final.npz", arrays,
+                  {"spec": setup.spec.to_dict(), "class_names": ds.class_names,
+                   "run_id": summary["mlflow_run_id"], "epoch": state.epoch, "history": state.history,
+                   "input_divisor": getattr(ds, "input_divisor", 1.0)})
+    write_text_atomic(run_dir / "summary.json", json.dumps(clean(summary), indent=2) + "\n")
 
 
 ARTIFACTS = ("config.yaml", "summary.json", "final.npz", "learning_curves.png", "lr_schedule.png")

@@ -35,9 +35,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"ddl: error: {err}", file=sys.stderr)
         return 2
     uri = args.uri or re.sub(r"://([^/:@]+):\*\*\*@", "://", head["uri"])   # credentials: env vars
-    from ddl.tracking.store import client as store_client  # noqa: PLC0415
+    from ddl.tracking.store import Store  # noqa: PLC0415
 
-    client, done = store_client(uri), 0
+    client, done = Store(uri).client(), 0
     try:
         for entry in entries:
             send(client, head["run_id"], entry)

@@ -109,11 +109,6 @@ class Store:
 _CHECKED: set[Store] = set()  # SQLite stores whose schema this process has found usable
 
 
-def client(uri: "str | Store"):
-    """The MLflow client of a store."""
-    return Store.of(uri).client()
-
-
 def flatten_config(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """{"optimizer": {"lr": 0.1}} -> {"optimizer.lr": "0.1"}; lists become their string."""
     flat: dict[str, str] = {}
@@ -124,11 +119,6 @@ def flatten_config(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = str(value)
     return flat
-
-
-def sqlite_place_problem(uri: str) -> Optional[str]:
-    """See Store.place_problem (the config's check, before any directory is made)."""
-    return Store(uri).place_problem()
 
 
 @contextmanager

@@ -43,39 +43,43 @@ class Tracker:
         """Create a run (child of nested_in or cfg.parent_run_id) or resume `run_id`."""
         store = Store(cfg.uri)
         experiment_id = ensure_store(store, cfg.experiment)
-        client = store.client()
-        if run_id is None:
-            parent = nested_in or cfg.parent_run_id
+        if run_id is not None:
+            tracker, run = cls._existing(cfg, run_id)
+            tracker._resume(run)
+            tracker.set_tags(tags)
+        else:
+            client, parent = store.client(), nested_in or cfg.parent_run_id
             run_tags = {**{k: redact(str(v)) for k, v in tags.items()},
                         **({"mlflow.parentRunId": parent} if parent else {})}
             run = client.create_run(experiment_id, tags=run_tags,
                                     run_name=redact(cfg.run_name) if cfg.run_name else None)
             tracker = cls(client, run.info.run_id, cfg, {})
-            tracker.parent = parent
-        else:
-            run = _get_run(client, store, run_id)
-            tracker = cls(client, run_id, cfg, _last_steps(client, run))
-            tracker.parent = run.data.tags.get("mlflow.parentRunId")
-            if run.info.status != "RUNNING":
-                client.update_run(run_id, status="RUNNING")
-            for stale in STALE_ON_RESUME & set(run.data.tags):   # the last job's end, not this one's
-                client.delete_tag(run_id, stale)
-            tracker.set_tags(tags)
-        tracker.experiment_id = run.info.experiment_id
+            tracker.parent, tracker.experiment_id = parent, run.info.experiment_id
         tracker._log_params(params, already=run.data.params)
         return tracker
 
     @classmethod
     def attach(cls, cfg: TrackingConfig, run_id: str) -> "Tracker":
-        """An existing run as it is (its status, tags and params untouched): to add to it or end
-        it from a process that did not start it (a sweep's close, a run whose job is gone)."""
+        """An existing run as it is (status, tags and params untouched): to add to it or end it
+        from a process that did not start it (a sweep's close, a run whose job is gone)."""
+        return cls._existing(cfg, run_id)[0]
+
+    @classmethod
+    def _existing(cls, cfg: TrackingConfig, run_id: str):
         store = Store(cfg.uri)
         client = store.client()
         run = _get_run(client, store, run_id)
         tracker = cls(client, run_id, cfg, _last_steps(client, run))
         tracker.parent = run.data.tags.get("mlflow.parentRunId")
         tracker.experiment_id = run.info.experiment_id
-        return tracker
+        return tracker, run
+
+    def _resume(self, run) -> None:
+        """RUNNING again, without the last job's end."""
+        if run.info.status != "RUNNING":
+            self._client.update_run(self.run_id, status="RUNNING")
+        for stale in STALE_ON_RESUME & set(run.data.tags):
+            self._client.delete_tag(self.run_id, stale)
 
     def _log_params(self, params: Mapping[str, Any], already: Mapping[str, str]) -> None:
         log_params(self._client, self.run_id, params, already)

@@ -194,42 +194,45 @@ def lines() -> Iterator[str]:
 
 
 def serve(orders: Iterator[str], logs: Logs) -> bool:
-    """Carry out the orders; True when they ended with "close", False at a bare end of the pipe."""
+    """Carry out the orders; True when they ended with "close", False at a bare end of the pipe
+    (then every run it guards is ended as an orphan)."""
     runs: dict[str, Run] = {}
     for line in orders:
         message = json.loads(line)
-        op, key = message["op"], message.get("key")
-        if op in ("open", "parent"):
-            logs.to(message.get("run_dir"), message.get("prefix", ""))
-            try:
-                run = runs[key] = Run(open_run(message), message)
-            except Exception as err:  # noqa: BLE001 - said to rank 0, which decides
-                answer({"key": key, "error": f"{type(err).__name__}: {err}",
-                        "tracking_error": type(err).__name__ == "TrackingError"})
-                continue
-            answer({"key": key, "run_id": run.tracker.run_id, "experiment_id": run.tracker.experiment_id,
-                    "parent": run.tracker.parent})
-            _warm_schema_cache(message["tracking"]["uri"])
-        elif op == "call" and key in runs and message["name"] in CALLS:
-            run = runs[key]
-            try:
-                getattr(run.tracker, message["name"])(*message["args"])
-            except Exception as err:  # noqa: BLE001 - one call's failure does not end the run
-                log.warning("MLflow %s failed: %s: %s", message["name"], type(err).__name__, err)
-            run.ended = run.ended or message["name"] == "end"
-        elif op == "end_run":
-            try:
-                end_run(message)
-            except Exception as err:  # noqa: BLE001
-                log.warning("could not end MLflow run %s: %s: %s", message["run_id"], type(err).__name__, err)
-        elif op == "close":
+        if message["op"] == "close":
             return True
-    for run in runs.values():                                # EOF without "close"
+        try:
+            handle(message, runs, logs)
+        except Exception as err:  # noqa: BLE001 - one order's failure does not end the others
+            log.warning("MLflow %s failed: %s: %s", message.get("name", message["op"]), type(err).__name__, err)
+    for run in runs.values():
         try:
             orphaned(run)
         except Exception as err:  # noqa: BLE001 - the next run is still worth ending
             log.warning("could not end MLflow run %s: %s: %s", run.tracker.run_id, type(err).__name__, err)
     return False
+
+
+def handle(message: dict, runs: dict, logs: Logs) -> None:
+    """One order: open a run (answered), call its tracker, or end a run opened elsewhere."""
+    op, key = message["op"], message.get("key")
+    if op in ("open", "parent"):
+        logs.to(message.get("run_dir"), message.get("prefix", ""))
+        try:
+            run = runs[key] = Run(open_run(message), message)
+        except Exception as err:  # noqa: BLE001 - said to rank 0, which decides
+            answer({"key": key, "error": f"{type(err).__name__}: {err}",
+                    "tracking_error": type(err).__name__ == "TrackingError"})
+            return
+        answer({"key": key, "run_id": run.tracker.run_id, "experiment_id": run.tracker.experiment_id,
+                "parent": run.tracker.parent})
+        _warm_schema_cache(message["tracking"]["uri"])
+    elif op == "call" and key in runs and message["name"] in CALLS:
+        run = runs[key]
+        run.ended = run.ended or message["name"] == "end"
+        getattr(run.tracker, message["name"])(*message["args"])
+    elif op == "end_run":
+        end_run(message)
 
 
 def main() -> int:
