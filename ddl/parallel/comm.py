@@ -64,7 +64,6 @@ class Comm(ABC):
     local_rank: int = 0
     local_size: int = 1
     library_version: str = "serial (no MPI)"
-    allreduce_mode: str = "host"
 
     def __init__(self, stall: Optional[StallPolicy] = None) -> None:
         self.reset_counters()

@@ -131,10 +131,6 @@ class CupyDevice:
     """
 
     @staticmethod
-    def owns(buf) -> bool:
-        return hasattr(buf, "__cuda_array_interface__")
-
-    @staticmethod
     def sync() -> None:
         """WAITS for the kernels queued on the current stream."""
         import cupy  # noqa: PLC0415 - CuPy only where a CuPy array already exists

@@ -51,7 +51,6 @@ class MPIComm(Comm):
             self.mpi, self.rank, self.size = base.mpi, base.rank, base.size
             self.local_rank, self.local_size = base.local_rank, base.local_size
             self.node_cpus, self.library_version = base.node_cpus, base.library_version
-        self.allreduce_mode = allreduce
         # More ranks than cores here: polling costs ~25 % of a step (measured, 3 ranks on 2
         # cores) and blocking waits spin anyway; there the blocking Allreduce is kept.
         self.polled = self.local_size <= len(os.sched_getaffinity(0))
