@@ -91,12 +91,19 @@ def gpu_count() -> int:
     return gpu_status()[0]
 
 
+NO_CUPY = "CuPy is not installed"
+
+
 def gpu_status() -> tuple[int, str]:
     """(visible CUDA devices, why none: "" when there are some, else the cause in CuPy's words)."""
     try:
         import cupy  # noqa: PLC0415
+    except ModuleNotFoundError as err:
+        if err.name == "cupy" or err.name is None:
+            return 0, NO_CUPY
+        return 0, f"CuPy is installed but does not import ({type(err).__name__}: {err})"
     except Exception as err:  # noqa: BLE001 - a broken CuPy install is also "no GPU", with a reason
-        return 0, f"CuPy is not installed or does not import ({type(err).__name__}: {err})"
+        return 0, f"CuPy is installed but does not import ({type(err).__name__}: {err})"
     try:
         n = int(cupy.cuda.runtime.getDeviceCount())
     except Exception as err:  # noqa: BLE001 - driver too old, wrong wheel for the CUDA, no device
@@ -118,9 +125,13 @@ def cuda_driver_major() -> int | None:
         return None
 
 
-def cupy_package_hint(major: int | None = None) -> str:
-    """The CuPy wheel (and ddl extra) that matches this machine's CUDA driver."""
+def cupy_package_hint(major: int | None = None, installed: bool = False) -> str:
+    """What to install: the CuPy wheel (and ddl extra) that matches this machine's CUDA driver; with
+    CuPy `installed` and no driver at all, the driver is what is missing."""
     major = cuda_driver_major() if major is None else major
+    if installed and major is None:
+        return ("install the NVIDIA driver (no libcuda.so.1 is loadable here), or run on a GPU "
+                "machine; CuPy itself is installed")
     if major in (12, 13):
         return f"pip install 'ddl[gpu-cuda{major}]' (cupy-cuda{major}x, for this driver's CUDA {major})"
     return ("pip install 'ddl[gpu-cuda13]' (cupy-cuda13x) or 'ddl[gpu-cuda12]' (cupy-cuda12x), "
@@ -139,10 +150,10 @@ def get_backend(name: str = "numpy", local_rank: int = 0) -> Backend:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
     if name == "auto":
         n, why = gpu_status()
-        if n == 0 and "not installed" not in why and not _WARNED["auto"]:
+        if n == 0 and why != NO_CUPY and not _WARNED["auto"]:
             _WARNED["auto"] = True      # CuPy is there but unusable: say why once, then use NumPy
             logging.getLogger("ddl").warning("backend=auto: using NumPy because %s. Fix: %s", why,
-                                             cupy_package_hint())
+                                             cupy_package_hint(installed=True))
         name = "cupy" if n > 0 else "numpy"
     if name == "numpy":
         if LEAN_NUMPY:
@@ -156,9 +167,9 @@ def get_backend(name: str = "numpy", local_rank: int = 0) -> Backend:
         return Backend("array_api_strict", xp)
     n, why = gpu_status()
     if n == 0:
-        raise RuntimeError(f"backend=cupy was asked for, but no GPU is usable here: {why}. Install "
-                           f"the CuPy that matches the driver ({cupy_package_hint()}) on a GPU "
-                           f"machine, or run with backend=numpy or backend=auto.")
+        raise RuntimeError(f"backend=cupy was asked for, but no GPU is usable here: {why}. Fix: "
+                           f"{cupy_package_hint(installed=why != NO_CUPY)}; or run with "
+                           "backend=numpy or backend=auto.")
     import array_api_compat.cupy as xp  # noqa: PLC0415
     import cupy  # noqa: PLC0415
 

@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +24,7 @@ from omegaconf import OmegaConf
 from ddl import config as C
 from ddl.config import redact
 from ddl.atomic import write_text_atomic
-from ddl.parallel import get_comm, install_abort_handler
+from ddl.parallel import MPIUnavailable, get_comm, install_abort_handler
 from ddl.parallel.signals import install_startup_handlers
 from ddl.runner.progress import hide_while_bar
 from ddl.runner.job import execute, exit_code, worker_loop
@@ -283,7 +284,18 @@ def learn_sweep_shape(session: Session, hc) -> None:
 
 def main(link=None) -> None:
     """`ddl-train`. link: the tracking worker ddl/__main__.py started before anything loaded."""
-    comm = get_comm("auto")
+    try:
+        with warnings.catch_warnings(record=True) as said:    # one plain line each, not Python's form
+            warnings.simplefilter("always", RuntimeWarning)
+            comm = get_comm("auto")
+        for warning in said:
+            print(f"ddl: warning: {warning.message}", file=sys.stderr, flush=True)
+    except MPIUnavailable as err:     # every rank says it alike: the first one (by the launcher) speaks
+        if link is not None:
+            link.close()
+        if os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")) == "0":
+            print(f"ddl: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
     install_abort_handler(comm)
     for handler in setup_logging(comm).handlers:
         handler.addFilter(hide_while_bar)

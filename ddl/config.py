@@ -175,7 +175,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     backend: str = "auto"           # auto | numpy | cupy | array_api_strict
-    allreduce: str = "host"         # host | cuda_aware | nccl (GPU only)
+    allreduce: str = "auto"         # auto | host | cuda_aware | nccl (how a GPU run's gradients are summed)
     out_dir: str = "runs/default"   # the run directory
 
 

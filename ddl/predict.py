@@ -52,7 +52,10 @@ class Model:
 
 
 def _rows(X_rows, n_x: int) -> np.ndarray:
-    """(m, ...) rows -> (m, n_x) float64, or a ValueError that speaks in rows."""
+    """(m, ...) rows -> (m, n_x) float64, or a ValueError that speaks in rows. Rows on a GPU (a
+    CuPy array) are copied to the host first: CuPy refuses an implicit conversion."""
+    if hasattr(X_rows, "__cuda_array_interface__"):
+        X_rows = X_rows.get()
     X = np.asarray(X_rows)
     if X.ndim == 1 and X.size == n_x:
         X = X[None, :]                                  # one example

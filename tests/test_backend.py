@@ -23,6 +23,7 @@ def stand_in_cupy(monkeypatch, count=None, error=None):
     monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(
         __version__="14.2.0", cuda=types.SimpleNamespace(runtime=runtime)))
     monkeypatch.setattr(B, "_WARNED", {"auto": False})
+    monkeypatch.setattr(B, "cuda_driver_major", lambda: 12)    # a driver is there (too old, say)
 
 
 class CUDARuntimeError(RuntimeError):
@@ -45,6 +46,26 @@ def test_auto_without_cupy_is_quiet(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="ddl"):
         assert B.get_backend("auto").name == "numpy"
     assert caplog.records == []
+
+
+def test_auto_says_when_an_installed_cupy_does_not_import(monkeypatch, caplog, tmp_path):
+    broken = tmp_path / "cupy"                # an installed CuPy whose CUDA libraries are missing
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('libcudart.so.13: cannot open shared object file')")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.setattr(B, "_WARNED", {"auto": False})
+    with caplog.at_level(logging.WARNING, logger="ddl"):
+        assert B.get_backend("auto").name == "numpy"
+    (record,) = caplog.records
+    assert "CuPy is installed but does not import" in record.getMessage()
+    assert "libcudart.so.13" in record.getMessage()
+
+
+def test_cupy_without_a_driver_says_the_driver_is_missing(monkeypatch):
+    monkeypatch.setattr(B, "cuda_driver_major", lambda: None)
+    assert "install the NVIDIA driver" in B.cupy_package_hint(installed=True)
+    assert "cupy-cuda13x" in B.cupy_package_hint()          # CuPy missing: the package, as before
 
 
 def test_cupy_names_the_cause_and_the_package(monkeypatch):

@@ -85,7 +85,7 @@ def test_missing_mpi4py_falls_back_to_serial_with_warning(monkeypatch):
     with pytest.raises(RuntimeError, match="mpi4py"):
         get_comm("mpi")
     monkeypatch.setenv("PMI_SIZE", "3")  # launched as 3 ranks: running alone would be wrong
-    with pytest.raises(RuntimeError, match="launcher size 3"):
+    with pytest.raises(RuntimeError, match="3 ranks were launched"):
         get_comm("auto")
 
 
@@ -198,3 +198,18 @@ def test_gpu_allreduce_under_mpiexec(mode):
     assert rc == 0, f"stdout:\n{out}\nstderr:\n{err}"
     assert out.count("OK rank") == 2 and f"of 2 {mode}" in out, out
 
+
+
+@pytest.mark.mpi
+def test_an_mpi_library_that_does_not_load_is_one_paragraph_under_mpiexec_and_no_obstacle_alone(tmp_path):
+    env = clean_env(MPI4PY_LIBMPI=str(tmp_path / "nonexistent" / "libmpi.so.12"))
+    code, out, err = run_cmd([mpiexec(), "-n", 2, sys.executable, "-m", "ddl", "train.epochs=2", "tracking=off",
+                              f"out_dir={tmp_path / 'two'}"], env=env, cwd=tmp_path, timeout=60)
+    assert code == 1, out + err
+    assert err.count("ddl: error: MPI is needed here (2 ranks were launched)") == 1, err
+    assert "MPI4PY_LIBMPI" in err and "Traceback" not in err and not (tmp_path / "two").exists(), err
+    code, out, err = run_cmd([sys.executable, "-m", "ddl", "train.epochs=2", "tracking=off",
+                              f"out_dir={tmp_path / 'one'}"], env=env, cwd=tmp_path, timeout=120)
+    assert code == 0, err
+    assert err.startswith("ddl: warning: MPI is not available here") and "Traceback" not in err, err
+    assert (tmp_path / "one" / "final.npz").is_file()

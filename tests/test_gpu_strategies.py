@@ -45,6 +45,15 @@ def test_cuda_aware_opt_in_is_honoured():
     assert out.count("BUILT") == 2 and "CudaAware" in out
 
 
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", [1, 2])
+def test_auto_is_nccl_where_every_rank_has_its_own_gpu_else_host_staging(n):
+    code, out, err = run_cmd([mpiexec(), "-n", n, sys.executable, SCRIPT.with_name("auto_transport.py")],
+                             timeout=60, env=clean_env())
+    assert code == 0, out + err
+    assert out.count(f"of {n} auto") == n, out
+
+
 def test_the_pip_mpich_reports_no_cuda_support():
     from ddl.parallel import gpu   # imports mpi4py: MPI initializes in this process
 

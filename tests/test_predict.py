@@ -23,6 +23,22 @@ def test_final_npz_reproduces_the_reported_train_accuracy(tmp_path):
     X, y = ds.train.take(np.arange(ds.train.m))
     accuracy = float(np.mean(m.predict(X) == y))
     assert accuracy == summary["train"]["accuracy"], (accuracy, summary["train"])
+    assert np.array_equal(m.predict(OnTheGPU(X)), m.predict(X))     # rows that live on a GPU
+
+
+class OnTheGPU:
+    """Rows as CuPy holds them: they refuse an implicit conversion and copy out with .get()."""
+
+    __cuda_array_interface__ = {}
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed")
+
+    def get(self):
+        return self.rows.copy()
 
 
 def test_predict_on_raw_course_pixels_gives_the_reported_test_accuracy(tmp_path):

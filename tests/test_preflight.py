@@ -47,3 +47,10 @@ def test_cupy_without_gpu_names_the_cause():
     with pytest.raises(LaunchError, match=r"no visible GPU \(CuPy 14 found no usable device\)"):
         check_launch(size=1, local_size=1, gpus=0, backend="cupy", env={},
                      gpu_reason="CuPy 14 found no usable device")
+
+
+def test_cupy_that_is_not_installed_names_the_package_to_install():
+    from ddl.backend import NO_CUPY
+
+    with pytest.raises(LaunchError, match=r"CuPy is not installed: pip install 'ddl\[gpu-cuda1"):
+        check_launch(size=1, local_size=1, gpus=0, backend="cupy", env={}, gpu_reason=NO_CUPY)

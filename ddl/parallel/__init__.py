@@ -16,16 +16,16 @@ KINDS = ("auto", "mpi", "serial")
 # Set by MPICH/Intel MPI (Hydra), Open MPI and MVAPICH launchers for every rank they start.
 _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
-__all__ = ["KINDS", "MODES", "Comm", "SerialComm", "StallPolicy", "StalledError", "get_comm",
+__all__ = ["KINDS", "MODES", "Comm", "MPIUnavailable", "SerialComm", "StallPolicy", "StalledError", "get_comm",
            "install_abort_handler", "launcher_size"]
 
 
-def get_comm(kind: str = "auto", backend=None, allreduce: str = "host", stall=None) -> Comm:
+def get_comm(kind: str = "auto", backend=None, allreduce: str = "auto", stall=None) -> Comm:
     """Build the process's communicator.
 
     kind: "auto" = MPI when mpi4py imports (world size 1 is fine), else serial with a warning;
     "mpi" = MPI or an error; "serial" = SerialComm. `backend` (a ddl.backend.Backend; None: NumPy)
-    and `allreduce` ("host" | "cuda_aware" | "nccl": how CuPy arrays are reduced) fix the transport
+    and `allreduce` ("auto" | "host" | "cuda_aware" | "nccl": how CuPy arrays are reduced) fix the transport
     of its collectives; `stall` its StallPolicy. The usual order is this comm first (for
     `local_rank`), then `get_backend(name, comm.local_rank)`, then `comm.for_run(backend, ...)`.
     """
@@ -36,17 +36,25 @@ def get_comm(kind: str = "auto", backend=None, allreduce: str = "host", stall=No
         return SerialComm(stall)
     try:
         from mpi4py import MPI  # noqa: F401, PLC0415 - importing is the availability check
-    except ImportError as err:
+    except (ImportError, RuntimeError, OSError) as err:   # RuntimeError: mpi4py found no libmpi
+        why = " ".join(str(err).split()) or type(err).__name__
         if kind == "mpi" or launcher_size() > 1:
             # Several ranks each training alone would silently give wrong results.
-            raise RuntimeError(f"MPI is needed here (kind={kind!r}, launcher size "
-                               f"{launcher_size()}) but mpi4py failed to import: {err}") from err
-        warnings.warn(f"mpi4py could not be imported ({err}); running as one process (SerialComm)",
+            raise MPIUnavailable(
+                f"MPI is needed here ({launcher_size()} ranks were launched{', kind=mpi' if kind == 'mpi' else ''}) "
+                f"but it does not load: {why}. mpi4py loads the MPI library of the mpich wheel that "
+                "ddl depends on (pip install mpich), or the one MPI4PY_LIBMPI names; launch with "
+                "that install's mpiexec, or run without mpiexec as one process.") from None
+        warnings.warn(f"MPI is not available here (mpi4py: {why}); running as one process (SerialComm)",
                       RuntimeWarning, stacklevel=2)
-        return SerialComm()
+        return SerialComm(stall)
     from ddl.parallel.mpi import MPIComm  # noqa: PLC0415 - imports mpi4py, which initializes MPI
 
     return MPIComm(backend=backend, allreduce=allreduce, stall=stall)
+
+
+class MPIUnavailable(RuntimeError):
+    """Ranks were launched, or MPI was asked for, and the MPI library does not load."""
 
 
 def launcher_size() -> int:

@@ -30,7 +30,7 @@ from ddl.backend import namespace as array_namespace
 from ddl.parallel.threads import own_cpus
 
 OPS = ("sum", "max", "min")
-MODES = ("host", "cuda_aware", "nccl")  # how CuPy buffers are reduced; see gpu.py
+MODES = ("auto", "host", "cuda_aware", "nccl")  # how CuPy buffers are reduced; see gpu.py
 STALL_POLICIES = ("wait", "abort")
 
 
@@ -64,6 +64,7 @@ class Comm(ABC):
     local_rank: int = 0
     local_size: int = 1
     library_version: str = "serial (no MPI)"
+    describe: str = ""          # how the run's arrays are summed, when there is something to say
 
     def __init__(self, stall: Optional[StallPolicy] = None) -> None:
         self.reset_counters()
@@ -78,9 +79,9 @@ class Comm(ABC):
         self.times: dict[str, float] = defaultdict(float)
 
     @abstractmethod
-    def for_run(self, backend=None, allreduce: str = "host", stall: Optional[StallPolicy] = None) -> Comm:
+    def for_run(self, backend=None, allreduce: str = "auto", stall: Optional[StallPolicy] = None) -> Comm:
         """A communicator for one run over the same ranks: the backend's arrays reduced the way
-        `allreduce` says (host | cuda_aware | nccl, for CuPy), stalls handled by `stall`.
+        `allreduce` says (auto | host | cuda_aware | nccl, for CuPy), stalls handled by `stall`.
         Collective: every rank calls it at the same point (a GPU transport may refuse on all)."""
 
     def close(self) -> None:
@@ -189,7 +190,7 @@ class Comm(ABC):
 class SerialComm(Comm):
     """One process, no MPI: every collective is the identity, but the counters still count."""
 
-    def for_run(self, backend=None, allreduce: str = "host", stall: Optional[StallPolicy] = None) -> Comm:
+    def for_run(self, backend=None, allreduce: str = "auto", stall: Optional[StallPolicy] = None) -> Comm:
         check_mode(allreduce)
         return SerialComm(stall)
 

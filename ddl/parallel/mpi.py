@@ -31,7 +31,7 @@ ABORT_GRACE_S = 0.5
 class MPIComm(Comm):
     """Communicator over a clone of MPI.COMM_WORLD; `local_rank` is the rank within this node."""
 
-    def __init__(self, backend=None, allreduce: str = "host", device=None,
+    def __init__(self, backend=None, allreduce: str = "auto", device=None,
                  stall: Optional[StallPolicy] = None, base: Optional["MPIComm"] = None):
         """`device`: the device-array operations of the GPU strategies (CupyDevice for a cupy
         backend; a test gives a counting twin); `base`: the communicator whose MPI clone and node
@@ -58,11 +58,11 @@ class MPIComm(Comm):
         name = getattr(backend, "name", "numpy")
         self.blocks = HostArrays(self) if name == "numpy" and device is None else ThroughHost(self)
         if device is not None or name == "cupy":     # collective: every rank checks, all refuse together
-            self.transport = make_device_reducer(self.mpi, allreduce, device)
+            self.transport, self.describe = make_device_reducer(self.mpi, allreduce, device, self.local_size)
         else:
             self.transport = self.blocks
 
-    def for_run(self, backend=None, allreduce: str = "host", stall: Optional[StallPolicy] = None) -> MPIComm:
+    def for_run(self, backend=None, allreduce: str = "auto", stall: Optional[StallPolicy] = None) -> MPIComm:
         return MPIComm(backend, allreduce, stall=stall, base=self)
 
     def close(self) -> None:

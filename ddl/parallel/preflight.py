@@ -11,7 +11,7 @@ class LaunchError(RuntimeError):
 
 
 def check_launch(size: int, local_size: int, gpus: int, backend: str, env=None,
-                 allreduce: str = "host", local_rank: int = 0, gpu_reason: str = "") -> list[str]:
+                 allreduce: str = "auto", local_rank: int = 0, gpu_reason: str = "") -> list[str]:
     """Raise LaunchError for a fatal mismatch; return warnings (strings) for the rest.
 
     size/local_size/local_rank: MPI world size, ranks on this node and this one's place among
@@ -40,6 +40,11 @@ def check_launch(size: int, local_size: int, gpus: int, backend: str, env=None,
         warnings.append(f"{local_size} ranks on this node share {gpus} GPU(s): ranks are bound "
                         f"to GPU local_rank % {gpus}; ask for --gpus-per-task=1 or fewer tasks")
     if backend == "cupy" and gpus == 0:
+        from ddl.backend import NO_CUPY, cupy_package_hint  # noqa: PLC0415
+
+        if gpu_reason == NO_CUPY:
+            raise LaunchError(f"backend=cupy but CuPy is not installed: {cupy_package_hint()}; or "
+                              "use backend=auto (NumPy where there is no GPU)")
         why = f" ({gpu_reason})" if gpu_reason else ""
         raise LaunchError(f"backend=cupy but this node has no visible GPU{why}: check "
                           f"--gpus-per-task and CUDA_VISIBLE_DEVICES, or use backend=auto")

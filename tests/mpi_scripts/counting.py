@@ -99,6 +99,10 @@ class CountingDevice:
 
     routed: Counter = field(default_factory=Counter)   # strategy calls by kind
     arrays: dict = field(default_factory=dict)         # "pointer" -> array, for the NCCL twin
+    gpus: int = 1                                       # the node's visible devices
+
+    def device_count(self) -> int:
+        return self.gpus
 
     @staticmethod
     def owns(buf) -> bool:
