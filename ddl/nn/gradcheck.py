@@ -49,7 +49,8 @@ def cost_and_grad(spec: Spec, X, y, lam: float = 0.0, backend=None, *, params: d
     theta = np.concatenate([np.asarray(params[n], dtype=np.float64).reshape(-1) for n in lay.names])
     Xb = be.asarray(X, "float64")
     m = Xb.shape[1]
-    Y = encode_targets(xp, be.asarray(y), spec.output, spec.sizes[-1], xp.float64)
+    # the labels are checked where they are, on the host; on a GPU that check would be a device read
+    Y = be.asarray(encode_targets(np, np.asarray(y), spec.output, spec.sizes[-1], np.float64), "float64")
     idx = None if idx is None else be.asarray(idx)
     mask = lay.mask(("W",))
 

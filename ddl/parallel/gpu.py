@@ -51,6 +51,8 @@ def make_device_reducer(comm, mode: str, device=None, local_size: int = 1):
     device = device or CupyDevice()
     if mode == "auto":
         mode, why = auto_mode(comm, device, local_size)
+        if comm.Get_size() == 1:                         # nothing is ever summed: nothing to say
+            return HostStaged(comm, device), ""
         if mode == "host":
             return HostStaged(comm, device), f"; gradients staged through host memory (allreduce=auto: {why})"
         return Nccl(comm, device), f"; gradients summed by NCCL (allreduce=auto: {why})"
@@ -283,7 +285,7 @@ class Nccl:
             "int32": self.nccl.NCCL_INT32,
             "int64": self.nccl.NCCL_INT64,
         }
-        name = str(buf.dtype)
+        name = buf.dtype.name
         if name not in table:
             raise ValueError(f"NCCL allreduce supports dtypes {tuple(table)}, got {name}")
         return table[name]
