@@ -24,7 +24,8 @@ def write_atomic(path, write: Callable[[BinaryIO], None]) -> Path:
     except OSError as err:
         raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
     try:
-        with os.fdopen(fd, "wb") as f:
+        os.fchmod(fd, 0o666 & ~_umask())   # as an open() would make it: mkstemp's 0600 hides a
+        with os.fdopen(fd, "wb") as f:     # model from the collaborators who share the folder
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -36,6 +37,18 @@ def write_atomic(path, write: Callable[[BinaryIO], None]) -> Path:
             raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
         raise
     return path
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux: /proc/self/status)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 def write_text_atomic(path, text: str) -> Path:

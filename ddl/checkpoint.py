@@ -105,7 +105,10 @@ def load_npz(path) -> tuple[dict, dict]:
             arrays = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise CheckpointError(f"checkpoint {path} is not a readable .npz file ({e})") from None
-    meta = json.loads(str(arrays.pop("meta/json"))) if "meta/json" in arrays else {}
+    try:
+        meta = json.loads(str(arrays.pop("meta/json"))) if "meta/json" in arrays else {}
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path} is damaged: its meta/json is not JSON ({e})") from None
     if "checksum" in meta and meta["checksum"] != checksum(arrays):   # files before it have none
         raise CheckpointError(f"checkpoint {path} is damaged: its arrays do not match the checksum "
                               "stored when it was written")
@@ -174,8 +177,20 @@ def checkpoints_newest_first(directory) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
+def remove_stale_temporaries(directory) -> list[Path]:
+    """The temporary files of checkpoint writes a killed job never finished (.ckpt-*.tmp), removed:
+    no later write can be the one that renames them."""
+    d = Path(directory) / "checkpoints"
+    stale = sorted(d.glob(".ckpt-*.tmp")) if d.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def prune(directory, keep: int) -> None:
-    """Keep the `keep` newest checkpoints of a run directory."""
+    """Keep the `keep` newest checkpoints of a run directory (and no temporary file of a write that
+    a killed job left: rank 0 writes one checkpoint at a time)."""
+    remove_stale_temporaries(directory)
     d = Path(directory) / "checkpoints"
     found = sorted((tuple(map(int, CKPT_RE.match(p.name).groups())), p)
                    for p in d.glob("ckpt-*.npz") if CKPT_RE.match(p.name))

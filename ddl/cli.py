@@ -209,6 +209,7 @@ def make_run_dir(run_dir: Path, cfg: C.Config, dcfg, hc) -> None:
         raise SystemExit(1)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / REFUSED).unlink(missing_ok=True)   # this run takes a refused launch's directory
         write_text_atomic(run_dir / "config.yaml", redact(OmegaConf.to_yaml(dcfg, resolve=True)))
     except OSError as err:               # out_dir is a file, or a place this user cannot write
         print(f"ddl: error: cannot use {run_dir} as the run directory (out_dir): "
@@ -223,10 +224,15 @@ def config_problems(cfg: C.Config, overrides: Sequence[str]) -> str:
     and `+key=value` keys that no schema has (Hydra adds those silently; ddl would ignore them)."""
     added = [o.lstrip("+").split("=", 1)[0] for o in overrides if o.startswith("+")]
     added = [k for k in added if "/" not in k and k != "experiment" and not k.startswith("hydra.")]
+    from ddl.runner.experiment import build_optimization  # noqa: PLC0415
     from ddl.tracking.store import Store  # noqa: PLC0415 - pure: no MLflow import
 
     store = Store(cfg.tracking.uri).place_problem() if cfg.tracking.enabled else None
     found = C.unknown_keys(added) + C.check(cfg) + ([store] if store else [])
+    try:                  # what the optimizer and schedule refuse (optimizer.lr=-1), refused here too
+        build_optimization(cfg)
+    except ValueError as err:
+        found.append(str(err))
     return f"bad config: {'; '.join(found)}." if found else ""
 
 
@@ -267,11 +273,16 @@ def hide_passwords_in(hydra_dir: Path) -> None:
 
 
 RUN_FILES = ("summary.json", "final.npz", "train.log", "config.yaml", "checkpoints")
+REFUSED = "REFUSED"          # a launch refused before any training: the next run may take its directory
 
 
 def another_run(run_dir: Path) -> list[str]:
-    """The files of a run already in run_dir (Hydra's own .hydra/ does not count)."""
-    return [name for name in RUN_FILES if (run_dir / name).exists()]
+    """The files of a run already in run_dir (Hydra's own .hydra/ does not count, nor what a
+    launch refused before any training left: its config.yaml and train.log, marked REFUSED)."""
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if (run_dir / REFUSED).exists():
+        found = [name for name in found if name not in ("train.log", "config.yaml")]
+    return found
 
 
 def learn_sweep_shape(session: Session, hc) -> None:

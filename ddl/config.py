@@ -249,13 +249,19 @@ def unknown_keys(keys: List[str]) -> list[str]:
     return out
 
 
-_CREDENTIALS = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+):[^@/\s]+@")
+# A URI's user information: everything between "scheme://" and the LAST "@" before the host (a
+# password may hold a raw "@"), up to the first "/" or space.
+_USER_INFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)([^/\s]*)@")
 
 
 def redact(text: str) -> str:
-    """Passwords in URIs hidden ('http://me:secret@host' -> 'http://me:***@host'): for everything
-    ddl writes or logs; only the live MLflow client keeps the URI as given."""
-    return _CREDENTIALS.sub(r"\1:***@", text)
+    """Credentials in URIs hidden, for everything ddl writes or logs (only the live MLflow client
+    keeps the URI as given): 'http://me:secret@host' -> 'http://me:***@host', a password with
+    an "@" in it too, and a token given as the user ('https://TOKEN@host') -> 'https://***@host'."""
+    def hidden(m: re.Match) -> str:
+        user, sep, _ = m.group(2).partition(":")
+        return f"{m.group(1)}{user}:***@" if sep else f"{m.group(1)}***@"
+    return _USER_INFO.sub(hidden, text)
 
 
 class RedactingFilter:

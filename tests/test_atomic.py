@@ -84,3 +84,15 @@ def test_a_full_disk_in_the_final_phase_fails_the_run_with_the_path(tmp_path, mo
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])
     assert run.info.status == "FAILED" and "No space left" in run.data.tags["ddl.error"]
+
+
+def test_files_get_the_permissions_an_open_would_give_them(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        write_text_atomic(tmp_path / "summary.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "summary.json").stat().st_mode) == 0o640   # not mkstemp's 0600

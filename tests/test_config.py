@@ -194,3 +194,30 @@ def test_what_the_data_must_allow_is_refused_before_any_mlflow_run(tmp_path, ove
     assert code == 1 and words in se and "Traceback" not in se, se
     client = MlflowClient(uri)
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("http://me:secret@host:5000/x", "http://me:***@host:5000/x"),
+    ("http://user:p@ss@host", "http://user:***@host"),                # a raw "@" in the password
+    ("https://ghp_TOKEN123@host/api", "https://***@host/api"),          # a token as the user
+    ("see http://a:b@c and https://t@d/e", "see http://a:***@c and https://***@d/e"),
+    ("sqlite:////tmp/a@b/mlflow.db", "sqlite:////tmp/a@b/mlflow.db"),   # no user part: as it is
+    ("http://host:5000/path@v2", "http://host:5000/path@v2"),
+])
+def test_credentials_in_uris_are_redacted(text, shown):
+    from ddl.config import redact
+
+    assert redact(text) == shown
+
+
+def test_the_traceback_kept_in_train_log_is_redacted(tmp_path):
+    from types import SimpleNamespace
+
+    from ddl.runner.logs import keep_traceback
+
+    try:
+        raise ConnectionError("cannot reach https://ghp_TOKEN123@host and http://me:p@ss@host")
+    except ConnectionError as err:
+        keep_traceback(tmp_path, SimpleNamespace(rank=0), err)
+    text = (tmp_path / "train.log").read_text()
+    assert "ConnectionError" in text and "TOKEN123" not in text and "p@ss" not in text, text

@@ -248,3 +248,14 @@ def test_divergence_without_nan_is_said_tagged_and_stops_as_a_nan_would(tmp_path
     runs = {r.info.status: r.data.tags for r in client.search_runs([exp.experiment_id])}
     assert runs["FAILED"]["ddl.diverged"] == "true" and "diverging" in runs["FAILED"]["ddl.error"]
     assert runs["FINISHED"]["ddl.diverged"] == "true"
+
+
+def test_a_refused_launch_leaves_nothing_that_blocks_the_corrected_one(tmp_path):
+    out = tmp_path / "run"
+    code, so, se = ddl_train(0, *QUICK, "backend=cupy", "tracking=off", f"out_dir={out}", cwd=tmp_path)
+    assert code == 1 and "backend=cupy" in se and (out / "REFUSED").is_file(), se   # no GPU here
+    code, so, se = ddl_train(0, *QUICK, "tracking=off", f"out_dir={out}", cwd=tmp_path)
+    assert code == 0, se
+    assert (out / "final.npz").is_file() and not (out / "REFUSED").exists()
+    code, so, se = ddl_train(0, *QUICK, "tracking=off", f"out_dir={out}", cwd=tmp_path)
+    assert code == 1 and "already holds another run" in se            # a run that trained: its own

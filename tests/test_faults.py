@@ -59,6 +59,7 @@ def run_with(tmp_path, fault: str, timeout: float = 120, settle: float = 30.0):
 def test_an_exception_on_rank_1_mid_epoch_names_it_and_fails_the_mlflow_run(tmp_path):
     code, text, run, out = run_with(tmp_path, "raise@rank=1,step=70")
     assert code != 0 and "[rank 1] RuntimeError: injected fault" in text, text
+    assert "application called MPI_Abort" not in text, text       # ddl's paragraph says it all
     assert "train.rank1.log" in text and "injected fault" in (out / "train.rank1.log").read_text()
     assert run.info.status == "FAILED" and "[rank 1]" in run.data.tags["ddl.error"]
 
@@ -271,3 +272,23 @@ def test_sigkill_of_a_sweep_leaves_neither_its_parent_nor_its_point_running(tmp_
     print(f"SIGKILL of a sweep: every run ended after {time.monotonic() - killed:.1f} s: {runs}")
     assert sorted(runs.values()) == ["FAILED", "FAILED", "FINISHED"], runs   # parent, point 2, point 1
     assert proc.returncode == -signal.SIGKILL
+
+
+def test_sigterm_to_every_process_of_the_job_leaves_the_run_killed_with_its_metrics(tmp_path):
+    # what a plain scancel does: every process of the job, the tracking worker included, gets
+    # SIGTERM; the ranks stop at one step with a checkpoint, the worker delivers the end
+    import os
+    import signal
+
+    import psutil
+
+    proc, pids, out = start_job(tmp_path, 2)
+    workers = [c.pid for c in psutil.Process(pids[0]).children() if "ddl.tracking.worker" in " ".join(c.cmdline())]
+    assert len(workers) == 1, workers
+    for pid in [*pids.values(), *workers]:
+        os.kill(pid, signal.SIGTERM)
+    text = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 75, text
+    run = the_run(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert run.info.status == "KILLED", run.info
+    assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(run.info.run_id, "cost/train")

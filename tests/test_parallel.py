@@ -208,3 +208,16 @@ def test_faults_on_one_rank_with_the_optimizer_sharded(tmp_path, kind, extra):
         assert code != 0 and "NonFiniteError" in text and "epoch 0, step 29" in text, text
     else:
         assert code != 0 and "[rank 2]" in text and "injected fault" in text, text
+
+
+def test_a_bad_value_in_one_point_of_a_two_rank_sweep_fails_that_point_only(tmp_path):
+    # optimizer.lr=-1 is refused by the early config check on rank 0, before the point is sent to
+    # the other ranks: every other point runs, and the table has all three
+    code, so, se = ddl_train(2, "-m", "optimizer.lr=0.01,-1,0.05", "data=moons", "train.epochs=2",
+                             "train.progress=false", "tracking=off", cwd=tmp_path)
+    text = so + se
+    assert code == 1 and "MPI_Abort" not in text and "Abort(" not in text, text
+    assert "bad config: optimizer/schedule config (optimizer.name=adam, optimizer.lr=-1" in text, text
+    assert "[3/3] done" in text and "1 sweep point(s) failed: optimizer.lr=-1" in text, text
+    table = text[text.index("sweep results, best first"):]
+    assert table.count("FINISHED") == 2 and table.count("FAILED") == 1, table

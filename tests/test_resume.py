@@ -203,3 +203,31 @@ def test_ctrl_c_on_a_sweep_leaves_its_parent_killed_not_finished(tmp_path):
     assert parent.info.status == "KILLED", [(r.info.run_name, r.info.status) for r in runs]
     statuses = sorted(r.info.status for r in runs if r.info.run_id != parent.info.run_id)
     assert statuses == ["FINISHED", "KILLED"], statuses
+
+
+def test_resume_auto_over_only_damaged_checkpoints_is_refused_and_skips_a_bad_meta(tmp_path):
+    """A checkpoint whose meta/json holds other bytes is named and skipped like any damaged one;
+    when none is intact, resume=auto refuses (starting afresh over them is the user's call); the
+    temporary file of a write a killed job left is removed."""
+    out = tmp_path / "run"
+    quick = [c for c in CFG if not c.startswith("train.epochs=")] + ["train.epochs=3", "tracking=off"]
+    code, so, se = ddl_train(1, *quick, f"out_dir={out}", cwd=tmp_path)
+    assert code == 0, so + se
+    from ddl.checkpoint import checkpoints_newest_first
+
+    newest, *older = checkpoints_newest_first(out)
+    with np.load(newest, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["meta/json"] = np.array("not json {")
+    np.savez(newest, **arrays)
+    for path in older:
+        path.write_bytes(b"cut")
+    stale = out / "checkpoints" / f".{newest.name}.x1y2.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    (out / "summary.json").unlink()
+    (out / "final.npz").unlink()
+    code, so, se = ddl_train(1, *quick, f"out_dir={out}", "checkpoint.resume=auto", cwd=tmp_path)
+    text = so + se
+    assert f"skipping checkpoint {newest.name}" in text and "meta/json is not JSON" in text, text
+    assert code == 1 and "none is intact" in text and "Traceback" not in se, text
+    assert not stale.exists() and not (out / "final.npz").exists()

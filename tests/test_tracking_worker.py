@@ -141,3 +141,10 @@ def test_a_dead_worker_leaves_training_untracked_and_its_run_ended(tmp_path):
     assert (run_dir / "final.npz").is_file() and (run_dir / "summary.json").is_file()
     run = _wait_status(tmp_path, "FAILED", timeout=5)
     assert "tracking worker" in run.data.tags["ddl.error"]
+
+
+def test_a_store_that_cannot_be_made_is_refused_before_training(tmp_path):
+    code, out, err = ddl_train(0, *MOONS, "tracking.uri=sqlite:////proc/ddl-no-such/m.db",
+                               f"out_dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert code == 1 and "cannot make the MLflow store's folder /proc/ddl-no-such" in err, err
+    assert not (tmp_path / "run" / "final.npz").exists() and "epoch 1/" not in out + err

@@ -117,6 +117,9 @@ class MPIComm(Comm):
         # The launcher forwards our output through its proxies; tearing the job down at once can
         # drop the last lines (the very error message). A moment lets them reach the user.
         time.sleep(ABORT_GRACE_S)
+        # MPICH's own "Abort(1) on node 0 ... application called MPI_Abort" line would follow the
+        # paragraph ddl printed, saying nothing more: stderr goes nowhere for the call itself
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
         # Abort COMM_WORLD (not our clone) so the launcher tears down every rank.
         MPI.COMM_WORLD.Abort(code)
 

@@ -15,7 +15,8 @@ from ddl import checkpoint as ckpt
 from ddl.parallel import StalledError, StallPolicy, signals, threads
 from ddl.backend import get_backend, gpu_status, set_blas_threads
 from ddl.parallel.preflight import check_launch
-from ddl.config import Config
+from ddl.atomic import write_text_atomic
+from ddl.config import Config, redact
 from ddl.data.dataset import load_dataset
 from ddl.nn import model
 from ddl.nn.init import init_bn_state, init_params
@@ -111,23 +112,47 @@ def run(cfg: Config, comm, run_dir, job: dict, recorder=None) -> dict:
     A tracked run that fails ends FAILED (KILLED on Ctrl-C) with its error as tags and its train.log
     uploaded; a rank other than 0 that fails alone leaves its error where the tracking worker finds it."""
     run_dir, rss_start = Path(run_dir), current_rss_mb()
-    backend, how = prepare(cfg, comm, recorder)
-    ds, spec, opt, schedule = build(cfg, comm)
-    state, meta = start_state(cfg, spec, backend, opt, comm.rank == 0, run_dir)
-    # the run's communicator, built once: its backend's transport, and the stall policy (its
-    # report says where the run is, read from the state only when a stall is reported)
-    stall = StallPolicy(cfg.train.stall_timeout, cfg.train.on_stall,
-                        where=lambda: f"epoch {state.epoch} step {state.step}")
-    setup = Setup(backend, comm.for_run(backend, cfg.allreduce, stall), spec, opt, schedule, cfg.train,
-                  cfg.model.l2, cfg.model.sync_bn, threads=blas_threads(cfg, comm))
-    check_start(ds, setup)                           # before any MLflow run exists
-    tracker = recorder.open(cfg, comm, backend, how, meta.get("run_id"), job.get("parent"),
-                            job.get("tags") or {}, run_dir, job["id"]) if recorder else null_tracker(meta)
+    try:
+        setup, ds, state, meta, how = start(cfg, comm, run_dir, recorder)
+        tracker = recorder.open(cfg, comm, setup.backend, how, meta.get("run_id"), job.get("parent"),
+                                job.get("tags") or {}, run_dir, job["id"]) if recorder else null_tracker(meta)
+    except Exception as err:       # refused before any training: the directory says so
+        if comm.rank == 0:
+            mark_refused(run_dir, err)
+        raise
     try:
         return tracked_run(cfg, setup, ds, state, tracker, run_dir, rss_start)
     except BaseException as err:
         track_failure(tracker, comm, err, run_dir)
         raise
+
+
+def start(cfg: Config, comm, run_dir: Path, recorder):
+    """Everything before the first step, each refusal before any work: the process (threads,
+    checks, backend), the data and network, the state (fresh or resumed), the run's communicator,
+    built once (its backend's transport; its stall report says where the run is, read from the
+    state only then), and what the config asks of this data."""
+    backend, how = prepare(cfg, comm, recorder)
+    ds, spec, opt, schedule = build(cfg, comm)
+    state, meta = start_state(cfg, spec, backend, opt, comm.rank == 0, run_dir)
+    stall = StallPolicy(cfg.train.stall_timeout, cfg.train.on_stall,
+                        where=lambda: f"epoch {state.epoch} step {state.step}")
+    setup = Setup(backend, comm.for_run(backend, cfg.allreduce, stall), spec, opt, schedule, cfg.train,
+                  cfg.model.l2, cfg.model.sync_bn, threads=blas_threads(cfg, comm))
+    check_start(ds, setup)
+    return setup, ds, state, meta, how
+
+
+def mark_refused(run_dir: Path, err: BaseException) -> None:
+    """REFUSED beside what the refused launch left (config.yaml, train.log): the corrected command
+    may take the directory (ddl never writes over a run that trained)."""
+    if any((run_dir / name).exists() for name in ("summary.json", "final.npz", "checkpoints")):
+        return                         # a run that trained (a resume refused): its directory stays its own
+    try:
+        write_text_atomic(run_dir / "REFUSED", f"refused before any training: {type(err).__name__}: "
+                          f"{redact(str(err))}\nA new run may take this directory.\n")
+    except OSError:
+        pass
 
 
 def null_tracker(meta: dict):
@@ -209,15 +234,19 @@ def build(cfg: Config, comm):
 
 def newest_intact(paths, restore, speak: bool):
     """(path, restore(path)) of the first checkpoint in `paths` that loads; each that does not is
-    named in a warning and skipped; (None, None) when none loads."""
+    named in a warning and skipped; (None, None) when there is none. When there are some and none
+    loads, a CheckpointError: starting afresh over them is for the user to choose."""
     for path in paths:
         try:
             return path, restore(path)
         except ckpt.CheckpointError as err:
             if speak:
                 log.warning("skipping checkpoint %s: %s; trying the next older one", path.name, err)
-    if paths and speak:
-        log.warning("no intact checkpoint in %s: starting from the beginning", paths[0].parent)
+    if paths:
+        raise ckpt.CheckpointError(
+            f"checkpoint.resume=auto found {len(paths)} checkpoint(s) in {paths[0].parent} and none is "
+            "intact (each is named above). To start afresh, give a new out_dir (or move them "
+            "away); to try one anyway, name it: checkpoint.resume=<path>.")
     return None, None
 
 
@@ -234,6 +263,8 @@ def start_state(cfg: Config, spec, backend, opt, speak: bool, run_dir: Path) -> 
                             backend, cfg.train.dtype)
 
     if cfg.checkpoint.resume == "auto":      # the newest intact one; a damaged one is skipped
+        for stale in ckpt.remove_stale_temporaries(run_dir) if speak else ():
+            log.info("removed %s: the temporary file of a checkpoint write a killed job left", stale.name)
         found, restored = newest_intact(ckpt.checkpoints_newest_first(run_dir), restore, speak)
         if found is None:
             return state, {}

@@ -39,10 +39,11 @@ def execute(job: dict, comm, recorder=None) -> dict | None:
         summary = experiment.run(job["cfg"], comm, run_dir, job, recorder)
         if summary.get("stopped") == "signal":
             ctrl_c = signals.stop_signal() == signal.SIGINT
-            log.warning("stopped by %s at epoch %d step %d; checkpoint written in %s. Rerun "
-                        "with out_dir=%s checkpoint.resume=auto to continue.",
-                        "Ctrl-C" if ctrl_c else "a signal", summary["epoch"], summary["step"],
-                        run_dir, run_dir)
+            if comm.rank == 0:         # every rank stopped at this step: one says so
+                log.warning("stopped by %s at epoch %d step %d; checkpoint written in %s. Rerun "
+                            "with out_dir=%s checkpoint.resume=auto to continue.",
+                            "Ctrl-C" if ctrl_c else "a signal", summary["epoch"], summary["step"],
+                            run_dir, run_dir)
             raise SystemExit(EXIT_INTERRUPTED if ctrl_c else EXIT_STOPPED)
         return summary
     except NonFiniteError as e:            # decided from allreduced values: the same on every rank

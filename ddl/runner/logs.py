@@ -7,7 +7,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from ddl.config import RedactingFilter
+from ddl.config import RedactingFilter, redact
 
 LOGGER_NAME = "ddl"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -67,6 +67,6 @@ def keep_traceback(run_dir: Path, comm, err: BaseException) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / name, "a") as f:
-            f.write("".join(traceback.format_exception(err)))
-    except OSError:
-        traceback.print_exception(err)  # nowhere to keep it: show it rather than lose it
+            f.write(redact("".join(traceback.format_exception(err))))
+    except OSError:             # nowhere to keep it: show it rather than lose it
+        print(redact("".join(traceback.format_exception(err))), file=sys.stderr)

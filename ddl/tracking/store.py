@@ -172,6 +172,7 @@ def precheck(uri: "str | Store", experiment: str) -> bool:
         return False              # a server: its answer to the worker is awaited before training
     db = store.path
     _check_place(store)
+    _check_writable(store)
     try:
         revision = schema.store_revision(db)
     except schema.SchemaError:
@@ -194,6 +195,22 @@ def precheck(uri: "str | Store", experiment: str) -> bool:
     if row is not None and row[0] == "deleted":
         raise deleted(experiment)
     return True
+
+
+def _check_writable(store: Store) -> None:
+    """The SQLite file can be written, or made (its folder is made now: the worker would make it
+    anyway), or a TrackingError before any training (MLflow would fail in the worker, after it)."""
+    db = store.path
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TrackingError(f"cannot make the MLflow store's folder {db.parent} (tracking.uri="
+                            f"{store.shown}): {err.strerror or err}. Point tracking.uri at a folder "
+                            "you can write, or train with tracking=off.") from None
+    if not os.access(db if db.exists() else db.parent, os.W_OK):
+        raise TrackingError(f"cannot write the MLflow store {db} (tracking.uri={store.shown}): "
+                            "no write permission, or a read-only filesystem. Point tracking.uri "
+                            "at a folder you can write, or train with tracking=off.")
 
 
 def _check_place(store: Store) -> None:

@@ -221,8 +221,9 @@ def handle(message: dict, runs: dict, logs: Logs) -> None:
         try:
             run = runs[key] = Run(open_run(message), message)
         except Exception as err:  # noqa: BLE001 - said to rank 0, which decides
-            answer({"key": key, "error": f"{type(err).__name__}: {err}",
-                    "tracking_error": type(err).__name__ == "TrackingError"})
+            tracking_error = type(err).__name__ == "TrackingError"     # its own words say what failed
+            answer({"key": key, "error": str(err) if tracking_error else f"{type(err).__name__}: {err}",
+                    "tracking_error": tracking_error})
             return
         answer({"key": key, "run_id": run.tracker.run_id, "experiment_id": run.tracker.experiment_id,
                 "parent": run.tracker.parent})
@@ -236,8 +237,11 @@ def handle(message: dict, runs: dict, logs: Logs) -> None:
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the terminal's Ctrl-C is for the job
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # The terminal's Ctrl-C is for the job; so is the SIGTERM that ends a whole job (SLURM's scancel,
+    # a container's stop): the ranks stop at a step and end the run, and this process delivers it
+    # and exits when rank 0 closes the pipe (or, rank 0 gone, ends the run itself)
+    for stop in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(stop, signal.SIG_IGN)
     orders = lines()
     sys.meta_path.insert(0, Hidden(UNUSED))
     from ddl.tracking import store  # noqa: F401, PLC0415 - MLflow's import, while rank 0 works
