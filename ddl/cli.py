@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +25,7 @@ from omegaconf import OmegaConf
 from ddl import config as C
 from ddl.config import redact
 from ddl.atomic import write_text_atomic
-from ddl.parallel import MPIUnavailable, get_comm, install_abort_handler
+from ddl.parallel import MPIUnavailable, get_comm, install_abort_handler, shared_memory_problem
 from ddl.parallel.signals import install_startup_handlers
 from ddl.runner.progress import hide_while_bar
 from ddl.runner.job import execute, exit_code, worker_loop
@@ -237,16 +238,29 @@ def config_problems(cfg: C.Config, overrides: Sequence[str]) -> str:
 
 
 def out_dir_problem(argv: Sequence[str]) -> str:
-    """An out_dir (or hydra.run.dir / hydra.sweep.dir) given on the command line that cannot be
-    a directory: it, or a folder above it, is a file. '' when fine (or not given)."""
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if sep and key.lstrip("+") in ("out_dir", "hydra.run.dir", "hydra.sweep.dir") and value:
-            path = Path(value).expanduser()
-            blocker = next((p for p in (path, *path.parents) if p.exists()), None)
-            if blocker is not None and not blocker.is_dir():
-                return (f"{key}={value}: {blocker} is a file, so it cannot hold a run directory; "
-                        "give another out_dir")
+    """Where the run directories go cannot hold them (Hydra would make them first, with a
+    traceback): the out_dir (or hydra.run.dir / hydra.sweep.dir) given on the command line, else
+    runs/ or multirun/ in the working directory. It, or a folder above it, is a file; or no folder
+    can be made in the nearest one that exists (read-only, no permission, /proc). '' when fine."""
+    if any(a.split("=", 1)[0] in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i") for a in argv):
+        return ""                 # nothing will be made
+    given = {k.lstrip("+"): v for k, sep, v in (a.partition("=") for a in argv) if sep and v}
+    sweep = any(a in ("-m", "--multirun") for a in argv)
+    for key in ("hydra.sweep.dir",) if sweep else ("out_dir", "hydra.run.dir"):
+        if key in given:
+            break
+    else:
+        key = None
+    path = Path(given[key]).expanduser() if key else Path("multirun" if sweep else "runs")
+    shown = f"{key}={given[key]}" if key else f"the run directory ({path.resolve()})"
+    blocker = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not blocker.is_dir():
+        return f"{shown}: {blocker} is a file, so it cannot hold a run directory; give another out_dir"
+    try:                          # the test that settles it, for root too: make a folder there
+        os.rmdir(tempfile.mkdtemp(prefix=".ddl-probe-", dir=blocker))
+    except OSError as err:
+        return (f"{shown}: no folder can be made in {blocker.resolve()} ({err.strerror or err}); run "
+                "from a folder you can write, or give out_dir (hydra.sweep.dir for a sweep) there")
     return ""
 
 
@@ -295,18 +309,17 @@ def learn_sweep_shape(session: Session, hc) -> None:
 
 def main(link=None) -> None:
     """`ddl-train`. link: the tracking worker ddl/__main__.py started before anything loaded."""
+    shm = shared_memory_problem()
+    if shm:                           # MPI would die of SIGBUS as it starts, saying nothing useful
+        fail_before_mpi(shm, link)
     try:
         with warnings.catch_warnings(record=True) as said:    # one plain line each, not Python's form
             warnings.simplefilter("always", RuntimeWarning)
             comm = get_comm("auto")
         for warning in said:
             print(f"ddl: warning: {warning.message}", file=sys.stderr, flush=True)
-    except MPIUnavailable as err:     # every rank says it alike: the first one (by the launcher) speaks
-        if link is not None:
-            link.close()
-        if os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")) == "0":
-            print(f"ddl: error: {err}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    except MPIUnavailable as err:
+        fail_before_mpi(str(err), link)
     install_abort_handler(comm)
     for handler in setup_logging(comm).handlers:
         handler.addFilter(hide_while_bar)
@@ -335,6 +348,16 @@ def main(link=None) -> None:
     if comm.size > 1:
         comm.bcast({"op": "exit", "code": code}, root=0)
     sys.exit(code)
+
+
+def fail_before_mpi(problem: str, link) -> None:
+    """Every rank found the same problem before MPI started: the first one (by the launcher's
+    environment) says it, and all exit 1."""
+    if link is not None:
+        link.close()
+    if os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")) == "0":
+        print(f"ddl: error: {problem}", file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 def run_hydra(session: Session) -> int:

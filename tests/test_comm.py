@@ -213,3 +213,25 @@ def test_an_mpi_library_that_does_not_load_is_one_paragraph_under_mpiexec_and_no
     assert code == 0, err
     assert err.startswith("ddl: warning: MPI is not available here") and "Traceback" not in err, err
     assert (tmp_path / "one" / "final.npz").is_file()
+
+
+@pytest.mark.mpi
+def test_a_node_whose_shared_memory_mpi_cannot_start_in_is_one_paragraph(tmp_path):
+    # a private mount namespace with a 4 MiB /dev/shm: MPICH would die of SIGBUS at start-up
+    script = (f"mount -t tmpfs -o size=4m tmpfs /dev/shm && exec {mpiexec()} -n 2 {sys.executable} -m ddl "
+              f"train.epochs=1 tracking=off out_dir={tmp_path / 'run'}")
+    code, out, err = run_cmd(["unshare", "-m", "sh", "-c", script], timeout=60, env=clean_env())
+    assert code == 1, out + err
+    assert err.count("ddl: error: the node's shared memory (/dev/shm) has 4 MiB free") == 1, err
+    assert "--shm-size" in err and "signal" not in out + err and not (tmp_path / "run").exists()
+
+
+def test_the_shared_memory_asked_for_grows_with_the_ranks_on_a_node(tmp_path):
+    from ddl.parallel import shared_memory_problem
+
+    assert shared_memory_problem({}) == ""                                        # not launched
+    assert shared_memory_problem({"PMI_SIZE": "2", "MPI_LOCALNRANKS": "1"}) == ""  # alone on its node
+    assert shared_memory_problem({"MPI_LOCALNRANKS": "2"}, shm=str(tmp_path / "none")) == ""
+    assert "needs about 32 MiB for the 2 ranks" in shared_memory_problem({"MPI_LOCALNRANKS": "2"}, shm="/proc")
+    assert "needs about 64 MiB for the 8 ranks" in shared_memory_problem({"PMI_SIZE": "8"}, shm="/proc")
+    assert shared_memory_problem({"MPI_LOCALNRANKS": "8"}, shm=str(tmp_path)) == ""   # a disk with room

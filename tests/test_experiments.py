@@ -259,3 +259,11 @@ def test_a_refused_launch_leaves_nothing_that_blocks_the_corrected_one(tmp_path)
     assert (out / "final.npz").is_file() and not (out / "REFUSED").exists()
     code, so, se = ddl_train(0, *QUICK, "tracking=off", f"out_dir={out}", cwd=tmp_path)
     assert code == 1 and "already holds another run" in se            # a run that trained: its own
+
+
+@pytest.mark.parametrize("args", [["out_dir=/proc/ddl-no-such/run"], ["-m", "train.epochs=1,2",
+                                                                       "hydra.sweep.dir=/proc/ddl-no-such"]])
+def test_a_run_directory_that_cannot_be_made_is_one_paragraph_before_hydra(tmp_path, args):
+    code, so, se = ddl_train(0, *QUICK, "tracking=off", *args, cwd=tmp_path)
+    assert code == 1 and "ddl: error:" in se and "no folder can be made in /proc" in se, se
+    assert "Traceback" not in se and not list(tmp_path.iterdir())

@@ -16,7 +16,7 @@ KINDS = ("auto", "mpi", "serial")
 # Set by MPICH/Intel MPI (Hydra), Open MPI and MVAPICH launchers for every rank they start.
 _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
-__all__ = ["KINDS", "MODES", "Comm", "MPIUnavailable", "SerialComm", "StallPolicy", "StalledError", "get_comm",
+__all__ = ["KINDS", "MODES", "Comm", "MPIUnavailable", "SerialComm", "shared_memory_problem", "StallPolicy", "StalledError", "get_comm",
            "install_abort_handler", "launcher_size"]
 
 
@@ -53,13 +53,41 @@ def get_comm(kind: str = "auto", backend=None, allreduce: str = "auto", stall=No
     return MPIComm(backend=backend, allreduce=allreduce, stall=stall)
 
 
+# MPICH keeps its ranks' mailboxes and collective buffers in the node's /dev/shm, and with too
+# little there it dies of SIGBUS or SIGSEGV, or hangs, before ddl could say anything. Measured here
+# (1 MiB to 32 MiB, 2 to 4 ranks): erratic up to 24 MiB, sound from 32 MiB; ddl asks for 32 MiB, and
+# 8 MiB a rank beyond 4 ranks.
+SHM_MIN, SHM_PER_RANK = 32 << 20, 8 << 20
+_LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
+
+
+def shared_memory_problem(environ=os.environ, shm: str = "/dev/shm") -> str:
+    """Before MPI starts: why the node's shared memory cannot hold MPI's ranks here ('' if it
+    can, or when this process is not one of several ranks on a node)."""
+    local = next((int(environ[v]) for v in _LOCAL_SIZE_VARS if environ.get(v, "").isdigit()), None)
+    local = local if local is not None else launcher_size(environ)
+    if local <= 1:
+        return ""
+    try:
+        st = os.statvfs(shm)
+    except OSError:
+        return ""                 # no /dev/shm: MPI does not use one here
+    free, need = st.f_bavail * st.f_frsize, max(SHM_MIN, SHM_PER_RANK * local)
+    if free >= need:
+        return ""
+    return (f"the node's shared memory ({shm}) has {free / 2**20:.0f} MiB free, and MPI needs about "
+            f"{need >> 20} MiB for the {local} ranks started on this node (with less it dies at "
+            "start-up, of SIGBUS or SIGSEGV, or hangs). Give it more (a container: --shm-size=256m; a tmpfs: a larger "
+            "size=), or start fewer ranks on a node.")
+
+
 class MPIUnavailable(RuntimeError):
     """Ranks were launched, or MPI was asked for, and the MPI library does not load."""
 
 
-def launcher_size() -> int:
+def launcher_size(environ=os.environ) -> int:
     """World size announced by an MPI launcher's environment (1 when not launched by one)."""
     for var in _LAUNCHER_SIZE_VARS:
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
+        if environ.get(var, "").isdigit():
+            return int(environ[var])
     return 1
