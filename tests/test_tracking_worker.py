@@ -15,7 +15,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from helpers import clean_env, ddl_train, newest_run_status
+from helpers import clean_env, ddl_train, newest_run_status, run_cmd
 from ddl.tracking import TrackingError, ensure_store, precheck, schema
 
 MOONS = ["data=moons", "data.m=200", "train.epochs=12", "train.progress=false"]
@@ -32,7 +32,7 @@ def _record(client, run):
                                                       key=lambda m: m.step)]
                for k in run.data.metrics if not k.startswith("perf/")}   # timings differ
     tags = {k: v for k, v in run.data.tags.items()
-            if not k.startswith("mlflow.") and k not in ("ddl.job",)}
+            if not k.startswith("mlflow.") and k not in ("ddl.job", "ddl.heartbeat")}
     files = sorted(f.path for f in client.list_artifacts(run.info.run_id))
     params = {k: v for k, v in run.data.params.items() if k != "out_dir"}
     return run.info.status, metrics, tags, files, params
@@ -148,3 +148,46 @@ def test_a_store_that_cannot_be_made_is_refused_before_training(tmp_path):
                                f"out_dir={tmp_path / 'run'}", cwd=tmp_path)
     assert code == 1 and "cannot make the MLflow store's folder /proc/ddl-no-such" in err, err
     assert not (tmp_path / "run" / "final.npz").exists() and "epoch 1/" not in out + err
+
+
+def _kill_everything(proc):
+    """The job and its tracking worker at once, by SIGKILL: what a cgroup's end does."""
+    worker = _worker_of(proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    worker.kill()
+    proc.communicate()
+
+
+def test_a_run_whose_job_vanished_with_its_worker_is_ended_at_the_next_touch(tmp_path):
+    beat = {"DDL_HEARTBEAT_S": "1"}                       # stale after 5 s instead of 5 minutes
+
+    def vanish(name: str, *extra):
+        proc = subprocess.Popen([sys.executable, "-m", "ddl", *MOONS[:2], "train.progress=false",
+                                 "train.epochs=100000", f"out_dir={tmp_path / name}", *extra], cwd=tmp_path,
+                                env=clean_env(**beat), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        _wait_status(tmp_path, "RUNNING")
+        time.sleep(2)                                     # a beat or two, a checkpoint
+        _kill_everything(proc)
+        time.sleep(6)                                     # older than five beats now
+        assert newest_run_status(tmp_path / "mlflow.db") == "RUNNING"     # nobody left to end it
+
+    vanish("resumed", "checkpoint.every=1")
+    # its resume is a new job of the same run: ended by nobody, though its last beat is stale
+    code, out, err = ddl_train(0, *MOONS, f"out_dir={tmp_path / 'resumed'}", "checkpoint.resume=auto",
+                               cwd=tmp_path, env=clean_env(**beat))
+    client, runs = _runs(tmp_path)
+    assert code == 0 and "resuming from" in err and [r.info.status for r in runs] == ["FINISHED"], err
+    vanish("gone")
+    code, out, err = ddl_train(0, *MOONS, cwd=tmp_path, env=clean_env(**beat))   # the next run ends it
+    assert code == 0, err
+    vanish("lost")
+    code, out, err = run_cmd([sys.executable, "-c", "from ddl.runner.report import main; main()",
+                              "--uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], env=clean_env(**beat))
+    assert code == 0 and "RUNNING" not in out, out + err                # so does ddl-report
+    client, runs = _runs(tmp_path)
+    for name in ("gone", "lost"):
+        run = next(r for r in runs if r.data.params.get("out_dir") == str(tmp_path / name))
+        assert run.info.status == "FAILED" and run.data.tags["ddl.stopped"] == "lost", name
+        assert "stopped without a word" in run.data.tags["ddl.error"]
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]

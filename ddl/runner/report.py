@@ -211,6 +211,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = TrackingConfig(uri=args.uri, experiment=args.experiment)
     try:
         runs = tracking.fetch_runs(cfg, parent=args.parent)
+        if any(r["status"] == "RUNNING" for r in runs):    # one whose job vanished is ended first
+            from ddl.tracking.liveness import end_stale
+
+            if end_stale(cfg):
+                runs = tracking.fetch_runs(cfg, parent=args.parent)
     except (tracking.TrackingError, ValueError) as err:
         print(f"ddl-report: error: {err}", file=sys.stderr)
         return 2

@@ -48,7 +48,7 @@ def _no_lock() -> Iterator[None]:
 def find_parent(cfg: TrackingConfig, key: str) -> Optional[str]:
     """The parent run tagged ddl.sweep_key=key, if any (never creates one)."""
     store = Store(cfg.uri)
-    found = list(_search_all(store.client(), ensure_store(store, cfg.experiment),
+    found = list(search_all(store.client(), ensure_store(store, cfg.experiment),
                              f"tags.`ddl.sweep_key` = '{key}'"))
     return found[0].info.run_id if found else None
 
@@ -67,10 +67,10 @@ def fetch_runs(cfg: TrackingConfig, parent: Optional[str] = None) -> list[dict[s
     if found is None:
         raise TrackingError(f"no experiment named {experiment!r} in {store.uri}")
     where = f"tags.mlflow.parentRunId = '{parent}'" if parent else ""
-    return [_as_dict(run) for run in _search_all(client, found.experiment_id, where)]
+    return [_as_dict(run) for run in search_all(client, found.experiment_id, where)]
 
 
-def _search_all(client, experiment_id: str, where: str) -> Iterator[Any]:
+def search_all(client, experiment_id: str, where: str) -> Iterator[Any]:
     token = None
     while True:
         page = client.search_runs([experiment_id], where, max_results=1000, page_token=token)

@@ -26,9 +26,10 @@ import queue
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 CALLS = ("log_epoch", "flush", "set_tags", "log_artifact", "end")
 # Packages MLflow imports when they are installed, for features this process never uses (datasets,
@@ -105,14 +106,22 @@ def open_run(order: dict):
     """The order's Tracker: a run created or resumed ("open"), or a sweep's parent, found by its
     key or created ("parent")."""
     from ddl.config import TrackingConfig  # noqa: PLC0415
-    from ddl.tracking import runs  # noqa: PLC0415
+    from ddl.tracking import liveness, runs  # noqa: PLC0415
     from ddl.tracking.tracker import Tracker  # noqa: PLC0415
 
     cfg = TrackingConfig(**order["tracking"])
+    if (cfg.uri, cfg.experiment) not in _REAPED:        # once per store: runs whose job vanished
+        _REAPED.add((cfg.uri, cfg.experiment))
+        for run_id in liveness.end_stale(cfg, keep=order.get("run_id")):
+            log.warning("MLflow run %s was RUNNING, but its job stopped beating long ago: marked FAILED", run_id)
     if order["op"] == "parent":
         parent = runs.parent_for_key(cfg, order["name"], order["sweep_key"])
-        return Tracker.attach(cfg, parent)
-    tracker = Tracker.start(cfg, order["params"], order["tags"], run_id=order.get("run_id"),
+        tracker = Tracker.attach(cfg, parent)
+        if order.get("guard"):
+            liveness.beat(tracker, None)
+        return tracker
+    tags = {**order["tags"], liveness.TAG: liveness.stamp()}     # its first beat
+    tracker = Tracker.start(cfg, order["params"], tags, run_id=order.get("run_id"),
                             nested_in=order.get("nested_in"))
     if order.get("run_dir"):
         tracker.keep_unsent_in(order["run_dir"])
@@ -122,6 +131,9 @@ def open_run(order: dict):
 def note_path(run_dir, rank: int) -> Path:
     """Where a failing rank other than 0 leaves its error (ddl/runner/job.py writes it)."""
     return Path(run_dir) / NOTE.replace("*", str(rank))
+
+
+_REAPED: set = set()        # the stores whose vanished runs this worker has ended
 
 
 def failure_note(run_dir: Optional[str]) -> Optional[dict]:
@@ -180,9 +192,9 @@ def end_run(order: dict) -> None:
     tracker.end(order["status"], order.get("error"), order.get("stopped"), order.get("where", ""))
 
 
-def lines() -> Iterator[str]:
-    """stdin's lines, read by a thread from the start: rank 0 never blocks on a full pipe while
-    this process imports MLflow or waits for the store."""
+def lines() -> queue.Queue:
+    """stdin's lines (then None), read by a thread from the start: rank 0 never blocks on a full
+    pipe while this process imports MLflow or waits for the store."""
     inbox: queue.Queue = queue.Queue()
 
     def read():
@@ -190,14 +202,26 @@ def lines() -> Iterator[str]:
             inbox.put(line)
         inbox.put(None)
     threading.Thread(target=read, name="ddl-orders", daemon=True).start()
-    return iter(inbox.get, None)                 # started now, not at the first next()
+    return inbox
 
 
-def serve(orders: Iterator[str], logs: Logs) -> bool:
-    """Carry out the orders; True when they ended with "close", False at a bare end of the pipe
-    (then every run it guards is ended as an orphan)."""
+def serve(orders: queue.Queue, logs: Logs) -> bool:
+    """Carry out the orders, beating for the open runs meanwhile (ddl/tracking/liveness.py); True
+    when they ended with "close", False at a bare end of the pipe (then every run it guards is
+    ended as an orphan)."""
+    from ddl.tracking import liveness  # noqa: PLC0415
+
     runs: dict[str, Run] = {}
-    for line in orders:
+    next_beat = time.monotonic() + liveness.HEARTBEAT_S
+    while True:
+        try:
+            line = orders.get(timeout=max(next_beat - time.monotonic(), 0.0))
+        except queue.Empty:
+            beat(runs, liveness)
+            next_beat = time.monotonic() + liveness.HEARTBEAT_S
+            continue
+        if line is None:
+            break
         message = json.loads(line)
         if message["op"] == "close":
             return True
@@ -211,6 +235,16 @@ def serve(orders: Iterator[str], logs: Logs) -> bool:
         except Exception as err:  # noqa: BLE001 - the next run is still worth ending
             log.warning("could not end MLflow run %s: %s: %s", run.tracker.run_id, type(err).__name__, err)
     return False
+
+
+def beat(runs: dict, liveness) -> None:
+    """A beat for each run this worker guards and that has not ended."""
+    for run in runs.values():
+        if run.order.get("guard", True) and not run.ended:
+            try:
+                liveness.beat(run.tracker, run.order.get("run_dir"))
+            except Exception as err:  # noqa: BLE001 - the next beat may get through
+                log.warning("MLflow heartbeat of run %s failed: %s", run.tracker.run_id, err)
 
 
 def handle(message: dict, runs: dict, logs: Logs) -> None:
