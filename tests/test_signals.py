@@ -46,3 +46,31 @@ def test_a_signal_before_training_ends_the_process_with_one_line(capsys):
         os.kill(os.getpid(), signal.SIGTERM)
     assert stop.value.code == 128 + signal.SIGTERM
     assert capsys.readouterr().out == "ddl: stopped by SIGTERM before training started; nothing to resume\n"
+
+
+def test_sigterm_while_mpiexecs_ranks_start_is_one_line_and_143(tmp_path):
+    """What a cancelled job does in its first second: every rank, still importing, stops with one
+    line (from rank 0) and 128 + SIGTERM; no rank is killed mid-import (mpiexec's crash box)."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from helpers import clean_env, mpiexec
+
+    proc = subprocess.Popen([mpiexec(), "-n", "2", sys.executable, "-m", "ddl", "train.epochs=50",
+                             "tracking=off", f"out_dir={tmp_path / 'run'}"], cwd=tmp_path, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline, ranks = time.monotonic() + 30, []
+    while len(ranks) < 2 and time.monotonic() < deadline:
+        ranks = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                 if "-m" in p.cmdline() and "ddl" in p.cmdline()]
+        time.sleep(0.02)
+    time.sleep(0.3)                                   # in the middle of their imports
+    for rank in ranks:
+        rank.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 143, out
+    assert out.count("ddl: stopped by SIGTERM before training started") == 1, out
+    assert "BAD TERMINATION" not in out and not (tmp_path / "run" / "final.npz").exists(), out
