@@ -57,12 +57,12 @@ def end_stale(cfg, keep: Optional[str] = None, now: Optional[float] = None) -> l
     """End FAILED the RUNNING runs of cfg.experiment whose job stopped beating more than STALE_S
     ago (`keep`: a run id being resumed, never ended here); their ids."""
     from ddl.tracking.runs import search_all  # noqa: PLC0415
-    from ddl.tracking.store import Store  # noqa: PLC0415
+    from ddl.tracking.store import existing_client  # noqa: PLC0415
     from ddl.tracking.tracker import Tracker  # noqa: PLC0415
 
-    store, now = Store(cfg.uri), time.time() if now is None else now
-    client = store.client()
-    found = client.get_experiment_by_name(cfg.experiment)
+    now = time.time() if now is None else now
+    client = existing_client(cfg.uri)
+    found = client and client.get_experiment_by_name(cfg.experiment)
     if found is None:
         return []
     ended = []

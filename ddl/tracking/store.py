@@ -145,6 +145,17 @@ def _create_sqlite_once(store: Store) -> None:
             lock.write_text(f"{schema.CREATED}{schema.installed_version()}\n")
 
 
+def existing_client(uri: "str | Store"):
+    """The client of a store that exists already, once a creation another process has begun is
+    done (None for an SQLite file not made yet: opening it unlocked would race that creation)."""
+    store = Store.of(uri)
+    if store.sqlite:
+        if not store.path.is_file():
+            return None
+        _create_sqlite_once(store)
+    return store.client()
+
+
 def ensure_store(uri: "str | Store", experiment: str) -> str:
     """Get or create `experiment` (and, for SQLite, the database) once; returns its id. SQLite
     creation runs under an flock on "<db>.lock": sweeps and SLURM arrays start all at once."""
