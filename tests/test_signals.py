@@ -62,15 +62,23 @@ def test_sigterm_while_mpiexecs_ranks_start_is_one_line_and_143(tmp_path):
     proc = subprocess.Popen([mpiexec(), "-n", "2", sys.executable, "-m", "ddl", "train.epochs=50",
                              "tracking=off", f"out_dir={tmp_path / 'run'}"], cwd=tmp_path, env=clean_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline, ranks = time.monotonic() + 30, []
-    while len(ranks) < 2 and time.monotonic() < deadline:
+    def catches_sigterm(rank) -> bool:        # ddl's first handler is installed: SigCgt has SIGTERM
+        try:
+            with open(f"/proc/{rank.pid}/status") as f:
+                mask = next(line for line in f if line.startswith("SigCgt:")).split()[1]
+        except OSError:
+            return False
+        return bool(int(mask, 16) >> (signal.SIGTERM - 1) & 1)
+
+    deadline, ranks = time.monotonic() + 60, []
+    while not (len(ranks) == 2 and all(map(catches_sigterm, ranks))) and time.monotonic() < deadline:
         ranks = [p for p in psutil.Process(proc.pid).children(recursive=True)
                  if "-m" in p.cmdline() and "ddl" in p.cmdline()]
-        time.sleep(0.02)
-    time.sleep(0.3)                                   # in the middle of their imports
-    for rank in ranks:
+        time.sleep(0.005)
+    assert len(ranks) == 2 and all(map(catches_sigterm, ranks)), "the ranks never installed ddl's handler"
+    for rank in ranks:                                # still importing Hydra, NumPy, mpi4py
         rank.send_signal(signal.SIGTERM)
-    out = proc.communicate(timeout=60)[0]
+    out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 143, out
     assert out.count("ddl: stopped by SIGTERM before training started") == 1, out
     assert "BAD TERMINATION" not in out and not (tmp_path / "run" / "final.npz").exists(), out

@@ -110,22 +110,33 @@ def open_run(order: dict):
     from ddl.tracking.tracker import Tracker  # noqa: PLC0415
 
     cfg = TrackingConfig(**order["tracking"])
-    if (cfg.uri, cfg.experiment) not in _REAPED:        # once per store: runs whose job vanished
-        _REAPED.add((cfg.uri, cfg.experiment))
-        for run_id in liveness.end_stale(cfg, keep=order.get("run_id")):
-            log.warning("MLflow run %s was RUNNING, but its job stopped beating long ago: marked FAILED", run_id)
     if order["op"] == "parent":
-        parent = runs.parent_for_key(cfg, order["name"], order["sweep_key"])
-        tracker = Tracker.attach(cfg, parent)
+        tracker = Tracker.attach(cfg, runs.parent_for_key(cfg, order["name"], order["sweep_key"]))
         if order.get("guard"):
             liveness.beat(tracker, None)
-        return tracker
-    tags = {**order["tags"], liveness.TAG: liveness.stamp()}     # its first beat
-    tracker = Tracker.start(cfg, order["params"], tags, run_id=order.get("run_id"),
-                            nested_in=order.get("nested_in"))
-    if order.get("run_dir"):
-        tracker.keep_unsent_in(order["run_dir"])
+    else:
+        tags = {**order["tags"], liveness.TAG: liveness.stamp()}     # its first beat
+        tracker = Tracker.start(cfg, order["params"], tags, run_id=order.get("run_id"),
+                                nested_in=order.get("nested_in"))
+        if order.get("run_dir"):
+            tracker.keep_unsent_in(order["run_dir"])
+    end_stale_once(cfg, keep=tracker.run_id)
     return tracker
+
+
+def end_stale_once(cfg, keep: str) -> None:
+    """Once per store, after a run of it opened (so the store is made and reachable): end the
+    runs whose job vanished (`keep`: the run just opened, resumed perhaps). Never fails the run."""
+    from ddl.tracking import liveness  # noqa: PLC0415
+
+    if (cfg.uri, cfg.experiment) in _REAPED:
+        return
+    _REAPED.add((cfg.uri, cfg.experiment))
+    try:
+        for run_id in liveness.end_stale(cfg, keep=keep):
+            log.warning("MLflow run %s was RUNNING, but its job stopped beating long ago: marked FAILED", run_id)
+    except Exception as err:  # noqa: BLE001 (a look for others' runs; this run goes on)
+        log.warning("could not look for RUNNING runs whose job vanished: %s: %s", type(err).__name__, err)
 
 
 def note_path(run_dir, rank: int) -> Path:
