@@ -9,30 +9,13 @@ the rank.
 """
 from __future__ import annotations
 
-import os
-import signal
 import sys
 
-
-def _stopped_early(signum, _frame) -> None:
-    """A stop signal while ddl-train is still starting (before ddl.cli installs its own handlers):
-    one line (from the first rank) and 128 + the signal, not a process killed mid-import."""
-    if first_rank():
-        print(f"ddl: stopped by {signal.Signals(signum).name} before training started; nothing to "
-              "resume", flush=True)
-    raise SystemExit(128 + signum)
-
-RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
-
-
-def first_rank(environ=os.environ) -> bool:
-    """Whether the launcher (mpiexec, srun) made this process rank 0, or none did."""
-    return all(environ.get(v, "0") == "0" for v in RANK_VARIABLES)
+from ddl.runner.startup import first_rank, install_startup_handlers
 
 
 def main() -> None:
-    for stop in (signal.SIGTERM, signal.SIGUSR1):    # first of all: Hydra, NumPy and MPI load next
-        signal.signal(stop, _stopped_early)
+    install_startup_handlers()         # first of all: Hydra, NumPy and MPI load next
     link = None
     if first_rank():
         from ddl.tracking import link as tracking_link

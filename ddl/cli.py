@@ -26,12 +26,12 @@ from ddl import config as C
 from ddl.config import redact
 from ddl.atomic import write_text_atomic
 from ddl.parallel import MPIUnavailable, get_comm, install_abort_handler, shared_memory_problem
-from ddl.parallel.signals import install_startup_handlers
 from ddl.runner.progress import hide_while_bar
 from ddl.runner.job import execute, exit_code, worker_loop
 from ddl.runner.logs import setup_logging
 from ddl.runner.recorder import Recorder, job_id
 from ddl.runner.session import Session, objective, run_name, standalone_session
+from ddl.runner.startup import first_rank, install_startup_handlers
 
 # conf/ at the top of the repository is installed as the package ddl.conf (see pyproject.toml).
 CONF_PATH = "pkg://ddl.conf"
@@ -355,7 +355,7 @@ def fail_before_mpi(problem: str, link) -> None:
     environment) says it, and all exit 1."""
     if link is not None:
         link.close()
-    if os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")) == "0":
+    if first_rank():
         print(f"ddl: error: {problem}", file=sys.stderr, flush=True)
     sys.exit(1)
 

@@ -41,7 +41,9 @@ def test_a_new_notebook_run_forgets_the_last_runs_interrupt():
 
 
 def test_a_signal_before_training_ends_the_process_with_one_line(capsys):
-    signals.install_startup_handlers()
+    from ddl.runner.startup import install_startup_handlers
+
+    install_startup_handlers()
     with pytest.raises(SystemExit) as stop:
         os.kill(os.getpid(), signal.SIGTERM)
     assert stop.value.code == 128 + signal.SIGTERM

@@ -1,7 +1,7 @@
 """Stop requests from signals (preemption, Ctrl-C): a rank that receives SIGUSR1, SIGTERM or SIGINT
 sets a flag that the trainer folds into the step's allreduce, so every rank stops at the same step
 (and checkpoints). A second Ctrl-C interrupts at once. Before training, a signal ends the process
-with one line (`install_startup_handlers`)."""
+with one line (ddl/runner/startup.py)."""
 from __future__ import annotations
 
 import signal
@@ -39,15 +39,3 @@ def install_signal_handlers(signals=STOP_SIGNALS) -> None:
 def forget_requests() -> None:
     """A new run in a process that outlived a stop (a notebook after an interrupt) starts clean."""
     _REQUESTED["flag"], _REQUESTED["signal"] = False, None
-
-
-def _stopped_early(signum, _frame) -> None:
-    name = signal.Signals(signum).name
-    print(f"ddl: stopped by {name} before training started; nothing to resume", flush=True)
-    raise SystemExit(128 + signum)
-
-
-def install_startup_handlers() -> None:
-    """Until training starts, SIGTERM/SIGUSR1 end the process with one line (not silently)."""
-    for s in (signal.SIGUSR1, signal.SIGTERM):
-        signal.signal(s, _stopped_early)
