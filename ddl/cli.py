@@ -10,7 +10,6 @@ import logging
 import os
 import secrets
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -24,12 +23,12 @@ from omegaconf import OmegaConf
 
 from ddl import config as C
 from ddl.config import redact
-from ddl.atomic import write_text_atomic
 from ddl.parallel import MPIUnavailable, get_comm, install_abort_handler, shared_memory_problem
 from ddl.runner.progress import hide_while_bar
 from ddl.runner.job import execute, exit_code, worker_loop
 from ddl.runner.logs import setup_logging
 from ddl.runner.recorder import Recorder, job_id
+from ddl.runner.run_dir import make_run_dir, out_dir_problem, remove_hydras_leftovers
 from ddl.runner.session import Session, objective, run_name, standalone_session
 from ddl.runner.startup import first_rank, install_startup_handlers
 
@@ -152,7 +151,8 @@ class Task:
         problems = config_problems(cfg, overrides)
         if problems:
             return refuse(session, problems, run_dir, hc.job.num if multirun else None, overrides)
-        make_run_dir(run_dir, cfg, dcfg, hc)
+        make_run_dir(run_dir, cfg.checkpoint.resume, OmegaConf.to_yaml(dcfg, resolve=True),
+                     run_dir / hc.output_subdir if hc.output_subdir else None)
         if multirun:
             session.start_point(hc.job.num, overrides)
         if cfg.tracking.run_name is None:  # name runs by what was overridden: readable side by side
@@ -199,27 +199,6 @@ def standalone_task() -> Task:
     return Task(standalone_session())
 
 
-def make_run_dir(run_dir: Path, cfg: C.Config, dcfg, hc) -> None:
-    """The run directory with its resolved config.yaml; refused (exit 1) when it holds another run
-    or cannot be made."""
-    taken = another_run(run_dir) if cfg.checkpoint.resume == "never" else []
-    if taken:
-        print(f"ddl: error: {run_dir} already holds another run ({', '.join(taken)}); ddl never "
-              "writes over a run. Give a new out_dir (or hydra.sweep.dir), or continue that run "
-              "with checkpoint.resume=auto.", file=sys.stderr, flush=True)
-        raise SystemExit(1)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / REFUSED).unlink(missing_ok=True)   # this run takes a refused launch's directory
-        write_text_atomic(run_dir / "config.yaml", redact(OmegaConf.to_yaml(dcfg, resolve=True)))
-    except OSError as err:               # out_dir is a file, or a place this user cannot write
-        print(f"ddl: error: cannot use {run_dir} as the run directory (out_dir): "
-              f"{err.strerror or err}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
-    if hc.output_subdir:
-        hide_passwords_in(run_dir / hc.output_subdir)
-
-
 def config_problems(cfg: C.Config, overrides: Sequence[str]) -> str:
     """One paragraph on what is wrong with a composed config ('' if nothing): values out of range
     and `+key=value` keys that no schema has (Hydra adds those silently; ddl would ignore them)."""
@@ -235,68 +214,6 @@ def config_problems(cfg: C.Config, overrides: Sequence[str]) -> str:
     except ValueError as err:
         found.append(str(err))
     return f"bad config: {'; '.join(found)}." if found else ""
-
-
-def out_dir_problem(argv: Sequence[str]) -> str:
-    """Where the run directories go cannot hold them (Hydra would make them first, with a
-    traceback): the out_dir (or hydra.run.dir / hydra.sweep.dir) given on the command line, else
-    runs/ or multirun/ in the working directory. It, or a folder above it, is a file; or no folder
-    can be made in the nearest one that exists (read-only, no permission, /proc). '' when fine."""
-    if any(a.split("=", 1)[0] in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i") for a in argv):
-        return ""                 # nothing will be made
-    given = {k.lstrip("+"): v for k, sep, v in (a.partition("=") for a in argv) if sep and v}
-    sweep = any(a in ("-m", "--multirun") for a in argv)
-    for key in ("hydra.sweep.dir",) if sweep else ("out_dir", "hydra.run.dir"):
-        if key in given:
-            break
-    else:
-        key = None
-    path = Path(given[key]).expanduser() if key else Path("multirun" if sweep else "runs")
-    shown = f"{key}={given[key]}" if key else f"the run directory ({path.resolve()})"
-    blocker = next((p for p in (path, *path.parents) if p.exists()), Path("."))
-    if not blocker.is_dir():
-        return f"{shown}: {blocker} is a file, so it cannot hold a run directory; give another out_dir"
-    try:                          # the test that settles it, for root too: make a folder there
-        os.rmdir(tempfile.mkdtemp(prefix=".ddl-probe-", dir=blocker))
-    except OSError as err:
-        return (f"{shown}: no folder can be made in {blocker.resolve()} ({err.strerror or err}); run "
-                "from a folder you can write, or give out_dir (hydra.sweep.dir for a sweep) there")
-    return ""
-
-
-def remove_hydras_leftovers(run_dir: Path) -> None:
-    """A refused run leaves nothing: Hydra made run_dir (and its .hydra/) before ddl saw the
-    config; remove them, and the date folder if that left it empty."""
-    import shutil  # noqa: PLC0415
-
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra"}:
-        shutil.rmtree(run_dir)
-        for parent in (run_dir.parent, run_dir.parent.parent):
-            try:
-                parent.rmdir()            # only if empty
-            except OSError:
-                break
-
-
-def hide_passwords_in(hydra_dir: Path) -> None:
-    """Hydra's own copies of the config and overrides, with any URI password redacted."""
-    for path in hydra_dir.glob("*.yaml"):
-        text = path.read_text()
-        if redact(text) != text:
-            write_text_atomic(path, redact(text))
-
-
-RUN_FILES = ("summary.json", "final.npz", "train.log", "config.yaml", "checkpoints")
-REFUSED = "REFUSED"          # a launch refused before any training: the next run may take its directory
-
-
-def another_run(run_dir: Path) -> list[str]:
-    """The files of a run already in run_dir (Hydra's own .hydra/ does not count, nor what a
-    launch refused before any training left: its config.yaml and train.log, marked REFUSED)."""
-    found = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if (run_dir / REFUSED).exists():
-        found = [name for name in found if name not in ("train.log", "config.yaml")]
-    return found
 
 
 def learn_sweep_shape(session: Session, hc) -> None:

@@ -15,8 +15,7 @@ from ddl import checkpoint as ckpt
 from ddl.parallel import StalledError, StallPolicy, signals, threads
 from ddl.backend import get_backend, gpu_status, set_blas_threads
 from ddl.parallel.preflight import check_launch
-from ddl.atomic import write_text_atomic
-from ddl.config import Config, redact
+from ddl.config import Config
 from ddl.data.dataset import load_dataset
 from ddl.nn import model
 from ddl.nn.init import init_bn_state, init_params
@@ -24,6 +23,7 @@ from ddl.optim.optimizers import make_optimizer
 from ddl.optim.schedules import make_schedule
 from ddl.params import Flat
 from ddl.runner.hooks import make_hooks, resolve
+from ddl.runner.run_dir import mark_refused
 from ddl.runner.summary import current_rss_mb, finish, peak_rss_mb, track_failure, track_final
 from ddl.train import Setup, TrainState, check_start, train
 
@@ -141,18 +141,6 @@ def start(cfg: Config, comm, run_dir: Path, recorder):
                   cfg.model.l2, cfg.model.sync_bn, threads=blas_threads(cfg, comm))
     check_start(ds, setup)
     return setup, ds, state, meta, how
-
-
-def mark_refused(run_dir: Path, err: BaseException) -> None:
-    """REFUSED beside what the refused launch left (config.yaml, train.log): the corrected command
-    may take the directory (ddl never writes over a run that trained)."""
-    if any((run_dir / name).exists() for name in ("summary.json", "final.npz", "checkpoints")):
-        return                         # a run that trained (a resume refused): its directory stays its own
-    try:
-        write_text_atomic(run_dir / "REFUSED", f"refused before any training: {type(err).__name__}: "
-                          f"{redact(str(err))}\nA new run may take this directory.\n")
-    except OSError:
-        pass
 
 
 def null_tracker(meta: dict):

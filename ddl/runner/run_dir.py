@@ -1,0 +1,108 @@
+"""The run directory: whether one can be made where the command line says, made with its
+config, refused when it holds another run, and what a launch refused before any training leaves
+(a REFUSED mark, so the corrected command may take the directory; ddl never writes over a run)."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ddl.atomic import write_text_atomic
+from ddl.config import redact
+
+TRAINED = ("summary.json", "final.npz", "checkpoints")       # what a run that trained leaves
+RUN_FILES = ("summary.json", "final.npz", "train.log", "config.yaml", "checkpoints")
+REFUSED = "REFUSED"          # a launch refused before any training: the next run may take its directory
+
+
+def out_dir_problem(argv: Sequence[str]) -> str:
+    """Where the run directories go cannot hold them (Hydra would make them first, with a
+    traceback): the out_dir (or hydra.run.dir / hydra.sweep.dir) given on the command line, else
+    runs/ or multirun/ in the working directory. It, or a folder above it, is a file; or no folder
+    can be made in the nearest one that exists (read-only, no permission, /proc). '' when fine."""
+    if any(a.split("=", 1)[0] in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i") for a in argv):
+        return ""                 # nothing will be made
+    given = {k.lstrip("+"): v for k, sep, v in (a.partition("=") for a in argv) if sep and v}
+    sweep = any(a in ("-m", "--multirun") for a in argv)
+    for key in ("hydra.sweep.dir",) if sweep else ("out_dir", "hydra.run.dir"):
+        if key in given:
+            break
+    else:
+        key = None
+    path = Path(given[key]).expanduser() if key else Path("multirun" if sweep else "runs")
+    shown = f"{key}={given[key]}" if key else f"the run directory ({path.resolve()})"
+    blocker = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not blocker.is_dir():
+        return f"{shown}: {blocker} is a file, so it cannot hold a run directory; give another out_dir"
+    try:                          # the test that settles it, for root too: make a folder there
+        os.rmdir(tempfile.mkdtemp(prefix=".ddl-probe-", dir=blocker))
+    except OSError as err:
+        return (f"{shown}: no folder can be made in {blocker.resolve()} ({err.strerror or err}); run "
+                "from a folder you can write, or give out_dir (hydra.sweep.dir for a sweep) there")
+    return ""
+
+
+def remove_hydras_leftovers(run_dir: Path) -> None:
+    """A refused run leaves nothing: Hydra made run_dir (and its .hydra/) before ddl saw the
+    config; remove them, and the date folder if that left it empty."""
+    import shutil  # noqa: PLC0415
+
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra"}:
+        shutil.rmtree(run_dir)
+        for parent in (run_dir.parent, run_dir.parent.parent):
+            try:
+                parent.rmdir()            # only if empty
+            except OSError:
+                break
+
+
+def hide_passwords_in(hydra_dir: Path) -> None:
+    """Hydra's own copies of the config and overrides, with any URI password redacted."""
+    for path in hydra_dir.glob("*.yaml"):
+        text = path.read_text()
+        if redact(text) != text:
+            write_text_atomic(path, redact(text))
+
+
+def another_run(run_dir: Path) -> list[str]:
+    """The files of a run already in run_dir (Hydra's own .hydra/ does not count, nor what a
+    launch refused before any training left: its config.yaml and train.log, marked REFUSED)."""
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if (run_dir / REFUSED).exists():
+        found = [name for name in found if name not in ("train.log", "config.yaml")]
+    return found
+
+
+def make_run_dir(run_dir: Path, resume: str, config_yaml: str, hydra_dir: Optional[Path]) -> None:
+    """The run directory with its resolved config.yaml (a password in it redacted, and in Hydra's
+    own copies in `hydra_dir`); refused (exit 1) when it holds another run or cannot be made."""
+    taken = another_run(run_dir) if resume == "never" else []
+    if taken:
+        print(f"ddl: error: {run_dir} already holds another run ({', '.join(taken)}); ddl never "
+              "writes over a run. Give a new out_dir (or hydra.sweep.dir), or continue that run "
+              "with checkpoint.resume=auto.", file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / REFUSED).unlink(missing_ok=True)   # this run takes a refused launch's directory
+        write_text_atomic(run_dir / "config.yaml", redact(config_yaml))
+    except OSError as err:               # out_dir is a file, or a place this user cannot write
+        print(f"ddl: error: cannot use {run_dir} as the run directory (out_dir): "
+              f"{err.strerror or err}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    if hydra_dir is not None:
+        hide_passwords_in(hydra_dir)
+
+
+def mark_refused(run_dir: Path, err: BaseException) -> None:
+    """REFUSED beside what the refused launch left (config.yaml, train.log): the corrected command
+    may take the directory (ddl never writes over a run that trained)."""
+    if any((run_dir / name).exists() for name in TRAINED):
+        return                         # a run that trained (a resume refused): its directory stays its own
+    try:
+        write_text_atomic(run_dir / REFUSED, f"refused before any training: {type(err).__name__}: "
+                          f"{redact(str(err))}\nA new run may take this directory.\n")
+    except OSError:
+        pass
