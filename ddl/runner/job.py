@@ -6,14 +6,12 @@ only some ranks saw it, an abort of all), ranks > 0 wait for rank 0's next job, 
 """
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
 import time
 from pathlib import Path
 
-from ddl.atomic import write_text_atomic
 from ddl.config import redact
 from ddl.train.nonfinite import NonFiniteError
 from ddl.parallel import signals
@@ -71,6 +69,8 @@ def fail(job, comm, err: BaseException, fatal: bool, consistent: bool) -> None:
         if comm.rank != 0:
             # rank 0, which records the run, is about to be killed by the abort: its tracking
             # worker ends the run FAILED with this error, which it reads from the run directory
+            from ddl.tracking.notes import leave_note  # noqa: PLC0415 - the failure path only; no MLflow
+
             leave_note(Path(job["run_dir"]), job.get("id"), comm.rank, redact(f"[rank {comm.rank}] "
                        f"{type(err).__name__}: {err}"), log_name)
             time.sleep(1.0)  # a global error: let rank 0 report and abort for everyone
@@ -81,17 +81,6 @@ def fail(job, comm, err: BaseException, fatal: bool, consistent: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
     if fatal:
         raise SystemExit(1)
-
-
-def leave_note(run_dir: Path, job, rank: int, error: str, log_name: str) -> None:
-    """failed.rank<r>.json: the error of a rank other than 0, for the tracking worker."""
-    from ddl.tracking.worker import note_path  # noqa: PLC0415 - the failure path only; no MLflow
-
-    try:
-        write_text_atomic(note_path(run_dir, rank), json.dumps(
-            {"job": job, "rank": rank, "error": error, "log": log_name}) + "\n")
-    except OSError as err:
-        print(f"ddl: could not leave the error for the tracking worker: {err}", file=sys.stderr)
 
 
 def worker_loop(comm) -> int:

@@ -13,6 +13,7 @@ looks RUNNING until the first touch after STALE_S, at worst.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Optional
 TAG, FILE = "ddl.heartbeat", ".heartbeat"
 HEARTBEAT_S = float(os.environ.get("DDL_HEARTBEAT_S", "60"))
 STALE_S = 5 * HEARTBEAT_S
+_REAPED: set = set()        # the stores whose vanished runs this process has ended
+log = logging.getLogger("ddl")
 
 
 def stamp(now: Optional[float] = None) -> str:
@@ -77,3 +80,16 @@ def end_stale(cfg, keep: Optional[str] = None, now: Optional[float] = None) -> l
         Tracker.attach(cfg, run.info.run_id).end("FAILED", why, "lost", "")
         ended.append(run.info.run_id)
     return ended
+
+
+def end_stale_once(cfg, keep: str) -> None:
+    """Once per store, after a run of it opened (so the store is made and reachable): end the
+    runs whose job vanished (`keep`: the run just opened, resumed perhaps). Never fails the run."""
+    if (cfg.uri, cfg.experiment) in _REAPED:
+        return
+    _REAPED.add((cfg.uri, cfg.experiment))
+    try:
+        for run_id in end_stale(cfg, keep=keep):
+            log.warning("MLflow run %s was RUNNING, but its job stopped beating long ago: marked FAILED", run_id)
+    except Exception as err:  # noqa: BLE001 (a look for others' runs; this run goes on)
+        log.warning("could not look for RUNNING runs whose job vanished: %s: %s", type(err).__name__, err)

@@ -36,7 +36,6 @@ CALLS = ("log_epoch", "flush", "set_tags", "log_artifact", "end")
 # evaluation): the worker sees what ddl's base install has (mlflow-skinny needs neither), and
 # MLflow loads 0.27 s faster where they are there (measured: import mlflow 0.93 -> 0.67 s).
 UNUSED = ("pandas", "pyarrow")
-NOTE = "failed.rank*.json"    # what a failing rank other than 0 leaves before it aborts the job
 log = logging.getLogger("ddl")
 
 
@@ -120,42 +119,8 @@ def open_run(order: dict):
                                 nested_in=order.get("nested_in"))
         if order.get("run_dir"):
             tracker.keep_unsent_in(order["run_dir"])
-    end_stale_once(cfg, keep=tracker.run_id)
+    liveness.end_stale_once(cfg, keep=tracker.run_id)
     return tracker
-
-
-def end_stale_once(cfg, keep: str) -> None:
-    """Once per store, after a run of it opened (so the store is made and reachable): end the
-    runs whose job vanished (`keep`: the run just opened, resumed perhaps). Never fails the run."""
-    from ddl.tracking import liveness  # noqa: PLC0415
-
-    if (cfg.uri, cfg.experiment) in _REAPED:
-        return
-    _REAPED.add((cfg.uri, cfg.experiment))
-    try:
-        for run_id in liveness.end_stale(cfg, keep=keep):
-            log.warning("MLflow run %s was RUNNING, but its job stopped beating long ago: marked FAILED", run_id)
-    except Exception as err:  # noqa: BLE001 (a look for others' runs; this run goes on)
-        log.warning("could not look for RUNNING runs whose job vanished: %s: %s", type(err).__name__, err)
-
-
-def note_path(run_dir, rank: int) -> Path:
-    """Where a failing rank other than 0 leaves its error (ddl/runner/job.py writes it)."""
-    return Path(run_dir) / NOTE.replace("*", str(rank))
-
-
-_REAPED: set = set()        # the stores whose vanished runs this worker has ended
-
-
-def failure_note(run_dir: Optional[str]) -> Optional[dict]:
-    """The note a failing rank other than 0 left for this job (the lowest rank's), if any."""
-    notes = sorted(Path(run_dir).glob(NOTE)) if run_dir and Path(run_dir).is_dir() else []
-    for path in notes:
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-    return None
 
 
 def reason(order: dict) -> str:
@@ -168,6 +133,8 @@ def reason(order: dict) -> str:
 def orphaned(run: Run) -> None:
     """The pipe closed without "close": deliver what came, then end the run, unless it ended or
     a later job (a resume) took it over."""
+    from ddl.tracking import notes  # noqa: PLC0415
+
     tracker, order = run.tracker, run.order
     tracker.flush()
     if run.ended:                                   # its end came: delivered now, or kept
@@ -176,7 +143,7 @@ def orphaned(run: Run) -> None:
         return
     if not order.get("guard", True):
         return
-    note = failure_note(order.get("run_dir"))
+    note = notes.failure_note(order.get("run_dir"))
     note = note if note and note.get("job") == order.get("job") else None
     try:
         status, job = tracker.current()
