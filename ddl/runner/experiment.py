@@ -211,13 +211,11 @@ def prepare(cfg: Config, comm, recorder=None):
     return get_backend(cfg.backend, comm.local_rank), how
 
 
-
 def build(cfg: Config, comm):
     """The run's fixed parts (optimizer, schedule, network) and this rank's view of the data."""
     opt, schedule = build_optimization(cfg)          # before the data: fail fast on a typo
     ds = load_dataset(cfg.data, rank=comm.rank, world_size=comm.size)
     return ds, build_spec(cfg, ds), opt, schedule
-
 
 
 def newest_intact(paths, restore, speak: bool):
@@ -263,7 +261,6 @@ def start_state(cfg: Config, spec, backend, opt, speak: bool, run_dir: Path) -> 
     if speak:
         log.info("resuming from %s at epoch %d, step %d", found, state.epoch, state.step)
     return state, meta
-
 
 
 def train_tracked(ds, setup: Setup, state: TrainState, hooks, write) -> tuple[TrainState, float]:

@@ -22,7 +22,9 @@ def out_dir_problem(argv: Sequence[str]) -> str:
     traceback): the out_dir (or hydra.run.dir / hydra.sweep.dir) given on the command line, else
     runs/ or multirun/ in the working directory. It, or a folder above it, is a file; or no folder
     can be made in the nearest one that exists (read-only, no permission, /proc). '' when fine."""
-    if any(a.split("=", 1)[0] in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i") for a in argv):
+    from ddl.tracking.link import NO_RUN  # noqa: PLC0415 - the trainer's import loads no tracking
+
+    if any(a.split("=", 1)[0] in NO_RUN for a in argv):
         return ""                 # nothing will be made
     given = {k.lstrip("+"): v for k, sep, v in (a.partition("=") for a in argv) if sep and v}
     sweep = any(a in ("-m", "--multirun") for a in argv)

@@ -28,6 +28,7 @@ from ddl.tracking.store import TrackingError
 log = logging.getLogger("ddl")
 END_TIMEOUT_S = 300.0           # the final delivery (with MLflow's own retries) must end by then
 OFF = ("tracking=off", "tracking.enabled=false", "tracking.enabled=False", "tracking.enabled=0")
+# Hydra's flags that run no job (and make no run directory: ddl/runner/run_dir.py)
 NO_RUN = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
 
 
