@@ -41,6 +41,7 @@ def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy", sizes
     from ddl.nn import model
     from ddl.optim.optimizers import make_optimizer
     from ddl.optim.schedules import make_schedule
+    from ddl.parallel import StallPolicy
     from ddl.train import Setup, StepBuffers
 
     rng = np.random.default_rng(seed)
@@ -53,7 +54,8 @@ def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy", sizes
     cfg.train.shard_optimizer, cfg.train.shared_memory = shard, shared_memory
     spec = model.make_spec(list(sizes), "relu", output)
     backend = get_backend(backend_name, comm.local_rank)
-    setup = Setup(backend, comm.for_run(backend), spec, make_optimizer("adam"),
+    stall = StallPolicy(cfg.train.stall_timeout, cfg.train.on_stall)     # as a run's: watched
+    setup = Setup(backend, comm.for_run(backend, cfg.allreduce, stall), spec, make_optimizer("adam"),
                   make_schedule("constant", 1e-3), cfg.train)
     state = initial_state(cfg, spec, backend, setup.opt)
     bufs = StepBuffers.make(setup, state.params.layout)

@@ -28,25 +28,25 @@ from typing import Callable, Optional
 
 from ddl.backend import namespace as array_namespace
 from ddl.parallel.threads import own_cpus
+from ddl.parallel.watchdog import Beacon, StalledError
 
 OPS = ("sum", "max", "min")
 MODES = ("auto", "host", "cuda_aware", "nccl")  # how CuPy buffers are reduced; see gpu.py
 STALL_POLICIES = ("wait", "abort")
 
 
-class StalledError(RuntimeError):
-    """A collective did not complete within train.stall_timeout and train.on_stall=abort."""
-
-
 @dataclass(frozen=True)
 class StallPolicy:
-    """What a rank does when a collective takes longer than `timeout` seconds (0: never asks):
-    `on_stall` wait (warn again every timeout) or abort (raise StalledError on rank 0). `where`
-    says where the run is (e.g. "epoch 3 step 17"), asked only when a stall is reported."""
+    """What the stall watch (ddl/parallel/watchdog.py) does when a collective takes longer than
+    `timeout` seconds (0: no watch): `on_stall` wait (warn again every timeout) or abort (end the
+    job). `where` says where the run is (e.g. "epoch 3 step 17"), asked only when a stall is
+    reported; `last_words(err)` is what rank 0 does before an abort ends the job (the runner's
+    checkpoint and tracking), on the watch's thread while the stalled collective is held."""
 
     timeout: float = 0.0
     on_stall: str = "wait"
     where: Optional[Callable[[], str]] = None
+    last_words: Optional[Callable[[StalledError], None]] = None
 
     def __post_init__(self):
         if self.on_stall not in STALL_POLICIES:
@@ -70,6 +70,8 @@ class Comm(ABC):
         self.reset_counters()
         self.node_cpus = (own_cpus(),)    # the CPU sets of this node's ranks, by local rank
         self.stall = stall or StallPolicy()
+        self.beacon = Beacon()            # where this rank is, for the stall watch
+        self.watch = None                 # the stall watch's thread, where there is one
 
     def reset_counters(self) -> None:
         """Zero `allreduce_count`, `counts`, `allreduce_time` and `times`."""
@@ -86,6 +88,13 @@ class Comm(ABC):
 
     def close(self) -> None:
         """The run's end, reached by every rank (a GPU transport frees its communicator)."""
+        self.unwatch()
+
+    def unwatch(self) -> None:
+        """Local: the stall watch ends (a run that failed, or closes)."""
+        if self.watch is not None:
+            self.watch.stop()
+            self.watch = None
 
     def allreduce_sum(self, buf, tag: str = "grad"):
         """IN PLACE buf <- sum over ranks of buf (a flat 1-D array of the run's backend); returns
@@ -119,7 +128,11 @@ class Comm(ABC):
         """transport(*args), its seconds added to the tag's time and `calls` to its count: the
         bookkeeping of every collective (a reduction strategy's own too)."""
         start = time.perf_counter()
-        result = transport(*args)
+        self.beacon.enter(start)
+        try:
+            result = transport(*args)
+        finally:
+            self.beacon.leave()
         elapsed = time.perf_counter() - start
         self.allreduce_count += calls
         self.counts[tag] += calls

@@ -39,9 +39,10 @@ def check_backend(mode: str, backend) -> None:
 CUDA_AWARE_OPT_IN = "DDL_CUDA_AWARE_MPI"   # =1: trust the MPI with device memory unasked
 
 
-def make_device_reducer(comm, mode: str, device=None, local_size: int = 1):
+def make_device_reducer(comm, mode: str, device=None, local_size: int = 1, beacon=None):
     """(the strategy for device buffers on mpi4py communicator `comm`, what to say of it) —
-    `device`: CupyDevice() unless a test gives its twin; `local_size`: this node's ranks.
+    `device`: CupyDevice() unless a test gives its twin; `local_size`: this node's ranks; `beacon`:
+    where the stall watch learns that a queued NCCL collective has not completed.
 
     Collective (all ranks at once: every rank checks, and all refuse together), and the device
     must already be bound. `auto` is NCCL where every rank has a GPU of its own and NCCL is there
@@ -55,7 +56,7 @@ def make_device_reducer(comm, mode: str, device=None, local_size: int = 1):
             return HostStaged(comm, device), ""
         if mode == "host":
             return HostStaged(comm, device), f"; gradients staged through host memory (allreduce=auto: {why})"
-        return Nccl(comm, device), f"; gradients summed by NCCL (allreduce=auto: {why})"
+        return Nccl(comm, device, beacon), f"; gradients summed by NCCL (allreduce=auto: {why})"
     if mode == "host":
         return HostStaged(comm, device), ""
     if mode == "cuda_aware":
@@ -72,7 +73,7 @@ def make_device_reducer(comm, mode: str, device=None, local_size: int = 1):
         f"allreduce=nccl, but the installed CuPy has no NCCL library (cupy.cuda.nccl.available is "
         f"False). Install NCCL for CuPy (pip install {wheel}, the CUDA major of your cupy-cuda*x), "
         f"or use allreduce=host."))
-    return Nccl(comm, device), ""
+    return Nccl(comm, device, beacon), ""
 
 
 def auto_mode(comm, device, local_size: int) -> tuple[str, str]:
@@ -190,6 +191,16 @@ class CupyDevice:
         return cupy.cuda.get_current_stream().ptr
 
     @staticmethod
+    def event():
+        """A function saying whether the work queued on the current stream so far has completed
+        (a CUDA event's query: never waits, may be asked from another thread)."""
+        import cupy  # noqa: PLC0415
+
+        event = cupy.cuda.Event(disable_timing=True)
+        event.record()
+        return lambda: event.done
+
+    @staticmethod
     def ptr(buf) -> int:
         return buf.data.ptr
 
@@ -254,10 +265,11 @@ class CudaAware:
 
 class Nccl:
     """NCCL communicator over the same ranks, in place and queued on the current stream: NCCL
-    orders itself after the kernels that wrote the buffer, so nothing waits here."""
+    orders itself after the kernels that wrote the buffer, so nothing waits here. The stall watch
+    learns whether a queued allreduce has completed from a CUDA event recorded after it (`beacon`)."""
 
-    def __init__(self, comm, device):
-        self.device, self.nccl = device, device.nccl()
+    def __init__(self, comm, device, beacon=None):
+        self.device, self.nccl, self.beacon = device, device.nccl(), beacon
         uid = self.nccl.get_unique_id() if comm.Get_rank() == 0 else None
         uid = comm.bcast(uid, root=0)
         self.nccl_comm = self.nccl.NcclCommunicator(comm.Get_size(), uid, comm.Get_rank())
@@ -266,6 +278,8 @@ class Nccl:
         ptr = self.device.ptr(buf)
         self.nccl_comm.allReduce(ptr, ptr, buf.size, self._dtype(buf), self.nccl.NCCL_SUM,
                                  self.device.stream_ptr())
+        if self.beacon is not None:
+            self.beacon.queue(self.device.event())
 
     def bcast(self, buf, root: int) -> None:
         self.nccl_comm.bcast(self.device.ptr(buf), buf.size, self._dtype(buf), root,

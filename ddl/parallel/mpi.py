@@ -19,10 +19,11 @@ import numpy as np
 from mpi4py import MPI
 
 from ddl.backend import namespace as array_namespace
-from ddl.parallel.stall import StallWatch, wait_watched
 from ddl.parallel.comm import Comm, StallPolicy, check_op, check_root
 from ddl.parallel.gpu import check_backend, make_device_reducer
 from ddl.parallel.shared_memory import SharedBuffers
+from ddl.parallel.stall import wait_politely
+from ddl.parallel.watchdog import Watch
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 ABORT_GRACE_S = 0.5
@@ -54,26 +55,30 @@ class MPIComm(Comm):
         # More ranks than cores here: polling costs ~25 % of a step (measured, 3 ranks on 2
         # cores) and blocking waits spin anyway; there the blocking Allreduce is kept.
         self.polled = self.local_size <= len(os.sched_getaffinity(0))
-        self.watch = StallWatch(self.stall)
         name = getattr(backend, "name", "numpy")
         self.blocks = HostArrays(self) if name == "numpy" and device is None else ThroughHost(self)
         if device is not None or name == "cupy":     # collective: every rank checks, all refuse together
-            self.transport, self.describe = make_device_reducer(self.mpi, allreduce, device, self.local_size)
+            self.transport, self.describe = make_device_reducer(self.mpi, allreduce, device, self.local_size,
+                                                                self.beacon)
         else:
             self.transport = self.blocks
+        if base is not None and self.size > 1 and self.stall.timeout > 0:    # a run's: watched
+            self.watch = Watch.start(self.mpi, self.rank, self.size, self.local_size == self.size,
+                                     self.beacon, self.stall, self.abort)
 
     def for_run(self, backend=None, allreduce: str = "auto", stall: Optional[StallPolicy] = None) -> MPIComm:
         return MPIComm(backend, allreduce, stall=stall, base=self)
 
     def close(self) -> None:
+        super().close()
         self.transport.close()
 
     def _allreduce_sum(self, buf) -> None:
         self.transport.allreduce_sum(buf)
 
     def _sum_host(self, buf) -> None:
-        if self.polled:         # waiting ranks sleep, stalls are named
-            wait_watched(self.mpi, self.mpi.Iallreduce(MPI.IN_PLACE, _contiguous(buf), op=MPI.SUM), self.watch)
+        if self.polled:         # waiting ranks sleep
+            wait_politely(self.mpi.Iallreduce(MPI.IN_PLACE, _contiguous(buf), op=MPI.SUM))
         else:
             self.mpi.Allreduce(MPI.IN_PLACE, _contiguous(buf), op=MPI.SUM)
 
@@ -84,9 +89,9 @@ class MPIComm(Comm):
         self.blocks.allgather(buf, counts)
 
     def wait(self, reqs: list) -> None:
-        """Complete the requests: polled (sleeping, naming stalls) where ranks have cores."""
+        """Complete the requests: polled (the waiting rank sleeps) where ranks have cores."""
         if self.polled:
-            wait_watched(self.mpi, reqs, self.watch)
+            wait_politely(reqs)
         else:
             MPI.Request.Waitall(reqs)
 
@@ -97,19 +102,27 @@ class MPIComm(Comm):
 
     def allreduce_obj(self, obj, op: str = "sum"):
         check_op(op)
-        return self.mpi.allreduce(obj, op=_OPS[op])
+        return self.watched(self.mpi.allreduce, obj, _OPS[op])
 
     def bcast(self, obj, root: int = 0):
         check_root(root, self.size)
-        return self.mpi.bcast(obj, root=root)
+        return self.watched(self.mpi.bcast, obj, root)
 
     def bcast_array(self, buf, root: int = 0):
         check_root(root, self.size)
-        self.transport.bcast(buf, root)
+        self.watched(self.transport.bcast, buf, root)
         return buf
 
     def barrier(self) -> None:
-        self.mpi.Barrier()
+        self.watched(self.mpi.Barrier)
+
+    def watched(self, collective, *args):
+        """A collective outside the counters, seen by the stall watch all the same."""
+        self.beacon.enter(time.perf_counter())
+        try:
+            return collective(*args)
+        finally:
+            self.beacon.leave()
 
     def abort(self, code: int = 1) -> None:
         sys.stdout.flush()

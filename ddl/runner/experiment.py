@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ddl import checkpoint as ckpt
-from ddl.parallel import StalledError, StallPolicy, signals, threads
+from ddl.parallel import StallPolicy, signals, threads
 from ddl.backend import get_backend, gpu_status, set_blas_threads
 from ddl.parallel.preflight import check_launch
 from ddl.config import Config
@@ -24,7 +24,7 @@ from ddl.optim.schedules import make_schedule
 from ddl.params import Flat
 from ddl.runner.hooks import make_hooks, resolve
 from ddl.runner.run_dir import mark_refused
-from ddl.runner.summary import current_rss_mb, finish, peak_rss_mb, track_failure, track_final
+from ddl.runner.summary import StallEnding, current_rss_mb, finish, peak_rss_mb, track_failure, track_final
 from ddl.train import Setup, TrainState, check_start, train
 
 log = logging.getLogger("ddl")
@@ -112,32 +112,39 @@ def run(cfg: Config, comm, run_dir, job: dict, recorder=None) -> dict:
     A tracked run that fails ends FAILED (KILLED on Ctrl-C) with its error as tags and its train.log
     uploaded; a rank other than 0 that fails alone leaves its error where the tracking worker finds it."""
     run_dir, rss_start = Path(run_dir), current_rss_mb()
+    ending = StallEnding(comm, run_dir)      # what rank 0 does before a stall ends the job
     try:
-        setup, ds, state, meta, how = start(cfg, comm, run_dir, recorder)
-        tracker = recorder.open(cfg, comm, setup.backend, how, meta.get("run_id"), job.get("parent"),
-                                job.get("tags") or {}, run_dir, job["id"]) if recorder else null_tracker(meta)
-    except Exception as err:       # refused before any training: the directory says so
-        if comm.rank == 0:
-            mark_refused(run_dir, err)
-        raise
-    try:
-        return tracked_run(cfg, setup, ds, state, tracker, run_dir, rss_start)
-    except BaseException as err:
-        track_failure(tracker, comm, err, run_dir)
-        raise
+        try:
+            setup, ds, state, meta, how = start(cfg, comm, run_dir, recorder, ending)
+            tracker = recorder.open(cfg, comm, setup.backend, how, meta.get("run_id"), job.get("parent"),
+                                    job.get("tags") or {}, run_dir, job["id"]) if recorder else null_tracker(meta)
+        except Exception as err:       # refused before any training: the directory says so
+            if comm.rank == 0:
+                mark_refused(run_dir, err)
+            raise
+        try:
+            return tracked_run(cfg, setup, ds, state, tracker, run_dir, rss_start, ending)
+        except BaseException as err:
+            track_failure(tracker, comm, err, run_dir)
+            raise
+    finally:
+        ending.unwatch()
 
 
-def start(cfg: Config, comm, run_dir: Path, recorder):
+def start(cfg: Config, comm, run_dir: Path, recorder, ending: StallEnding):
     """Everything before the first step, each refusal before any work: the process (threads,
     checks, backend), the data and network, the state (fresh or resumed), the run's communicator,
-    built once (its backend's transport; its stall report says where the run is, read from the
-    state only then), and what the config asks of this data."""
+    built once (its backend's transport; its stall watch says where the run is, read from the
+    state only then, and a stall that ends the job ends it through `ending`), and what the config
+    asks of this data."""
     backend, how = prepare(cfg, comm, recorder)
     ds, spec, opt, schedule = build(cfg, comm)
     state, meta = start_state(cfg, spec, backend, opt, comm.rank == 0, run_dir)
     stall = StallPolicy(cfg.train.stall_timeout, cfg.train.on_stall,
-                        where=lambda: f"epoch {state.epoch} step {state.step}")
-    setup = Setup(backend, comm.for_run(backend, cfg.allreduce, stall), spec, opt, schedule, cfg.train,
+                        where=lambda: f"epoch {state.epoch} step {state.step}", last_words=ending)
+    run_comm = comm.for_run(backend, cfg.allreduce, stall)
+    ending.watching(run_comm)
+    setup = Setup(backend, run_comm, spec, opt, schedule, cfg.train,
                   cfg.model.l2, cfg.model.sync_bn, threads=blas_threads(cfg, comm))
     check_start(ds, setup)
     return setup, ds, state, meta, how
@@ -150,7 +157,8 @@ def null_tracker(meta: dict):
     return NullTracker(meta.get("run_id"))
 
 
-def tracked_run(cfg: Config, setup: Setup, ds, state, tracker, run_dir: Path, rss_start: float) -> dict:
+def tracked_run(cfg: Config, setup: Setup, ds, state, tracker, run_dir: Path, rss_start: float,
+                ending: StallEnding) -> dict:
     """The run once its parts are built and its tracking is open: train, finish, track."""
     comm, backend = setup.comm, setup.backend
     run_id = lambda: tracker.run_id       # noqa: E731 - asked when first needed (a checkpoint, the end)
@@ -158,7 +166,8 @@ def tracked_run(cfg: Config, setup: Setup, ds, state, tracker, run_dir: Path, rs
     hooks, write = make_hooks(cfg, comm, backend, run_dir, ds, run_id, tracker,
                               stream_meta(cfg, setup.spec.sizes),
                               on_start=lambda variant: log.info("%s%s)", line, variant))
-    state, seconds = train_tracked(ds, setup, state, hooks, write)
+    ending.arm(state, write, tracker)
+    state, seconds = train_tracked(ds, setup, state, hooks)
     if state.stopped == "signal":
         comm.close()
         tracker.end("KILLED")
@@ -263,19 +272,15 @@ def start_state(cfg: Config, spec, backend, opt, speak: bool, run_dir: Path) -> 
     return state, meta
 
 
-def train_tracked(ds, setup: Setup, state: TrainState, hooks, write) -> tuple[TrainState, float]:
+def train_tracked(ds, setup: Setup, state: TrainState, hooks) -> tuple[TrainState, float]:
     """`train` with the run's edges: history replayed to the tracker first (a job killed before its
-    metrics were sent loses none), stop signals armed; a stall that ends the job checkpoints the
-    state before the step that stalled (rank 0, alone: `write`)."""
+    metrics were sent loses none), stop signals armed."""
     for record in state.history:
         hooks.on_epoch.track(record)
     signals.install_signal_handlers()
     t0 = time.perf_counter()
     try:
         state = train(ds, setup, state, hooks)
-    except StalledError:
-        write(state, "stall")
-        raise
     finally:
         hooks.on_epoch.close()
     return state, time.perf_counter() - t0

@@ -15,7 +15,7 @@ from pathlib import Path
 from ddl.config import redact
 from ddl.train.nonfinite import NonFiniteError
 from ddl.parallel import signals
-from ddl.runner.logs import attach_file_log, keep_traceback
+from ddl.runner.logs import attach_file_log, error_paragraph, keep_traceback
 
 log = logging.getLogger("ddl")
 
@@ -61,10 +61,7 @@ def fail(job, comm, err: BaseException, fatal: bool, consistent: bool) -> None:
     """Print one paragraph; keep the traceback in the log. Under MPI an error seen by one rank only
     aborts every rank (they may be waiting in a collective), after giving rank 0 the first word."""
     keep_traceback(Path(job["run_dir"]), comm, err)
-    where = f"[rank {comm.rank}] " if comm.size > 1 else ""
-    log_name = "train.log" if comm.rank == 0 else f"train.rank{comm.rank}.log"
-    msg = redact(f"ddl: error: {where}{type(err).__name__}: {err}\n"
-                 f"(run directory {job['run_dir']}; the full traceback is in its {log_name})")
+    msg = error_paragraph(err, comm, job["run_dir"])
     if comm.size > 1 and not consistent:
         if comm.rank != 0:
             # rank 0, which records the run, is about to be killed by the abort: its tracking
@@ -72,7 +69,7 @@ def fail(job, comm, err: BaseException, fatal: bool, consistent: bool) -> None:
             from ddl.tracking.notes import leave_note  # noqa: PLC0415 - the failure path only; no MLflow
 
             leave_note(Path(job["run_dir"]), job.get("id"), comm.rank, redact(f"[rank {comm.rank}] "
-                       f"{type(err).__name__}: {err}"), log_name)
+                       f"{type(err).__name__}: {err}"), f"train.rank{comm.rank}.log")
             time.sleep(1.0)  # a global error: let rank 0 report and abort for everyone
         print(msg, file=sys.stderr, flush=True)
         comm.abort(1)

@@ -54,6 +54,14 @@ def attach_file_log(run_dir: Path) -> logging.Handler:
     return h
 
 
+def error_paragraph(err: BaseException, comm, run_dir) -> str:
+    """The one paragraph a rank prints for an error that ends its run (the traceback is in the log)."""
+    where = f"[rank {comm.rank}] " if comm.size > 1 else ""
+    log_name = "train.log" if comm.rank == 0 else f"train.rank{comm.rank}.log"
+    return redact(f"ddl: error: {where}{type(err).__name__}: {err}\n"
+                  f"(run directory {run_dir}; the full traceback is in its {log_name})")
+
+
 def keep_traceback(run_dir: Path, comm, err: BaseException) -> None:
     """The traceback goes to the run's log file, not the console (once: the tracked run's failure
     path keeps it before uploading the log)."""

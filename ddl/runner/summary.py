@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import threading
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ddl.train.evaluate import evaluate_split
 from ddl.atomic import write_text_atomic
 from ddl.train.nonfinite import DivergedError
 from ddl.runner.hooks import resolve
-from ddl.runner.logs import keep_traceback
+from ddl.runner.logs import error_paragraph, keep_traceback
 from ddl.runner.session import dashboard_hint
 from ddl.train import Setup, TrainState
 
@@ -113,6 +114,40 @@ def upload_log(tracker, run_dir: Path) -> None:
     path = run_dir / "train.log"
     if path.is_file():
         tracker.log_artifact(str(path))
+
+
+class StallEnding:
+    """What rank 0 does before a stall ends its job (train.on_stall=abort): the stall watch calls it
+    on its own thread (ddl/parallel/watchdog.py), the main thread held in the stalled collective,
+    so the state is the one before the step that stalled. The parts are given as the run builds
+    them (`watching`, `arm`); the watch of a run that ends is stopped here too (`unwatch`)."""
+
+    def __init__(self, comm, run_dir: Path):
+        self.comm, self.run_dir = comm, run_dir
+        self.run_comm = self.state = self.write = self.tracker = None
+
+    def watching(self, run_comm) -> None:
+        self.run_comm = run_comm
+
+    def arm(self, state, write, tracker) -> None:
+        self.state, self.write, self.tracker = state, write, tracker
+
+    def unwatch(self) -> None:
+        """Local, however the run ends: its stall watch stops."""
+        if self.run_comm is not None:
+            self.run_comm.unwatch()
+
+    def __call__(self, err: BaseException) -> None:
+        if self.write is not None:
+            try:
+                self.write(self.state, "stall")
+            except Exception as write_err:  # noqa: BLE001 - the job ends all the same
+                log.error("could not write the stalled job's checkpoint: %s", write_err)
+        if self.tracker is not None:
+            track_failure(self.tracker, self.comm, err, self.run_dir)
+        else:
+            keep_traceback(self.run_dir, self.comm, err)
+        print(error_paragraph(err, self.comm, self.run_dir), file=sys.stderr, flush=True)
 
 
 def track_failure(tracker, comm, err: BaseException, run_dir: Path) -> None:
