@@ -69,6 +69,17 @@ def test_two_ranks_on_the_device_equal_one_rank(tmp_path, allreduce, gpus, said)
     same(two, one, 1e-10)
 
 
+@pytest.mark.mpi
+@pytest.mark.parametrize("allreduce, gpus", [("host", "1"), ("nccl", "2")])
+def test_a_stalled_rank_is_named_on_the_device_transports(tmp_path, allreduce, gpus):
+    """The stall watch on CuPy's host-staged and NCCL transports (the stand-in's NCCL sums through
+    MPI; a real one is watched through the CUDA event after each allreduce, tests/test_stall_watch.py)."""
+    text, _ = train(tmp_path, "two", "train.epochs=3", "backend=cupy", f"allreduce={allreduce}",
+                    "train.stall_timeout=1", ranks=2, DDL_STAND_IN_GPUS=gpus,
+                    DDL_FAULT="stall=4@rank=1,step=10")
+    assert "stalled: epoch 1 step" in text and "rank(s) [1] have not arrived" in text, text
+
+
 CHECK = """
 import numpy as np
 from ddl.backend import get_backend
