@@ -44,9 +44,36 @@ def _level_number(level: str | int) -> int:
     return getattr(logging, str(level).upper())
 
 
+class RunLog(logging.FileHandler):
+    """train.log. A disk that fills up during the run costs the log, not the run: one warning on
+    the console, then the file is left as it is (no "--- Logging error ---" per line, no error at
+    close)."""
+
+    broken = False
+
+    def emit(self, record) -> None:
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record) -> None:  # noqa: N802 - logging's name
+        err = sys.exc_info()[1]
+        if not isinstance(err, OSError):
+            super().handleError(record)
+        elif not self.broken:
+            self.broken = True
+            print(f"ddl: warning: {self.baseFilename} cannot be written ({err.strerror or err}); the "
+                  "run's log goes on on the console only", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:           # the last flush, on a full disk: said already, or nothing was lost
+            self.stream = None
+
+
 def attach_file_log(run_dir: Path) -> logging.Handler:
     run_dir.mkdir(parents=True, exist_ok=True)
-    h = logging.FileHandler(run_dir / "train.log")
+    h = RunLog(run_dir / "train.log")
     h.setLevel(logging.DEBUG)
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     h.addFilter(RedactingFilter())

@@ -21,7 +21,8 @@ def out_dir_problem(argv: Sequence[str]) -> str:
     """Where the run directories go cannot hold them (Hydra would make them first, with a
     traceback): the out_dir (or hydra.run.dir / hydra.sweep.dir) given on the command line, else
     runs/ or multirun/ in the working directory. It, or a folder above it, is a file; or no folder
-    can be made in the nearest one that exists (read-only, no permission, /proc). '' when fine."""
+    can be made in the nearest one that exists (read-only, no permission, /proc); or its disk is
+    (nearly) full. '' when fine."""
     from ddl.tracking.link import NO_RUN  # noqa: PLC0415 - the trainer's import loads no tracking
 
     if any(a.split("=", 1)[0] in NO_RUN for a in argv):
@@ -43,7 +44,24 @@ def out_dir_problem(argv: Sequence[str]) -> str:
     except OSError as err:
         return (f"{shown}: no folder can be made in {blocker.resolve()} ({err.strerror or err}); run "
                 "from a folder you can write, or give out_dir (hydra.sweep.dir for a sweep) there")
+    free = disk_free(blocker)
+    if free is not None and free < MIN_FREE:
+        return (f"{shown}: the disk holding {blocker.resolve()} has {free >> 10} KiB free, and a run "
+                f"needs {MIN_FREE >> 20} MiB to start (its config and log; checkpoints and the model "
+                "need more); free some space there, or give out_dir on another disk")
     return ""
+
+
+MIN_FREE = 1 << 20      # below this, even the run's config and log may not fit: refused before Hydra
+
+
+def disk_free(path: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the disk holding `path` (None: unknown)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def remove_hydras_leftovers(run_dir: Path) -> None:
