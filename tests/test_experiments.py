@@ -269,6 +269,22 @@ def test_a_run_directory_that_cannot_be_made_is_one_paragraph_before_hydra(tmp_p
     assert "Traceback" not in se and not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("where", ["out_dir", "runs/ in the working directory"])
+def test_a_read_only_filesystem_for_the_run_directory_is_one_paragraph_before_hydra(tmp_path, where):
+    """A read-only mount (root may write anywhere else, so a chmod would prove nothing)."""
+    import shlex
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    args = [*QUICK, "tracking=off"] + ([f"out_dir={ro / 'run'}"] if where == "out_dir" else [])
+    ddl = shlex.join([sys.executable, "-m", "ddl", *args])
+    script = f"mount -t tmpfs -o ro,size=1m tmpfs {ro} && cd {ro} && exec {ddl}"
+    code, so, se = run_cmd(["unshare", "-m", "sh", "-c", script], cwd=tmp_path, timeout=120, env=clean_env())
+    assert code == 1 and se.count("ddl: error:") == 1, so + se
+    assert f"no folder can be made in {ro}" in se and "Read-only file system" in se, se
+    assert "Traceback" not in so + se
+
+
 def test_a_tracked_sweep_point_that_fails_is_failed_before_the_next_point_starts(tmp_path):
     """The point's run is ended FAILED by the invocation's tracking worker, which has MLflow loaded
     already: the failure path imports nothing heavy, so the point is FAILED before the next one
@@ -290,3 +306,26 @@ def test_a_tracked_sweep_point_that_fails_is_failed_before_the_next_point_starts
     print(f"failed point: FAILED {(failed.info.end_time - last_metric) / 1e3:.2f} s after its last "
           f"metric; the next point started {(after.info.start_time - failed.info.end_time) / 1e3:.2f} s later")
     assert failed.info.end_time <= after.info.start_time
+
+
+def test_a_tracked_run_logs_its_best_held_out_error_and_its_epoch(tmp_path, capsys):
+    """error/dev_best is the lowest dev error of the epochs so far, epoch/dev_best after how many
+    epochs (the console's count), and ddl-report shows them beside the final values."""
+    from ddl.runner.report import main as report
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, so, se = ddl_train(0, "data=moons", "train.epochs=12", "optimizer.lr=0.3", "train.progress=false",
+                             f"tracking.uri={uri}", f"out_dir={tmp_path / 'run'}", cwd=tmp_path, timeout=120)
+    assert code == 0, so + se
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "error/dev"))
+    lowest = min(v for _, v in history)
+    first = next(step for step, v in history if v == lowest)
+    assert run.data.metrics["error/dev_best"] == lowest
+    assert run.data.metrics["epoch/dev_best"] == first + 1
+    capsys.readouterr()
+    assert report(["--uri", uri]) == 0
+    table = capsys.readouterr().out
+    assert "best held-out (epoch)" in table and f"{100 * lowest:.2f}% ({first + 1})" in table, table
+

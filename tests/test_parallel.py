@@ -5,10 +5,12 @@ relative (float64). They are not bit-identical because the allreduce sums in a d
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
-from helpers import ddl_train, load_final
+from helpers import clean_env, ddl_train, load_final, run_cmd
 
 pytestmark = pytest.mark.mpi
 
@@ -221,3 +223,24 @@ def test_a_bad_value_in_one_point_of_a_two_rank_sweep_fails_that_point_only(tmp_
     assert "[3/3] done" in text and "1 sweep point(s) failed: optimizer.lr=-1" in text, text
     table = text[text.index("sweep results, best first"):]
     assert table.count("FINISHED") == 2 and table.count("FAILED") == 1, table
+
+
+def test_a_node_without_room_for_the_shared_buffers_warns_once_and_reduces_through_mpi(tmp_path):
+    """/dev/shm of 48 MiB (room for MPI's own 32 MiB, not for the 70 MB of a [784, 2048, 2048, 10]
+    sharded step's buffers): one warning from rank 0 before the first step, then the run goes
+    through MPI, sharded still, and ends as usual."""
+    import shlex
+
+    from helpers import mpiexec
+
+    out = tmp_path / "run"
+    ddl = shlex.join([mpiexec(), "-n", "2", sys.executable, "-m", "ddl", "data=synthetic", "data.m=256",
+                      "data.n_x=784", "data.classes=10", "model.hidden=[2048,2048]", "train.epochs=1",
+                      "train.batch_size=128", "train.progress=false", "tracking=off", f"out_dir={out}"])
+    script = f"mount -t tmpfs -o size=48m tmpfs /dev/shm && exec {ddl}"
+    code, so, se = run_cmd(["unshare", "-m", "sh", "-c", script], cwd=tmp_path, timeout=300, env=clean_env())
+    text = so + se
+    assert code == 0, text
+    assert text.count("too little room for the sharded step's buffers") == 1, text
+    assert "optimizer sharded across 2 ranks" in text and "through the node's shared memory" not in text, text
+    assert (out / "final.npz").is_file()
