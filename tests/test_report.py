@@ -68,7 +68,7 @@ def test_csv_has_raw_fractions_and_run_ids():
 def test_markdown_is_a_pipe_table():
     lines = to_markdown(rows_from_runs(RUNS)).splitlines()
     assert lines[0].startswith("| run | data | hidden | optimizer |") and lines[1].startswith("| --- |")
-    assert len(lines) == 2 + 6 and all(line.count("|") == 15 for line in lines)
+    assert len(lines) == 2 + 6 and all(line.count("|") == 16 for line in lines)
 
 
 LONG = [_run(f"optimizer=adam optimizer.lr={lr} schedule=inverse_time schedule.decay_rate={d} "
@@ -191,3 +191,20 @@ def test_grouped_metric_names_and_older_flat_ones_read_alike():
     assert [new[0][k] for k in keys] == [old[0][k] for k in keys] == [0.01, 0.11, 0.01,
                                                                       pytest.approx(0.10), "high variance"]
     assert read_metric({"error/dev": float("nan"), "dev_error": 0.2}, "dev_error") is None
+
+
+def test_the_best_held_out_error_is_the_lowest_so_far_with_its_epoch_counted_from_one():
+    from ddl.runner.hooks import Best
+    from ddl.runner.report import best_held_out
+
+    best = Best()
+    assert best.metrics() == {}
+    for epoch, dev in enumerate([0.30, 0.20, 0.25, 0.20, float("nan")]):
+        best.see({"epoch": epoch, "dev_error": dev})
+    assert best.metrics() == {"dev_best_error": 0.20, "dev_best_epoch": 2}     # the first of the ties
+    no_dev = Best()
+    no_dev.see({"epoch": 0, "dev_error": float("nan"), "test_error": 0.4})
+    assert no_dev.metrics() == {"test_best_error": 0.4, "test_best_epoch": 1}
+    assert best_held_out({"error/dev_best": 0.125, "epoch/dev_best": 8.0}) == "12.50% (8)"
+    assert best_held_out({"error/test_best": 0.3, "epoch/test_best": 2.0}) == "30.00% (2)"
+    assert best_held_out({"error/dev": 0.1}) is None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -19,6 +20,7 @@ class EpochHook:
 
     def __init__(self, cfg: Config, tracker, enabled: bool):
         self.cfg, self.tracker, self.enabled = cfg, tracker, enabled
+        self.best = Best()
         self.progress = Progress(cfg.train.epochs, cfg.train.log_every,
                                  bar=None if cfg.train.progress else False) if enabled else None
 
@@ -32,6 +34,7 @@ class EpochHook:
         """Log one record; the tracker skips epochs its run already holds."""
         t = self.cfg.tracking
         last = r["epoch"] + 1 == self.cfg.train.epochs
+        self.best.see(r)                    # every evaluated epoch, logged or not
         if r["epoch"] % max(t.log_every, 1) == 0 or last:
             metrics = {k: r[k] for k in ("train_cost", "dev_cost", "train_error", "dev_error", "lr",
                                          "samples_per_s", "allreduce_share")}
@@ -39,12 +42,32 @@ class EpochHook:
             if "test_error" in r:   # no dev split: the test split is the held-out curve
                 metrics.update(test_cost=r["test_cost"], test_error=r["test_error"],
                                test_accuracy=1 - r["test_error"])
+            metrics.update(self.best.metrics())
             # the tracker derives avoidable_bias, variance and the diagnosis tag from the errors
             self.tracker.log_epoch(r["epoch"], metrics)
 
     def close(self) -> None:
         if self.progress:
             self.progress.close()
+
+
+class Best:
+    """The lowest held-out error so far (dev; test where there is no dev split) and after how many
+    epochs it was measured."""
+
+    def __init__(self):
+        self.split, self.error, self.epoch = None, None, None
+
+    def see(self, r: dict) -> None:
+        split = "dev" if math.isfinite(r.get("dev_error", math.nan)) else "test" if "test_error" in r else None
+        error = r.get(f"{split}_error", math.nan) if split else math.nan
+        if math.isfinite(error) and (self.error is None or error < self.error):
+            self.split, self.error, self.epoch = split, error, r["epoch"] + 1
+
+    def metrics(self) -> dict:
+        if self.error is None:
+            return {}
+        return {f"{self.split}_best_error": self.error, f"{self.split}_best_epoch": self.epoch}
 
 
 def resolve(run_id):

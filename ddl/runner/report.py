@@ -39,6 +39,7 @@ COLUMNS = (
     ("train_error", "train err", ("metric", "train_error")),
     ("dev_error", "dev err", ("metric", "dev_error")),
     ("test_error", "test err", ("metric", "test_error")),
+    ("best", "best held-out (epoch)", None),
     ("avoidable_bias", "avoid. bias", ("metric", "avoidable_bias")),
     ("variance", "variance", ("metric", "variance")),
     ("diagnosis", "diagnosis", None),
@@ -68,6 +69,7 @@ def _row(run: Mapping[str, Any]) -> dict[str, Any]:
                 row[key] = read_metric(metrics, name)
             else:
                 row[key] = params.get(name) if kind == "text" else _number(params.get(name))
+    row["best"] = best_held_out(metrics)
     if row["schedule"] in ("constant", "exponential", "sqrt"):
         row["decay"] = None         # decay_rate plays no part in these schedules
     tags = run.get("tags", {})
@@ -77,6 +79,15 @@ def _row(run: Mapping[str, Any]) -> dict[str, Any]:
     row["diagnosis"] = f"{label} (test)" if label and split == "test" else label
     row["status"] = run.get("status", "")
     return row
+
+
+def best_held_out(metrics: Mapping[str, Any]) -> Optional[str]:
+    """'12.50% (8)': the run's best held-out error and after how many epochs (None: not logged)."""
+    for split in ("dev", "test"):
+        error, epoch = read_metric(metrics, f"{split}_best_error"), read_metric(metrics, f"{split}_best_epoch")
+        if error is not None and epoch is not None:
+            return f"{100 * error:.2f}% ({int(epoch)})"
+    return None
 
 
 def _fallback_label(row: Mapping[str, Any], params: Mapping[str, str]) -> Optional[str]:

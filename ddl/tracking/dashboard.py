@@ -15,6 +15,8 @@ Runs of **ddl**, the Deep Learning Specialization's networks trained data-parall
 How to read them (the course's "basic recipe", Course 2, week 1):
 
 * `error/train`, `error/dev`, `error/test`: error rates (1 − accuracy) per epoch; `cost/…` the costs.
+* `error/dev_best` (`error/test_best` without a dev split) and `epoch/dev_best`: the best held-out
+  error so far and after how many epochs it was measured (the last epoch's is not always the best).
 * `bias/avoidable` = train error − Bayes error (`tracking.bayes_error`, human-level as a proxy);
   `bias/variance` = dev error − train error (test error when a run has no dev split).
 * The `diagnosis` tag: *high bias* (try a bigger network, train longer, a better optimizer),
@@ -68,7 +70,8 @@ VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 WORKFLOW = "machine_learning"
 
 # the table's columns, left to right: the course's question, then the sweep parent's rollups
-VIEW_METRICS = ("error/train", "error/dev", "error/test", "bias/avoidable", "bias/variance",
+VIEW_METRICS = ("error/train", "error/dev", "error/dev_best", "epoch/dev_best", "error/test",
+                "bias/avoidable", "bias/variance",
                 "sweep/best_held_out_error", "sweep/points_finished", "sweep/points_failed")
 VIEW_TAGS = ("diagnosis", "diagnosis.split")
 # charts, by section: (section, title, metric keys drawn together)

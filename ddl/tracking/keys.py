@@ -19,6 +19,11 @@ METRIC_KEYS = {
     "avoidable_bias": "bias/avoidable", "variance": "bias/variance",
     "lr": "lr",
     "samples_per_s": "perf/samples_per_s", "allreduce_share": "perf/allreduce_share",
+    # the best held-out error so far and after how many epochs (counted as the console counts:
+    # 8 is the line "epoch 8/N", the charts' step 7); with early stopping or a decaying rate the
+    # last epoch's error is not the configuration's
+    "dev_best_error": "error/dev_best", "dev_best_epoch": "epoch/dev_best",
+    "test_best_error": "error/test_best", "test_best_epoch": "epoch/test_best",
 }
 # a sweep parent's rollups
 SWEEP_KEYS = {
