@@ -6,6 +6,7 @@ Skipped, with the reason printed, where `sbatch` is absent."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -107,3 +108,43 @@ def test_signalled_job_checkpoints_requeues_and_ends_bit_identical(tmp_path):
     steps = [m.step for m in client.get_metric_history(meta["run_id"], "cost/train")]
     assert sorted(steps) == list(range(40)), steps     # no epoch missing, none twice
     assert client.get_run(meta["run_id"]).info.status == "FINISHED"
+
+
+def array_tasks(job: str) -> list[dict[str, str]]:
+    """JobId, ArrayTaskId, JobState and Restarts of each task of array `job`."""
+    records = run("scontrol", "-o", "show", "job", job).strip().splitlines()
+    return [dict(re.findall(r"\b(JobId|ArrayTaskId|JobState|Restarts)=(\S+)", rec)) for rec in records]
+
+
+def test_a_requeued_array_task_leaves_the_other_tasks_alone(tmp_path):
+    """SLURM gives the array's own job id to one of its tasks (the last to start). That task is
+    signalled mid-training: it checkpoints and requeues itself by `<array id>_<task>`, resumes and
+    finishes; `scontrol requeue $SLURM_JOB_ID` would have requeued the whole array, finished
+    tasks included (Lightning #15022)."""
+    out = subprocess.run(["bash", str(REPO / "slurm" / "submit_sweep.sh"), "train.seed=0,1,2", *CKPT],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    job = out.stdout.split("array job ")[1].split()[0]
+    parent = out.stdout.strip().split()[-1]
+    holder = {}
+
+    def running_with_the_arrays_id() -> bool:
+        for task in array_tasks(job):
+            if task.get("JobId") == job and task.get("JobState") == "RUNNING":
+                holder["task"] = task["ArrayTaskId"]
+        return "task" in holder
+    wait_until(running_with_the_arrays_id, "the task holding the array's id running", job)
+    ckpts = tmp_path / "runs" / f"sweep-{job}" / holder["task"] / "checkpoints"
+    wait_until(lambda: ckpts.is_dir() and any(ckpts.glob("ckpt-*")), "a checkpoint", job)
+    run("scancel", "--signal=USR1", f"{job}_{holder['task']}")
+    finished(job)
+    restarts = {t["ArrayTaskId"]: t["Restarts"] for t in array_tasks(job)}
+    assert restarts == {t: "1" if t == holder["task"] else "0" for t in ("0", "1", "2")}, restarts
+    log = (tmp_path / f"slurm-ddl-sweep-{job}_{holder['task']}.out").read_text()
+    assert f"requeueing array task {job}_{holder['task']}" in log and "resuming from" in log, log
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ddl")
+    wait_until(lambda: client.get_run(parent).info.status != "RUNNING", "parent closed", job, 60)
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(r.data.params["train.seed"] for r in children) == ["0", "1", "2"]
+    assert all(r.info.status == "FINISHED" for r in children)

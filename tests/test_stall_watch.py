@@ -159,3 +159,35 @@ def test_on_stall_abort_ends_an_oversubscribed_job_failed_with_the_checkpoint_be
                              capture_output=True, text=True, timeout=180)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming from" in (out / "train.log").read_text()
+
+
+def test_a_stall_that_ends_the_job_goes_to_whoever_waits_for_it_else_the_watch_ends_the_job():
+    import socket
+
+    from ddl.parallel import StallPolicy
+    from ddl.parallel.watchdog import StalledError, Watch
+
+    def watch(aborted: list) -> Watch:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        return Watch(0, 2, Beacon(), StallPolicy(1.0, "abort"), sock, [], b"t" * 16, aborted.append)
+
+    alone, aborted = watch([]), []                 # nobody waits in ending(): the watch ends the job
+    alone.abort = aborted.append
+    alone.end(7, "epoch 1 step 3", 1.0, [1])
+    assert aborted == [1] and isinstance(alone.stalled, StalledError)
+    assert "epoch 1 step 3 did not complete within 1 s: rank(s) [1] did not arrive" in str(alone.stalled)
+
+    taken, aborted = watch([]), []
+    taken.abort = aborted.append
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(taken.ending()))
+    waiter.start()
+    ender = threading.Thread(target=taken.end, args=(7, "epoch 1 step 3", 1.0, [1]), daemon=True)
+    ender.start()
+    waiter.join(5)
+    assert isinstance(got[0], StalledError) and aborted == []     # the taker ends the job itself
+    taken.stop()                                                   # here: it ended its run instead
+    ender.join(5)
+    stopped = watch([])
+    stopped.stop()
+    assert stopped.ending() is None                                # a watch that stops: None at once

@@ -40,13 +40,11 @@ class StallPolicy:
     """What the stall watch (ddl/parallel/watchdog.py) does when a collective takes longer than
     `timeout` seconds (0: no watch): `on_stall` wait (warn again every timeout) or abort (end the
     job). `where` says where the run is (e.g. "epoch 3 step 17"), asked only when a stall is
-    reported; `last_words(err)` is what rank 0 does before an abort ends the job (the runner's
-    checkpoint and tracking), on the watch's thread while the stalled collective is held."""
+    reported."""
 
     timeout: float = 0.0
     on_stall: str = "wait"
     where: Optional[Callable[[], str]] = None
-    last_words: Optional[Callable[[StalledError], None]] = None
 
     def __post_init__(self):
         if self.on_stall not in STALL_POLICIES:
@@ -89,6 +87,12 @@ class Comm(ABC):
     def close(self) -> None:
         """The run's end, reached by every rank (a GPU transport frees its communicator)."""
         self.unwatch()
+
+    def stalled(self) -> Optional[StalledError]:
+        """Wait until the stall watch decides that a stall ends the job (on_stall=abort, rank 0):
+        its StalledError, the stalled collective held, for the caller to end the job with
+        (`abort`); None at once without a watch, or once the watch stops."""
+        return self.watch.ending() if self.watch is not None else None
 
     def unwatch(self) -> None:
         """Local: the stall watch ends (a run that failed, or closes)."""

@@ -19,9 +19,10 @@ What rank 0 decides once it has waited `timeout` seconds in one collective (`ver
 beacon is behind its own has not arrived; a rank whose heartbeats stopped (SIGSTOP, a hard hang, a
 dead node) neither; when every rank has arrived, the transport itself is stuck. on_stall=wait: a
 warning, again every timeout. on_stall=abort: the collective is held (a rank that completes it
-after all parks before it touches any state), the policy's `last_words` run (the runner's checkpoint
-of the state before the stalled step, its run ended FAILED) for at most LAST_WORDS_S, and the job
-ends (MPI_Abort, from this thread: the main thread may be inside a blocking MPI call).
+after all parks before it touches any state) and the StalledError goes to whoever waits for it in
+`ending()` (the runner, on a thread of its own: it writes the checkpoint of the state before the
+stalled step and ends its run FAILED); then the job ends (MPI_Abort, from this thread: the main
+thread may be inside a blocking MPI call). Nothing here calls up into the runner.
 """
 from __future__ import annotations
 
@@ -129,6 +130,8 @@ class Watch:
         self.silent_s = 4 * self.beat
         self.beats: dict[int, Beat] = {}
         self.stopped = threading.Event()
+        self.decided, self.taken = threading.Event(), threading.Event()   # on_stall=abort's hand-over
+        self.stalled: Optional[StalledError] = None
         self.thread = threading.Thread(target=self.run, name=f"ddl-stall-watch-{rank}", daemon=True)
 
     @classmethod
@@ -151,7 +154,8 @@ class Watch:
     def stop(self) -> None:
         """Local: the thread ends within a beat (never waits for other ranks)."""
         self.stopped.set()
-        if self.thread is not threading.current_thread():
+        self.decided.set()                # whoever waits in `ending` gets None
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(timeout=2 * self.beat + 1)
         self.sock.close()
 
@@ -220,19 +224,26 @@ class Watch:
             self.end(seq, where, waited, sorted(missing))
 
     def end(self, seq: int, where: str, waited: float, missing: list) -> None:
-        """on_stall=abort: the runner's last words (at most LAST_WORDS_S), then MPI_Abort."""
-        err = StalledError(f"{where} did not complete within {waited:.0f} s: rank(s) {missing or '?'} "
-                           "did not arrive (train.on_stall=abort; the last consistent state is "
-                           "checkpointed: resume with checkpoint.resume=auto)")
-        if self.policy.last_words is not None:
-            words = threading.Thread(target=self.policy.last_words, args=(err,), daemon=True,
-                                     name="ddl-stall-last-words")
-            words.start()
-            words.join(LAST_WORDS_S)
-            if words.is_alive():
-                log.error("the stalled job's checkpoint and tracking did not finish within %.0f s "
-                          "(a device stuck under them?); ending the job without them", LAST_WORDS_S)
+        """on_stall=abort: the StalledError goes to whoever waits for it (`ending`: the runner,
+        which writes its checkpoint, ends its run and then the job), the collective held meanwhile;
+        the job ends here if nobody takes it within a second, or takes longer than LAST_WORDS_S."""
+        self.stalled = StalledError(
+            f"{where} did not complete within {waited:.0f} s: rank(s) {missing or '?'} did not arrive "
+            "(train.on_stall=abort; the last consistent state is checkpointed: resume with "
+            "checkpoint.resume=auto)")
+        self.decided.set()
+        if self.taken.wait(1.0) and not self.stopped.wait(LAST_WORDS_S):
+            log.error("the stalled job's checkpoint and tracking did not finish within %.0f s (a "
+                      "device stuck under them?); ending the job without them", LAST_WORDS_S)
         self.abort(1)
+
+    def ending(self) -> Optional[StalledError]:
+        """Wait until this watch decides that a stall ends the job (on_stall=abort): its
+        StalledError, the stalled collective held; None once the watch stops."""
+        self.decided.wait()
+        if self.stalled is not None:
+            self.taken.set()
+        return self.stalled
 
 
 def own_addresses() -> list[str]:

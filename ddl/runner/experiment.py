@@ -135,13 +135,12 @@ def start(cfg: Config, comm, run_dir: Path, recorder, ending: StallEnding):
     """Everything before the first step, each refusal before any work: the process (threads,
     checks, backend), the data and network, the state (fresh or resumed), the run's communicator,
     built once (its backend's transport; its stall watch says where the run is, read from the
-    state only then, and a stall that ends the job ends it through `ending`), and what the config
-    asks of this data."""
+    state only then, and stops with the run: `ending`), and what the config asks of this data."""
     backend, how = prepare(cfg, comm, recorder)
     ds, spec, opt, schedule = build(cfg, comm)
     state, meta = start_state(cfg, spec, backend, opt, comm.rank == 0, run_dir)
     stall = StallPolicy(cfg.train.stall_timeout, cfg.train.on_stall,
-                        where=lambda: f"epoch {state.epoch} step {state.step}", last_words=ending)
+                        where=lambda: f"epoch {state.epoch} step {state.step}")
     run_comm = comm.for_run(backend, cfg.allreduce, stall)
     ending.watching(run_comm)
     setup = Setup(backend, run_comm, spec, opt, schedule, cfg.train,
@@ -166,7 +165,7 @@ def tracked_run(cfg: Config, setup: Setup, ds, state, tracker, run_dir: Path, rs
     hooks, write = make_hooks(cfg, comm, backend, run_dir, ds, run_id, tracker,
                               stream_meta(cfg, setup.spec.sizes),
                               on_start=lambda variant: log.info("%s%s)", line, variant))
-    ending.arm(state, write, tracker)
+    ending.arm(state, write, tracker)       # a stall that ends the job is caught on its thread
     state, seconds = train_tracked(ds, setup, state, hooks)
     if state.stopped == "signal":
         comm.close()

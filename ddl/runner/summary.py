@@ -117,10 +117,12 @@ def upload_log(tracker, run_dir: Path) -> None:
 
 
 class StallEnding:
-    """What rank 0 does before a stall ends its job (train.on_stall=abort): the stall watch calls it
-    on its own thread (ddl/parallel/watchdog.py), the main thread held in the stalled collective,
-    so the state is the one before the step that stalled. The parts are given as the run builds
-    them (`watching`, `arm`); the watch of a run that ends is stopped here too (`unwatch`)."""
+    """How a stall ends rank 0's job (train.on_stall=abort): a thread waits for the run
+    communicator's StalledError (`comm.stalled()`; ddl/parallel/watchdog.py holds the stalled
+    collective meanwhile, so the state is the one before the step that stalled), writes that
+    state's checkpoint, ends the run FAILED, prints the one paragraph and ends the job. The parts
+    are given as the run builds them (`watching`, `arm`); the watch of a run that ends, however it
+    ends, is stopped here too (`unwatch`)."""
 
     def __init__(self, comm, run_dir: Path):
         self.comm, self.run_dir = comm, run_dir
@@ -131,23 +133,25 @@ class StallEnding:
 
     def arm(self, state, write, tracker) -> None:
         self.state, self.write, self.tracker = state, write, tracker
+        if self.run_comm is not None and self.run_comm.watch is not None and self.comm.rank == 0:
+            threading.Thread(target=self.catch, name="ddl-stall-ending", daemon=True).start()
 
     def unwatch(self) -> None:
-        """Local, however the run ends: its stall watch stops."""
+        """Local, however the run ends: its stall watch stops (and `catch` with it)."""
         if self.run_comm is not None:
             self.run_comm.unwatch()
 
-    def __call__(self, err: BaseException) -> None:
-        if self.write is not None:
-            try:
-                self.write(self.state, "stall")
-            except Exception as write_err:  # noqa: BLE001 - the job ends all the same
-                log.error("could not write the stalled job's checkpoint: %s", write_err)
-        if self.tracker is not None:
-            track_failure(self.tracker, self.comm, err, self.run_dir)
-        else:
-            keep_traceback(self.run_dir, self.comm, err)
+    def catch(self) -> None:
+        err = self.run_comm.stalled()
+        if err is None:                 # the run ended without a stall that ends it
+            return
+        try:
+            self.write(self.state, "stall")
+        except Exception as write_err:  # noqa: BLE001 - the job ends all the same
+            log.error("could not write the stalled job's checkpoint: %s", write_err)
+        track_failure(self.tracker, self.comm, err, self.run_dir)
         print(error_paragraph(err, self.comm, self.run_dir), file=sys.stderr, flush=True)
+        self.run_comm.abort(1)
 
 
 def track_failure(tracker, comm, err: BaseException, run_dir: Path) -> None:
