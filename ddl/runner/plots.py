@@ -84,15 +84,25 @@ def _save(fig, path) -> None:
     write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
-def bias_variance_map_png(points: Sequence[tuple[str, float, float]], path: str | os.PathLike,
+def bias_variance_map_png(points: Sequence[tuple], path: str | os.PathLike,
                           bias_threshold: float, variance_threshold: float,
                           title: str = "Bias/variance map") -> None:
     """One labelled point per run: avoidable bias (x) against variance (y), both in %, with the
-    thresholds drawn, so the quadrant says the diagnosis (points: (label, bias, variance))."""
+    thresholds drawn, so the quadrant says the diagnosis (points: (label, bias, variance), or
+    (label, mean bias, mean variance, their standard deviations) for a configuration over seeds,
+    drawn with its spread as error bars)."""
     fig = _figure((7, 5.5))
     ax = fig.subplots()
-    xs, ys = [100 * b for _, b, _ in points], [100 * v for _, _, v in points]
+    xs, ys = [100 * p[1] for p in points], [100 * p[2] for p in points]
     ax.scatter(xs, ys, color="tab:blue", zorder=3)
+    reach_x, reach_y = xs, ys                      # what the axes must show
+    if points and len(points[0]) == 5:
+        xerr, yerr = [100 * p[3] for p in points], [100 * p[4] for p in points]
+        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="none", ecolor="tab:blue", alpha=0.6, capsize=3,
+                    zorder=2)
+        reach_x = [x + s * e for x, e in zip(xs, xerr) for s in (-1, 1)]
+        reach_y = [y + s * e for y, e in zip(ys, yerr) for s in (-1, 1)]
+    points = [p[:3] for p in points]
     bx, vy = 100 * bias_threshold, 100 * variance_threshold
     span = (max(xs + [2 * bx]) - min(xs + [0.0]), max(ys + [2 * vy]) - min(ys + [0.0]))
     right = min(xs + [0.0]) + 0.7 * span[0]           # labels right of this go to the point's left
@@ -102,8 +112,8 @@ def bias_variance_map_png(points: Sequence[tuple[str, float, float]], path: str 
                     ha="right" if x > right else "left")
     ax.axvline(bx, color="tab:red", ls="--", lw=1)
     ax.axhline(vy, color="tab:red", ls="--", lw=1)
-    hi_x, hi_y = max(xs + [2 * bx]) * 1.15, max(ys + [2 * vy]) * 1.15
-    lo_x, lo_y = min(xs + [0.0]) - 0.05 * hi_x, min(ys + [0.0]) - 0.05 * hi_y
+    hi_x, hi_y = max(reach_x + [2 * bx]) * 1.15, max(reach_y + [2 * vy]) * 1.15
+    lo_x, lo_y = min(reach_x + [0.0]) - 0.05 * hi_x, min(reach_y + [0.0]) - 0.05 * hi_y
     ax.set_xlim(lo_x, hi_x)
     ax.set_ylim(lo_y, hi_y)
     for x, y, text in ((lo_x, lo_y, "ok"), (hi_x, lo_y, "high bias"), (lo_x, hi_y, "high variance"),

@@ -22,6 +22,7 @@ from ddl.atomic import write_text_atomic
 
 from ddl.config import TrackingConfig
 from ddl.diagnosis import diagnose, held_out
+from ddl.runner import seeds
 from ddl.runner.names import distinct_names
 from ddl.tracking.keys import read_metric
 
@@ -239,6 +240,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(format_table(group, args.wide))
     else:
         print(format_table(rows, args.wide))
+        configs = seeds.configurations(runs)
+        if configs:
+            print(f"\nby configuration, mean ± std over its seeds, best first:\n{seeds.table(configs)}\n"
+                  f"{seeds.best_line(configs)}")
     for path, render in ((args.csv, to_csv), (args.markdown, to_markdown)):
         if path:
             write_text_atomic(path, render(rows))

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ddl.atomic import write_text_atomic
 from ddl.runner.names import distinct_names
 from ddl.tracking.keys import SWEEP_KEYS
+from ddl.runner import seeds
 from ddl.runner.report import format_table, rows_from_runs, to_markdown
 
 log = logging.getLogger("ddl")
@@ -22,7 +23,7 @@ log = logging.getLogger("ddl")
 # params that differ between points without being a hyperparameter of the sweep
 NOT_SWEPT = ("tracking.", "out_dir", "checkpoint.", "hydra.")
 LOG_SCALE = ("lr", "learning_rate", "l2", "epsilon")
-ARTIFACTS = ("bias_variance_map.png", "sweep_table.md")
+ARTIFACTS = ("bias_variance_map.png", "sweep_table.md", "seeds_table.md")
 
 
 def point_run(index: int, name: str, params: Mapping[str, str], summary: Optional[dict]) -> dict:
@@ -66,9 +67,20 @@ def rollups(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], Option
     return metrics, best
 
 
+def seed_rollups(config: Mapping[str, Any]) -> dict[str, float]:
+    """The parent's figures from its best configuration: the means under the runs' names (so a
+    collapsed sweep shows them), the held-out error's mean and standard deviation under sweep/…."""
+    mean, std = config["mean"], config["std"]
+    out = {SWEEP_KEYS["best_held_out_error"]: mean["held_out"], SWEEP_KEYS["best_held_out_std"]: std["held_out"],
+           "train_error": mean["train_error"], f"{config['split']}_error": mean["held_out"],
+           "avoidable_bias": mean["avoidable_bias"], "variance": mean["variance"]}
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def swept_numeric(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     """Params that take more than one numeric value across the runs: the swept numeric keys."""
-    keys = sorted({k for r in runs for k in r.get("params", {}) if not k.startswith(NOT_SWEPT)})
+    keys = sorted({k for r in runs for k in r.get("params", {})
+                   if not k.startswith(NOT_SWEPT) and k not in seeds.SEED_KEYS})   # error vs a seed says nothing
     found = []
     for key in keys:
         values = [_number(r["params"].get(key)) for r in runs]
@@ -101,13 +113,20 @@ def write_artifacts(runs, rows, out_dir: Path, bias_threshold: float,
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "sweep_table.md"]
     write_text_atomic(written[0], to_markdown(rows))
-    names = distinct_names([r["run"] for r in rows])
-    points = [(n, r["avoidable_bias"], r["variance"]) for n, r in zip(names, rows)
-              if r["avoidable_bias"] is not None and r["variance"] is not None]
+    configs = seeds.configurations(runs)
+    if configs:                     # one point per configuration, with its spread over the seeds
+        written.append(out_dir / "seeds_table.md")
+        write_text_atomic(written[-1], seeds.markdown(configs))
+        points, what = seeds.map_points(configs), "configurations ± std over seeds"
+    else:
+        names = distinct_names([r["run"] for r in rows])
+        points = [(n, r["avoidable_bias"], r["variance"]) for n, r in zip(names, rows)
+                  if r["avoidable_bias"] is not None and r["variance"] is not None]
+        what = "points"
     if points:
         split = "test" if any((r["diagnosis"] or "").endswith("(test)") for r in rows) else "dev"
         plots.bias_variance_map_png(points, out_dir / "bias_variance_map.png", bias_threshold,
-                                    variance_threshold, f"Bias/variance map ({len(points)} points, "
+                                    variance_threshold, f"Bias/variance map ({len(points)} {what}, "
                                                         f"variance on {split})")
         written.append(out_dir / "bias_variance_map.png")
     for key in swept_numeric(runs):
@@ -134,6 +153,10 @@ def console_table(runs: Sequence[Mapping[str, Any]]) -> str:
     rows = rows_from_runs(runs)
     _, best = rollups(rows)
     table = format_table(rows)
+    configs = seeds.configurations(runs)
+    if configs:                     # seeds: the best configuration is chosen on the mean
+        return (f"{table}\nby configuration, mean ± std over its seeds, best first:\n"
+                f"{seeds.table(configs)}\n{seeds.best_line(configs)}")
     if best is None:
         return table + "\nno point finished with a held-out error"
     name = dict(zip((r["run_id"] for r in rows), distinct_names([r["run"] for r in rows])))
@@ -158,11 +181,17 @@ def close_sweep(tracker, out_dir: Path, runs: list, stored: Sequence[str], expec
     that never reached the store); `stored`: the statuses its children have in the store."""
     rows = rows_from_runs(runs)
     metrics, best = rollups(rows)
-    tracker.log_epoch(0, metrics)
+    configs = seeds.configurations(runs)
     tags = {"ddl.sweep.points": str(int(metrics[SWEEP_KEYS["points"]]))}
     if best is not None:
         tags.update({"ddl.sweep.best_run_id": best["run_id"], "ddl.sweep.best_run": best["run"],
                      "diagnosis": f"best point: {best['diagnosis']}"})
+    if configs:                     # seeds: the parent answers with the best configuration's means
+        top = configs[0]
+        metrics.update(seed_rollups(top))
+        tags.update({"ddl.sweep.best_config": top["label"], "ddl.sweep.configs": str(len(configs)),
+                     "ddl.sweep.seeds": str(top["seeds"]), "diagnosis": f"best configuration: {top['diagnosis']}"})
+    tracker.log_epoch(0, metrics)
     tracker.set_tags(tags)
     try:
         for path in write_artifacts(runs, rows, out_dir, *thresholds(runs)):

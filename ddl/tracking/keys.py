@@ -27,7 +27,8 @@ METRIC_KEYS = {
 }
 # a sweep parent's rollups
 SWEEP_KEYS = {
-    "best_held_out_error": "sweep/best_held_out_error", "points": "sweep/points",
+    "best_held_out_error": "sweep/best_held_out_error", "best_held_out_std": "sweep/best_held_out_std",
+    "points": "sweep/points",
     "finished": "sweep/points_finished", "failed": "sweep/points_failed",
 }
 
