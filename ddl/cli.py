@@ -28,7 +28,7 @@ from ddl.runner.progress import hide_while_bar
 from ddl.runner.job import execute, exit_code, worker_loop
 from ddl.runner.logs import setup_logging
 from ddl.runner.recorder import Recorder, job_id
-from ddl.runner.run_dir import make_run_dir, out_dir_problem, remove_hydras_leftovers
+from ddl.runner.run_dir import earlier_point, make_run_dir, out_dir_problem, remove_hydras_leftovers
 from ddl.runner.session import Session, objective, run_name, standalone_session
 from ddl.runner.startup import first_rank, install_startup_handlers
 
@@ -147,17 +147,33 @@ class Task:
         overrides = list(hc.overrides.task)
         if multirun:
             learn_sweep_shape(session, hc)
-        cfg = OmegaConf.to_object(dcfg)
+            session.sweep_dir = Path(hc.sweep.dir)
+        cfg, yaml_text = OmegaConf.to_object(dcfg), OmegaConf.to_yaml(dcfg, resolve=True)
         problems = config_problems(cfg, overrides)
+        try:                               # a sweep resumed in its directory: what its point left
+            before, done = earlier_point(run_dir, yaml_text) if multirun and not problems else ("", None)
+        except ValueError as err:
+            problems = str(err)
         if problems:
             return refuse(session, problems, run_dir, hc.job.num if multirun else None, overrides)
-        make_run_dir(run_dir, cfg.checkpoint.resume, OmegaConf.to_yaml(dcfg, resolve=True),
-                     run_dir / hc.output_subdir if hc.output_subdir else None)
+        if before == "unfinished" and cfg.checkpoint.resume == "never":
+            cfg.checkpoint.resume = "auto"           # from its newest checkpoint, in its MLflow run
+        if before != "finished":
+            make_run_dir(run_dir, cfg.checkpoint.resume, yaml_text,
+                         run_dir / hc.output_subdir if hc.output_subdir else None)
         if multirun:
             session.start_point(hc.job.num, overrides)
         if cfg.tracking.run_name is None:  # name runs by what was overridden: readable side by side
             cfg.tracking.run_name = run_name(overrides, session.swept if multirun else ())
         parent = session.parent_for(cfg, hc.sweep.dir) if multirun and session.comm.rank == 0 else None
+        if before == "finished":           # trained by an earlier invocation: taken as it ended
+            from ddl.tracking.store import flatten_config  # noqa: PLC0415 - pure: no MLflow import
+
+            log.info("[%d/%s] finished in an earlier invocation (%s): not trained again", hc.job.num + 1,
+                     session.total or "?", run_dir)
+            session.end_point(hc.job.num, overrides, cfg.tracking.run_name,
+                              flatten_config(OmegaConf.to_container(dcfg, resolve=True)), done)
+            return objective(done)
         job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": parent, "multirun": multirun,
                "tags": {"ddl.overrides": " ".join(overrides)}, "id": job_id()}
         summary = self.execute(session.comm.bcast(job, root=0) if session.comm.size > 1 else job)
@@ -262,9 +278,21 @@ def main(link=None) -> None:
         code = 1
         print(f"ddl: {len(session.failed)} sweep point(s) failed: {'; '.join(session.failed)}",
               file=sys.stderr)
+    if session.sweep_dir is not None and session.points and (session.failed or session.stopped or code):
+        print(f"ddl: to train the points that did not finish (the others are not trained again): "
+              f"ddl-train {resume_command(sys.argv[1:], session.sweep_dir)}", file=sys.stderr)
     if comm.size > 1:
         comm.bcast({"op": "exit", "code": code}, root=0)
     sys.exit(code)
+
+
+def resume_command(argv: Sequence[str], sweep_dir: Path) -> str:
+    """The same sweep, in its own directory: its finished points are taken as they are, the others
+    resume from their checkpoints or start again (`earlier_point`)."""
+    import shlex  # noqa: PLC0415
+
+    kept = [a for a in argv if not a.startswith(("hydra.sweep.dir=", "+hydra.sweep.dir="))]
+    return shlex.join([*kept, f"hydra.sweep.dir={sweep_dir}"])
 
 
 def fail_before_mpi(problem: str, link) -> None:

@@ -156,7 +156,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], wide: bool = False, width: i
     if _width(headers, cells) > width and len(rows) > 1:
         same = [i for i, c in enumerate(columns)
                 if c[0] in SETTINGS and len({line[i] for line in cells}) == 1]
-        shared = "all runs: " + ", ".join(f"{headers[i]} {cells[0][i]}" for i in same)
+        shared = "all runs: " + ", ".join(f"{headers[i]} {cells[0][i]}" for i in same) if same else ""
         keep = [i for i in range(len(columns)) if i not in same]
         headers, cells = [headers[i] for i in keep], [[line[i] for i in keep] for line in cells]
     over = _width(headers, cells) - width

@@ -116,6 +116,52 @@ def make_run_dir(run_dir: Path, resume: str, config_yaml: str, hydra_dir: Option
         hide_passwords_in(hydra_dir)
 
 
+def earlier_point(run_dir: Path, config_yaml: str) -> tuple[str, Optional[dict]]:
+    """What a sweep resumed in its directory (`hydra.sweep.dir` of an earlier sweep) finds of one
+    of its points: ("", None) nothing, a fresh point; ("finished", its summary) a point that
+    finished: not trained again; ("unfinished", None) a point that started: it resumes from its
+    newest checkpoint (or starts again, when it has none). A directory whose config differs from
+    this point's is another sweep's: a ValueError (ddl never writes over a run)."""
+    if not another_run(run_dir):
+        return "", None
+    import json  # noqa: PLC0415
+
+    before = run_dir / "config.yaml"
+    changed = _changed(before.read_text(), redact(config_yaml)) if before.is_file() else ""
+    if changed:
+        raise ValueError(f"{run_dir} holds a point of another sweep ({changed}): a sweep resumes in "
+                         "its own directory with the same grid and settings; give a new hydra.sweep.dir "
+                         "for a new sweep")
+    try:
+        return "finished", json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return "unfinished", None
+
+
+PER_INVOCATION = ("out_dir", "checkpoint.resume")   # settings a resumed sweep may see change
+
+
+def _changed(old: str, new: str) -> str:
+    """The first setting two run configs differ in, as 'key: old -> new' ('' when none does but
+    the invocation's own: its default out_dir, checkpoint.resume)."""
+    import yaml  # noqa: PLC0415
+
+    a, b = _flat(yaml.safe_load(old) or {}), _flat(yaml.safe_load(new) or {})
+    for key in sorted(set(a) | set(b)):
+        if key not in PER_INVOCATION and a.get(key) != b.get(key):
+            return f"{key}: {a.get(key)!r} -> {b.get(key)!r}"
+    return ""
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}."))
+    return out
+
+
 def mark_refused(run_dir: Path, err: BaseException) -> None:
     """REFUSED beside what the refused launch left (config.yaml, train.log): the corrected command
     may take the directory (ddl never writes over a run that trained)."""

@@ -191,7 +191,7 @@ def close_sweep(tracker, out_dir: Path, runs: list, stored: Sequence[str], expec
         metrics.update(seed_rollups(top))
         tags.update({"ddl.sweep.best_config": top["label"], "ddl.sweep.configs": str(len(configs)),
                      "ddl.sweep.seeds": str(top["seeds"]), "diagnosis": f"best configuration: {top['diagnosis']}"})
-    tracker.log_epoch(0, metrics)
+    tracker.log_epoch(-1, metrics)          # a step of its own each time it is closed (a resumed sweep)
     tracker.set_tags(tags)
     try:
         for path in write_artifacts(runs, rows, out_dir, *thresholds(runs)):

@@ -65,6 +65,13 @@ class Tracker:
         return cls._existing(cfg, run_id)[0]
 
     @classmethod
+    def reopen(cls, cfg: TrackingConfig, run_id: str) -> "Tracker":
+        """An existing run RUNNING again (a sweep's parent when the sweep resumes)."""
+        tracker, run = cls._existing(cfg, run_id)
+        tracker._resume(run)
+        return tracker
+
+    @classmethod
     def _existing(cls, cfg: TrackingConfig, run_id: str):
         store = Store(cfg.uri)
         client = store.client()
@@ -87,7 +94,10 @@ class Tracker:
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Log one epoch (step=epoch) in one log_batch call, skipping keys whose step is already
         stored. Given train_error, avoidable_bias and variance are added (unless given) and the
-        "diagnosis" tag is set. The caller applies cfg.log_every (it knows the last epoch)."""
+        "diagnosis" tag is set. The caller applies cfg.log_every (it knows the last epoch).
+        epoch -1: the step after every one stored (a resumed sweep's parent, closed again)."""
+        if epoch == -1:
+            epoch = max(self._last.values(), default=-1) + 1
         derived, label = self._diagnosis(metrics)
         named = {mlflow_key(k): shown(v) for k, v in {**derived, **metrics}.items()}
         fresh = {k: v for k, v in named.items() if epoch > self._last.get(k, -1)}

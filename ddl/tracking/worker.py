@@ -110,7 +110,8 @@ def open_run(order: dict):
 
     cfg = TrackingConfig(**order["tracking"])
     if order["op"] == "parent":
-        tracker = Tracker.attach(cfg, runs.parent_for_key(cfg, order["name"], order["sweep_key"]))
+        # found (a sweep resumed in its directory: RUNNING again) or created
+        tracker = Tracker.reopen(cfg, runs.parent_for_key(cfg, order["name"], order["sweep_key"]))
         if order.get("guard"):
             liveness.beat(tracker, None)
     else:
