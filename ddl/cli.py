@@ -116,7 +116,8 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config, **kwargs) -> None:
         in_process = OmegaConf.select(config, "hydra.launcher._target_", default="").endswith("BasicLauncher")
-        if in_process or not config.tracking.enabled:
+        search = OmegaConf.select(config, "hydra.sweeper._target_", default="") == SEARCH
+        if (in_process and not search) or not config.tracking.enabled:
             return
         from ddl import tracking  # noqa: PLC0415
         from ddl.runner.session import dashboard_hint  # noqa: PLC0415
@@ -124,10 +125,24 @@ class SweepCallback(Callback):
 
         cfg = OmegaConf.to_object(config.tracking)
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        if search and others_search(config, sweep_dir):
+            return
         parent = cfg.parent_run_id or tracking.find_parent(cfg, str(sweep_dir))
         if parent and not cfg.parent_run_id:
             status, experiment_id = close_stored_sweep(cfg, parent, sweep_dir)
             log.info("sweep parent run %s %s\n%s", parent, status, dashboard_hint(cfg, experiment_id))
+
+
+def others_search(config, sweep_dir: Path) -> bool:
+    """Whether other processes still run trials of this search's study (they close its parent)."""
+    from ddl.search.study import running  # noqa: PLC0415
+    from ddl.search.sweeper import location  # noqa: PLC0415
+
+    under_way = running(*location(config.hydra.sweeper, sweep_dir))
+    if under_way:
+        log.info("search: %d trial(s) still run in other processes; the last to end closes the "
+                 "sweep's parent run", under_way)
+    return bool(under_way)
 
 
 class Task:
@@ -155,6 +170,10 @@ class Task:
         except ValueError as err:
             problems = str(err)
         if problems:
+            if cfg.search.trial >= 0:      # a trial that cannot run: FAILED, another is drawn
+                from ddl.search.study import tell  # noqa: PLC0415
+
+                tell(cfg.search, None)
             return refuse(session, problems, run_dir, hc.job.num if multirun else None, overrides)
         if before == "unfinished" and cfg.checkpoint.resume == "never":
             cfg.checkpoint.resume = "auto"           # from its newest checkpoint, in its MLflow run
@@ -177,6 +196,10 @@ class Task:
         job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": parent, "multirun": multirun,
                "tags": {"ddl.overrides": " ".join(overrides)}, "id": job_id()}
         summary = self.execute(session.comm.bcast(job, root=0) if session.comm.size > 1 else job)
+        if cfg.search.trial >= 0:          # a search's trial: its end, told to the study
+            from ddl.search.study import tell  # noqa: PLC0415 - Optuna only for a search
+
+            tell(cfg.search, summary)
         if multirun:
             from ddl.tracking.store import flatten_config  # noqa: PLC0415 - pure: no MLflow import
 
@@ -232,12 +255,19 @@ def config_problems(cfg: C.Config, overrides: Sequence[str]) -> str:
     return f"bad config: {'; '.join(found)}." if found else ""
 
 
+SEARCH = "hydra_plugins.ddl_search.search_sweeper.SearchSweeper"
+
+
 def learn_sweep_shape(session: Session, hc) -> None:
-    """A search sweeper's trials and keys live in its config, not on the command line."""
+    """A search sweeper's trials and keys live in its config, not on the command line; ddl's
+    search may share its study and parent with other processes: the last of them closes the
+    parent (SweepCallback), not each."""
     if session.total is None:
         session.total = OmegaConf.select(hc, "sweeper.n_trials")
     if not session.swept:
         session.swept = tuple(OmegaConf.select(hc, "sweeper.params") or ())
+    if OmegaConf.select(hc, "sweeper._target_") == SEARCH:
+        session.closes_parent = False
 
 
 def main(link=None) -> None:
@@ -305,8 +335,19 @@ def fail_before_mpi(problem: str, link) -> None:
     sys.exit(1)
 
 
+def register_search() -> None:
+    """ddl's search sweeper. Hydra finds plugins by scanning the hydra_plugins namespace, which an
+    editable install's import hook hides from it: registered here, the same class either way."""
+    from hydra.core.plugins import Plugins  # noqa: PLC0415
+    from hydra_plugins.ddl_search.search_sweeper import SearchSweeper  # noqa: PLC0415
+
+    Plugins.instance().register(SearchSweeper)
+
+
 def run_hydra(session: Session) -> int:
     """Hydra composes the config (or expands the sweep) and runs each job: the exit code."""
+    if any(a.startswith("hydra/sweeper=") for a in sys.argv[1:]):
+        register_search()
     try:
         hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")(Task(session))()
     except SystemExit as e:

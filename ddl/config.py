@@ -166,6 +166,20 @@ class CheckpointConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Set by ddl's search sweeper for each trial (ddl/search/), never by hand: the study's
+    journal file, its name, this job's trial number (-1: not a trial) and the pruner that judges
+    it (hydra.sweeper's pruner, startup_trials, warmup_epochs)."""
+
+    storage: str = ""
+    study: str = ""
+    trial: int = -1
+    pruner: str = "hyperband"
+    startup_trials: int = 4
+    warmup_epochs: int = 10
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -174,6 +188,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     backend: str = "auto"           # auto | numpy | cupy | array_api_strict
     allreduce: str = "auto"         # auto | host | cuda_aware | nccl (how a GPU run's gradients are summed)
     out_dir: str = "runs/default"   # the run directory

@@ -23,7 +23,7 @@ STDLIB = sys.stdlib_module_names
 TOP_SHELF = 11          # modules directly under ddl/, besides __init__ and __main__
 # The edges: the entry points and the wings that face the user, the store and the scheduler.
 # Everything else is the core, found from the tree (a new module is core unless it is put here).
-EDGES = ("__init__", "__main__", "cli", "api", "sweep", "runner", "tracking")
+EDGES = ("__init__", "__main__", "cli", "api", "sweep", "runner", "tracking", "search")
 ABOVE_PARALLEL = ("ddl.train", "ddl.runner", "ddl.tracking", "ddl.cli", "ddl.api", "ddl.sweep",
                   "ddl.__main__")
 
@@ -160,10 +160,11 @@ def test_the_top_shelf_holds_at_most_eleven_modules():
 
 
 @pytest.mark.parametrize("root,allowed", [
-    ("hydra", lambda p: p == "ddl/cli.py"),
-    ("omegaconf", lambda p: p == "ddl/cli.py"),
+    ("hydra", lambda p: p in ("ddl/cli.py", "ddl/search/sweeper.py")),     # the sweeper is a Hydra plugin
+    ("omegaconf", lambda p: p in ("ddl/cli.py", "ddl/search/sweeper.py")),
     ("mlflow", lambda p: p.startswith("ddl/tracking/")),
     ("mpi4py", lambda p: p.startswith("ddl/parallel/")),
+    ("optuna", lambda p: p.startswith("ddl/search/")),
 ])
 def test_each_third_party_edge_has_one_home(root, allowed):
     offenders = sorted(p.relative_to(REPO).as_posix() for p in MODULES
@@ -206,7 +207,9 @@ def test_no_package_is_named_like_a_build_output():
 def test_pyproject_lists_every_package_and_ships_conf():
     tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     found = {".".join(p.relative_to(REPO).parent.parts) for p in DDL.rglob("__init__.py")}
-    assert set(tool["packages"]) == found | {"ddl.conf"}
+    moved = {".".join(Path(d).parts): name for name, d in tool["package-dir"].items() if d != "conf"}
+    assert moved == {"ddl.search.plugin": "hydra_plugins.ddl_search"}     # Hydra's plugin namespace
+    assert set(tool["packages"]) == {moved.get(p, p) for p in found} | {"ddl.conf"}
     assert tool["package-dir"]["ddl.conf"] == "conf" and (REPO / "conf" / "__init__.py").is_file()
     depth = max(len(p.relative_to(REPO / "conf").parts) for p in (REPO / "conf").rglob("*.yaml"))
     patterns = tool["package-data"]["ddl.conf"]

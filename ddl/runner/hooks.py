@@ -99,8 +99,18 @@ def make_hooks(cfg: Config, comm, backend, run_dir: Path, ds, run_id, tracker, f
         comm.barrier()
 
     hooks = Hooks(on_start=on_start if rank0 else _quiet, on_epoch=EpochHook(cfg, tracker, rank0),
-                  checkpoint=save, checkpoint_every=cfg.checkpoint.every)
+                  checkpoint=save, checkpoint_every=cfg.checkpoint.every, stop_after=pruning(cfg, comm))
     return hooks, write
+
+
+def pruning(cfg: Config, comm):
+    """A search trial's pruner (ddl/search/study.py), asked after each evaluated epoch; nothing
+    (and no collective) for a run that is not a trial."""
+    if cfg.search.trial < 0:
+        return lambda record: ""
+    from ddl.search.study import Pruning  # noqa: PLC0415 - Optuna only for a search's trials
+
+    return Pruning(cfg.search, comm, cfg.train.epochs)
 
 
 def _quiet(step_variant: str) -> None:

@@ -78,8 +78,14 @@ def _row(run: Mapping[str, Any]) -> dict[str, Any]:
                                             and row["test_error"] is not None else "dev")
     label = tags.get("diagnosis") or _fallback_label(row, params)
     row["diagnosis"] = f"{label} (test)" if label and split == "test" else label
-    row["status"] = run.get("status", "")
+    row["status"] = status_of(run)
     return row
+
+
+def status_of(run: Mapping[str, Any]) -> str:
+    """The run's status, a search's pruned trial (KILLED in MLflow, tag ddl.stopped=pruned) as PRUNED."""
+    pruned = run.get("status") == "KILLED" and run.get("tags", {}).get("ddl.stopped") == "pruned"
+    return "PRUNED" if pruned else run.get("status", "")
 
 
 def best_held_out(metrics: Mapping[str, Any]) -> Optional[str]:

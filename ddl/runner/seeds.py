@@ -19,7 +19,7 @@ from ddl.runner.names import distinct_names, tokens
 from ddl.tracking.keys import read_metric
 
 SEED_KEYS = ("train.seed", "model.init_seed")
-NOT_A_SETTING = ("tracking.", "out_dir", "checkpoint.", "hydra.")
+NOT_A_SETTING = ("tracking.", "out_dir", "checkpoint.", "hydra.", "search.")
 FIGURES = ("train_error", "held_out", "avoidable_bias", "variance")
 HEADERS = ("configuration", "seeds", "train err", "held-out err", "avoid. bias", "variance", "diagnosis")
 

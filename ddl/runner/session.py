@@ -28,6 +28,7 @@ class Session:
         self.comm, self.parent, self.failed, self.sweep_cfg = comm, None, [], None
         self.total, self.swept, self.points, self.sweep_dir = total, tuple(swept), [], None
         self.owner, self.stopped = owner, False     # stopped: a point was stopped by a signal
+        self.closes_parent = True                   # False: a shared search's last process does
         self.recorder = recorder if recorder is not None or comm.rank != 0 else Recorder()
 
     def point_label(self, overrides: Sequence[str]) -> str:
@@ -50,6 +51,9 @@ class Session:
         if summary is None:
             self.failed.append(self.point_label(overrides))
             log.info("%s failed (its error is above)", self._tag(index))
+        elif summary.get("stopped") == "pruned":
+            log.info("%s pruned after epoch %d: %s", self._tag(index), summary["epochs_run"],
+                     result_line(summary).split(": ", 1)[1])
         else:
             log.info("%s %s", self._tag(index), result_line(summary))
 
@@ -90,7 +94,7 @@ class Session:
         from ddl.runner.sweep_summary import close_sweep, console_table  # noqa: PLC0415
 
         log.info("sweep results, best first:\n%s", console_table(self.points))
-        if self.parent is not None and self.owner:
+        if self.parent is not None and self.owner and self.closes_parent:
             stored = [p["status"] for p in self.points] + ["KILLED"] * self.stopped
             status = close_sweep(self.parent, self.sweep_dir, self.points, stored, expected=self.total)
             log.info("sweep parent run %s %s\n%s", self.parent.run_id, status,
@@ -119,7 +123,7 @@ def objective(summary: dict | None) -> float:
 
 
 NOT_IN_NAMES = ("out_dir", "checkpoint.", "tracking.", "train.blas_threads", "train.progress",
-                "hydra.", "backend", "allreduce")
+                "hydra.", "backend", "allreduce", "search.")
 
 
 def override_key(override: str) -> str:

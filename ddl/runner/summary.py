@@ -98,7 +98,8 @@ def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> No
         log.info("MLflow run %s in experiment %r at %s\n%s", tracker.run_id, t.experiment, t.uri,
                  dashboard_hint(t, tracker.experiment_id))
     upload_log(tracker, run_dir)
-    tracker.end("FINISHED")
+    # a search's pruned trial: stopped on purpose before its end, neither broken nor complete
+    tracker.end("KILLED" if summary["stopped"] == "pruned" else "FINISHED")
 
 
 def run_description(cfg: Config, summary: dict) -> str:

@@ -16,12 +16,12 @@ from ddl.atomic import write_text_atomic
 from ddl.runner.names import distinct_names
 from ddl.tracking.keys import SWEEP_KEYS
 from ddl.runner import seeds
-from ddl.runner.report import format_table, rows_from_runs, to_markdown
+from ddl.runner.report import format_table, rows_from_runs, status_of, to_markdown
 
 log = logging.getLogger("ddl")
 
 # params that differ between points without being a hyperparameter of the sweep
-NOT_SWEPT = ("tracking.", "out_dir", "checkpoint.", "hydra.")
+NOT_SWEPT = ("tracking.", "out_dir", "checkpoint.", "hydra.", "search.")
 LOG_SCALE = ("lr", "learning_rate", "l2", "epsilon")
 ARTIFACTS = ("bias_variance_map.png", "sweep_table.md", "seeds_table.md")
 
@@ -35,8 +35,9 @@ def point_run(index: int, name: str, params: Mapping[str, str], summary: Optiona
         metrics.update(avoidable_bias=summary["avoidable_bias"], variance=summary["variance"])
         tags = {"diagnosis": summary["diagnosis"], "diagnosis.split": summary["diagnosis_split"]}
     run_id = (summary or {}).get("mlflow_run_id") or f"point-{index}"
+    status = "FAILED" if not summary else "PRUNED" if summary.get("stopped") == "pruned" else "FINISHED"
     return {"run_id": run_id,
-            "name": name, "status": "FINISHED" if summary else "FAILED", "params": dict(params),
+            "name": name, "status": status, "params": dict(params),
             "metrics": {k: v for k, v in metrics.items() if _number(v) is not None}, "tags": tags}
 
 
@@ -56,9 +57,12 @@ def rollups(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], Option
     """(the parent's sweep/… metrics, the best row): best = lowest held-out error of a finished
     point (rows are best first)."""
     finished = [r for r in rows if r["status"] == "FINISHED"]
+    pruned = sum(r["status"] == "PRUNED" for r in rows)      # a search's: stopped early on purpose
     best = next((r for r in finished if held_out_error(r) is not None), None)
     metrics = {SWEEP_KEYS["points"]: float(len(rows)), SWEEP_KEYS["finished"]: float(len(finished)),
-               SWEEP_KEYS["failed"]: float(len(rows) - len(finished))}
+               SWEEP_KEYS["failed"]: float(len(rows) - len(finished) - pruned)}
+    if pruned:
+        metrics[SWEEP_KEYS["pruned"]] = float(pruned)
     if best is not None:
         metrics[SWEEP_KEYS["best_held_out_error"]] = held_out_error(best)
         for key in ("train_error", "dev_error", "test_error", "avoidable_bias", "variance"):
@@ -172,7 +176,8 @@ def sweep_status(points: int, failed: int, stored: Sequence[str], expected: Opti
         return "FAILED"
     if "KILLED" in stored or (expected and points < expected):
         return "KILLED"
-    return "FINISHED" if points and all(s == "FINISHED" for s in stored) else "FAILED"
+    done = points and all(s in ("FINISHED", "PRUNED") for s in stored) and "FINISHED" in stored
+    return "FINISHED" if done else "FAILED"
 
 
 def close_sweep(tracker, out_dir: Path, runs: list, stored: Sequence[str], expected: Optional[int] = None) -> str:
@@ -210,4 +215,4 @@ def close_stored_sweep(tracking_cfg, parent: str, out_dir: Path) -> tuple[str, s
 
     stored = tracking.fetch_runs(tracking_cfg, parent=parent)
     tracker = tracking.Tracker.attach(tracking_cfg, parent)
-    return close_sweep(tracker, out_dir, stored, [r["status"] for r in stored]), tracker.experiment_id
+    return close_sweep(tracker, out_dir, stored, [status_of(r) for r in stored]), tracker.experiment_id

@@ -29,7 +29,7 @@ METRIC_KEYS = {
 SWEEP_KEYS = {
     "best_held_out_error": "sweep/best_held_out_error", "best_held_out_std": "sweep/best_held_out_std",
     "points": "sweep/points",
-    "finished": "sweep/points_finished", "failed": "sweep/points_failed",
+    "finished": "sweep/points_finished", "failed": "sweep/points_failed", "pruned": "sweep/points_pruned",
 }
 
 

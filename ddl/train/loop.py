@@ -80,6 +80,10 @@ def run_epochs(ds, setup: Setup, state: TrainState, bufs: StepBuffers, hooks: Ho
             timer.restart()
             if early_stopping.update(state, record, cfg):
                 break
+            why = hooks.stop_after(record)            # a search's pruner: the same on every rank
+            if why:
+                state.stopped = why
+                break
         if hooks.checkpoint_every and state.epoch % hooks.checkpoint_every == 0:
             hooks.checkpoint(bufs.whole(state), "periodic")
     return False

@@ -26,7 +26,7 @@ class TrainState:
     best: Optional[dict] = None     # early stopping: {"cost", "epoch", "params": Flat, "bn_state"}
     bad_epochs: int = 0
     skipped_steps: int = 0
-    stopped: str = ""               # "", "early", "signal"
+    stopped: str = ""               # "", "early", "signal", or what Hooks.stop_after said ("pruned")
     diverged: bool = False          # the train cost ran far above its start (see `diverging`)
 
 
@@ -38,6 +38,9 @@ class Hooks:
     on_epoch: Callable[[dict], None] = lambda record: None
     checkpoint: Callable[[TrainState, str], None] = lambda state, reason: None
     checkpoint_every: int = 0
+    # after each evaluated epoch, on every rank: why the run stops there ("" goes on): a search's
+    # pruner, which gives every rank rank 0's answer
+    stop_after: Callable[[dict], str] = lambda record: ""
 
 
 @dataclass
