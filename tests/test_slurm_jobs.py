@@ -148,3 +148,25 @@ def test_a_requeued_array_task_leaves_the_other_tasks_alone(tmp_path):
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert sorted(r.data.params["train.seed"] for r in children) == ["0", "1", "2"]
     assert all(r.info.status == "FINISHED" for r in children)
+
+
+def test_a_search_array_shares_one_study_and_one_parent(tmp_path):
+    """slurm/search.sbatch as an array of 2 tasks: 4 trials in all, none twice, one parent."""
+    pytest.importorskip("optuna")
+    import optuna
+
+    from ddl.search.study import storage
+
+    job = sbatch(tmp_path, "search.sbatch", "hydra/sweeper=lr_search", "hydra.sweeper.n_trials=4",
+                 "hydra.sweeper.pruner=none", *QUICK, opts=["--array=0-1"])
+    assert all(r["JobState"] == "COMPLETED" for r in finished(job)), job
+    sweep = tmp_path / "multirun" / f"search-{job}"
+    study = optuna.load_study(study_name=sweep.name, storage=storage(str(sweep / "study.journal")))
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 4 and len({t.number for t in done}) == 4
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("ddl.sweep") == "true"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    assert parent.info.status == "FINISHED"
