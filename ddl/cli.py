@@ -165,6 +165,8 @@ class Task:
             session.sweep_dir = Path(hc.sweep.dir)
         cfg, yaml_text = OmegaConf.to_object(dcfg), OmegaConf.to_yaml(dcfg, resolve=True)
         problems = config_problems(cfg, overrides)
+        if multirun and cfg.lr_range.enabled:
+            problems = "bad config: lr_range.enabled=true is a run of its own (it suggests a range to search), not a sweep point."
         try:                               # a sweep resumed in its directory: what its point left
             before, done = earlier_point(run_dir, yaml_text) if multirun and not problems else ("", None)
         except ValueError as err:

@@ -180,6 +180,18 @@ class SearchConfig:
 
 
 @dataclass
+class LRRangeConfig:
+    """The learning-rate range test (ddl/runner/lr_range.py): instead of training, the rate grows
+    geometrically from `start` to `end` over `steps` steps and the range where the loss falls is
+    suggested."""
+
+    enabled: bool = False
+    start: float = 1e-6
+    end: float = 10.0
+    steps: int = 100
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -189,6 +201,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    lr_range: LRRangeConfig = field(default_factory=LRRangeConfig)
     backend: str = "auto"           # auto | numpy | cupy | array_api_strict
     allreduce: str = "auto"         # auto | host | cuda_aware | nccl (how a GPU run's gradients are summed)
     out_dir: str = "runs/default"   # the run directory
@@ -204,7 +217,11 @@ def _rules(cfg: "Config") -> list[tuple[str, Any, bool, str]]:
     """(key, value, ok, what it must be) for each value with a range or a fixed set."""
     t, m, c, k, d = cfg.train, cfg.model, cfg.checkpoint, cfg.tracking, cfg.data
     keep = m.keep_prob if isinstance(m.keep_prob, (list, tuple)) else [m.keep_prob]
+    r = cfg.lr_range
     return [
+        ("lr_range.start", r.start, _number(r.start) and 0 < r.start < r.end if _number(r.end) else False,
+         "a rate > 0 below lr_range.end"),
+        ("lr_range.steps", r.steps, r.steps >= 10, "an integer >= 10"),
         ("train.epochs", t.epochs, t.epochs >= 1, "an integer >= 1"),
         ("train.batch_size", t.batch_size, t.batch_size >= 1, "an integer >= 1 (the global batch)"),
         ("train.dtype", t.dtype, t.dtype in ("float32", "float64"), "float32 or float64"),

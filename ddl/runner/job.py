@@ -29,12 +29,13 @@ def execute(job: dict, comm, recorder=None) -> dict | None:
 
     job: {"cfg": Config, "run_dir", "parent": a sweep's parent run id or None, "multirun": bool,
     "tags": the run's extra tags, "id": this job's id (ddl.job), the same on every rank}."""
-    from ddl.runner import experiment  # noqa: PLC0415
+    from ddl.runner import experiment, lr_range  # noqa: PLC0415
 
     run_dir = Path(job["run_dir"])
     handler = attach_file_log(run_dir) if comm.rank == 0 else None
+    what = lr_range.run if job["cfg"].lr_range.enabled else experiment.run   # a run, or a range test
     try:
-        summary = experiment.run(job["cfg"], comm, run_dir, job, recorder)
+        summary = what(job["cfg"], comm, run_dir, job, recorder)
         if summary.get("stopped") == "signal":
             ctrl_c = signals.stop_signal() == signal.SIGINT
             if comm.rank == 0:         # every rank stopped at this step: one says so

@@ -164,3 +164,23 @@ def error_vs_param_png(key: str, series: Mapping[str, Sequence[tuple[float, floa
     if any(series) and len(series) > 1:
         ax.legend(fontsize=8)
     _save(fig, path)
+
+
+def lr_range_png(lrs: Sequence[float], smoothed: Sequence[float], low: float, high: float,
+                 path: str | os.PathLike) -> None:
+    """The range test's smoothed loss against the rate (log axis), the suggested range shaded."""
+    fig = _figure((7, 4.5))
+    ax = fig.subplots()
+    ax.plot(lrs, smoothed, color="tab:blue")
+    ax.axvspan(low, high, color="tab:green", alpha=0.15, label=f"suggested α: {low:.3g} to {high:.3g}")
+    ax.set_xscale("log")
+    finite = [v for v in smoothed if v == v and v != float("inf")]
+    if finite:
+        ax.set_ylim(min(finite) * 0.9, min(max(finite), 4 * min(finite)) * 1.1)
+    ax.set_xlabel("learning rate α (log scale)")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.set_title("Learning-rate range test")
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3, which="both")
+    _save(fig, path)
+

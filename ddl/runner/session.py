@@ -113,7 +113,7 @@ def standalone_session() -> Session:
 def objective(summary: dict | None) -> float:
     """What a search sweeper (Optuna) minimizes: the final dev error (train error without a dev
     split); a failed point scores +inf."""
-    if not summary:
+    if not summary or "train" not in summary:      # failed, or a range test (no objective)
         return float("inf")
     for split in ("dev", "train"):
         v = summary[split]["error"]
