@@ -184,6 +184,7 @@ class Task:
                          run_dir / hc.output_subdir if hc.output_subdir else None)
         if multirun:
             session.start_point(hc.job.num, overrides)
+            warn_ignored(session, cfg)
         if cfg.tracking.run_name is None:  # name runs by what was overridden: readable side by side
             cfg.tracking.run_name = run_name(overrides, session.swept if multirun else ())
         parent = session.parent_for(cfg, hc.sweep.dir) if multirun and session.comm.rank == 0 else None
@@ -222,6 +223,18 @@ class Task:
         finally:
             if not session.owner:             # a launcher's process of its own: one job, delivered now
                 session.close()
+
+
+def warn_ignored(session: Session, cfg: C.Config) -> None:
+    """A swept key that this point's config ignores makes points that differ only in it the same
+    run: said once per key, as the first such point starts."""
+    for key in session.swept:
+        why = C.ignored(cfg, key)
+        if why and key not in session.warned:
+            session.warned.add(key)
+            log.warning("the sweep varies %s, but %s: points that differ only in it are the same run "
+                        "(%s)", key, why, "make schedule.time_interval shorter than train.epochs"
+                        if "time_interval" in why else "sweep a schedule or optimizer that uses it")
 
 
 def refuse(session: Session, problems: str, run_dir: Path, point: int | None, overrides) -> float:

@@ -259,6 +259,36 @@ def check(cfg: "Config") -> list[str]:
     return [f"{key}={value!r}: must be {what}" for key, value, ok, what in _rules(cfg) if not ok]
 
 
+# which schedules and optimizers read each of their settings (ddl/optim/schedules.py, optimizers.py)
+USED_BY = {"schedule.decay_rate": ("schedule.name", ("inverse_time", "scheduled")),
+           "schedule.time_interval": ("schedule.name", ("scheduled",)),
+           "schedule.base": ("schedule.name", ("exponential",)),
+           "schedule.k": ("schedule.name", ("sqrt",)),
+           "optimizer.beta": ("optimizer.name", ("momentum",)),
+           "optimizer.beta1": ("optimizer.name", ("adam",)),
+           "optimizer.beta2": ("optimizer.name", ("rmsprop", "adam")),
+           "optimizer.epsilon": ("optimizer.name", ("rmsprop", "adam"))}
+
+
+def ignored(cfg: "Config", key: str) -> str:
+    """Why `key` (a dotted setting) changes nothing in this config ('' when it may): a decay rate
+    under a constant schedule, a scheduled decay whose interval is not shorter than the run, β
+    under gradient descent."""
+    if key not in USED_BY:
+        return ""
+    owner, users = USED_BY[key]
+    section, field_name = owner.split(".")
+    name = getattr(getattr(cfg, section), field_name)
+    if name not in users:
+        return f"{owner}={name} does not use it ({' and '.join(users)} {'does' if len(users) == 1 else 'do'})"
+    s = cfg.schedule
+    if key in ("schedule.decay_rate", "schedule.time_interval") and name == "scheduled" \
+            and s.time_interval >= cfg.train.epochs:
+        return (f"the scheduled decay first applies at epoch {s.time_interval} (schedule.time_interval) "
+                f"and the run has {cfg.train.epochs} (train.epochs)")
+    return ""
+
+
 def unknown_keys(keys: List[str]) -> list[str]:
     """The dotted keys (from `+key=value` overrides) that no schema field has, each with the
     nearest known key when one is close ('optimizer.lrr: no such key (optimizer.lr?)')."""

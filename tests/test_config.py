@@ -10,6 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from ddl import cli
+from ddl import config as C
 from ddl.config import Config
 from helpers import ddl_train
 
@@ -221,3 +222,27 @@ def test_the_traceback_kept_in_train_log_is_redacted(tmp_path):
         keep_traceback(tmp_path, SimpleNamespace(rank=0), err)
     text = (tmp_path / "train.log").read_text()
     assert "ConnectionError" in text and "TOKEN123" not in text and "p@ss" not in text, text
+
+
+def test_a_setting_the_config_ignores_is_named_with_the_reason():
+    cfg = C.Config()
+    assert "schedule.name=constant does not use it (inverse_time and scheduled do)" == C.ignored(cfg, "schedule.decay_rate")
+    cfg.schedule.name, cfg.train.epochs = "scheduled", 300
+    assert "first applies at epoch 1000" in C.ignored(cfg, "schedule.decay_rate")
+    cfg.schedule.time_interval = 100
+    assert C.ignored(cfg, "schedule.decay_rate") == ""
+    assert C.ignored(cfg, "optimizer.beta") == "optimizer.name=adam does not use it (momentum does)"
+    assert C.ignored(cfg, "optimizer.beta1") == "" and C.ignored(cfg, "model.l2") == ""
+
+
+def test_a_sweep_over_a_key_that_changes_nothing_is_warned_once(tmp_path):
+    code, so, se = ddl_train(0, "-m", "optimizer=gd", "schedule.decay_rate=0,1", "optimizer.beta=0.8,0.9",
+                             "data=moons", "train.epochs=2", "train.progress=false", "tracking=off",
+                             cwd=tmp_path, timeout=180)
+    text = so + se
+    assert code == 0, text
+    assert text.count("the sweep varies schedule.decay_rate, but schedule.name=constant does not use it") == 1, text
+    assert text.count("the sweep varies optimizer.beta, but optimizer.name=gd does not use it") == 1, text
+    code, so, se = ddl_train(0, "-m", "schedule=inverse_time", "schedule.decay_rate=0,1", "data=moons",
+                             "train.epochs=2", "train.progress=false", "tracking=off", cwd=tmp_path, timeout=180)
+    assert code == 0 and "the sweep varies" not in so + se, so + se

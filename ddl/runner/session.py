@@ -29,6 +29,7 @@ class Session:
         self.total, self.swept, self.points, self.sweep_dir = total, tuple(swept), [], None
         self.owner, self.stopped = owner, False     # stopped: a point was stopped by a signal
         self.closes_parent = True                   # False: a shared search's last process does
+        self.warned: set = set()                    # swept keys said to change nothing, once each
         self.recorder = recorder if recorder is not None or comm.rank != 0 else Recorder()
 
     def point_label(self, overrides: Sequence[str]) -> str:
