@@ -40,7 +40,7 @@ COLUMNS = (
     ("train_error", "train err", ("metric", "train_error")),
     ("dev_error", "dev err", ("metric", "dev_error")),
     ("test_error", "test err", ("metric", "test_error")),
-    ("best", "best held-out (epoch)", None),
+    ("best", "best (epoch)", None),      # the lowest held-out error and after how many epochs
     ("avoidable_bias", "avoid. bias", ("metric", "avoidable_bias")),
     ("variance", "variance", ("metric", "variance")),
     ("diagnosis", "diagnosis", None),
@@ -152,7 +152,8 @@ def format_table(rows: Sequence[Mapping[str, Any]], wide: bool = False, width: i
     """A plain-text table, columns padded to their widest cell. Not wide: at most `width`
     characters a line. To get there: columns that hold nothing are left out, run names keep
     only the overrides that tell them apart, settings equal in every row move to a line above
-    the table, and last the run names are shortened in the middle."""
+    the table, the best-epoch column gives way (--wide and the CSV keep it), and last the run
+    names are shortened in the middle."""
     if wide:
         return _render(*_grid(rows), None)
     columns = tuple(c for c in COLUMNS if c[0] == "run" or any(r.get(c[0]) is not None for r in rows))
@@ -165,6 +166,9 @@ def format_table(rows: Sequence[Mapping[str, Any]], wide: bool = False, width: i
         shared = "all runs: " + ", ".join(f"{headers[i]} {cells[0][i]}" for i in same) if same else ""
         keep = [i for i in range(len(columns)) if i not in same]
         headers, cells = [headers[i] for i in keep], [[line[i] for i in keep] for line in cells]
+    if _width(headers, cells) > width and "best (epoch)" in headers:    # the first to give way
+        i = headers.index("best (epoch)")
+        headers, cells = headers[:i] + headers[i + 1:], [line[:i] + line[i + 1:] for line in cells]
     over = _width(headers, cells) - width
     if over > 0:
         run_width = max(len(headers[0]), max(len(line[0]) for line in cells) - over, 12)
