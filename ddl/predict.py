@@ -11,6 +11,8 @@ layers use their running statistics.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ddl import checkpoint as ckpt
@@ -39,9 +41,19 @@ class Model:
         return self.backend.to_numpy(ZL)
 
     def features(self, X_rows) -> np.ndarray:
-        """Raw rows -> the network's input features, before normalization (scaled as trained)."""
+        """Raw rows -> the network's input features, before normalization (scaled as trained).
+        Rows that look divided already (all in [0, 1] for a model trained on pixels / 255) are
+        said to be, in a warning: dividing them again gives a network nearly black images."""
         X = _rows(X_rows, self.spec.sizes[0])
-        return X / self.input_divisor if self.input_divisor != 1.0 else X
+        if self.input_divisor == 1.0:
+            return X
+        if self.input_divisor > 1.0 and X.size and 0.0 <= X.min() and X.max() <= 1.0:
+            warnings.warn(f"these rows look scaled already (every value in [0, 1]), but this model "
+                          f"takes the values as its training file stored them and divides them by "
+                          f"{self.input_divisor:g} itself (the file's uint8 pixels): they are divided "
+                          f"again. Pass the rows unscaled (0 to {self.input_divisor:g}).", UserWarning,
+                          stacklevel=3)
+        return X / self.input_divisor
 
     def predict(self, X_rows) -> np.ndarray:
         """Class indices (m,) (sigmoid: A > 0.5; softmax: argmax) or regression values (m, k)."""

@@ -64,3 +64,10 @@ def test_predict_on_raw_course_pixels_gives_the_reported_test_accuracy(tmp_path)
     assert float(np.mean(m.predict(X.reshape(50, -1)) == y)) == accuracy    # flat rows too
     with pytest.raises(ValueError, match=r"rows.*\(m, 12288\).*transposed"):
         m.predict(X.reshape(50, -1).T)                        # the course's column layout
+    with pytest.warns(UserWarning, match=r"look scaled already.*divides them by 255"):
+        m.predict(X / 255.0)                                  # a student's own scaling: said
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.predict(X)                                          # the raw pixels: no word
