@@ -162,20 +162,10 @@ class Task:
         overrides = list(hc.overrides.task)
         if multirun:
             learn_sweep_shape(session, hc)
-            session.sweep_dir = Path(hc.sweep.dir)
         cfg, yaml_text = OmegaConf.to_object(dcfg), OmegaConf.to_yaml(dcfg, resolve=True)
-        problems = config_problems(cfg, overrides)
-        if multirun and cfg.lr_range.enabled:
-            problems = "bad config: lr_range.enabled=true is a run of its own (it suggests a range to search), not a sweep point."
-        try:                               # a sweep resumed in its directory: what its point left
-            before, done = earlier_point(run_dir, yaml_text) if multirun and not problems else ("", None)
-        except ValueError as err:
-            problems = str(err)
+        problems, before, done = check_job(cfg, overrides, run_dir, yaml_text, multirun)
         if problems:
-            if cfg.search.trial >= 0:      # a trial that cannot run: FAILED, another is drawn
-                from ddl.search.study import tell  # noqa: PLC0415
-
-                tell(cfg.search, None)
+            tell_trial(cfg, None)          # a trial that cannot run: FAILED, another is drawn
             return refuse(session, problems, run_dir, hc.job.num if multirun else None, overrides)
         if before == "unfinished" and cfg.checkpoint.resume == "never":
             cfg.checkpoint.resume = "auto"           # from its newest checkpoint, in its MLflow run
@@ -189,25 +179,16 @@ class Task:
             cfg.tracking.run_name = run_name(overrides, session.swept if multirun else ())
         parent = session.parent_for(cfg, hc.sweep.dir) if multirun and session.comm.rank == 0 else None
         if before == "finished":           # trained by an earlier invocation: taken as it ended
-            from ddl.tracking.store import flatten_config  # noqa: PLC0415 - pure: no MLflow import
-
             log.info("[%d/%s] finished in an earlier invocation (%s): not trained again", hc.job.num + 1,
                      session.total or "?", run_dir)
-            session.end_point(hc.job.num, overrides, cfg.tracking.run_name,
-                              flatten_config(OmegaConf.to_container(dcfg, resolve=True)), done)
+            session.end_point(hc.job.num, overrides, cfg.tracking.run_name, params_of(dcfg), done)
             return objective(done)
         job = {"op": "run", "cfg": cfg, "run_dir": str(run_dir), "parent": parent, "multirun": multirun,
                "tags": {"ddl.overrides": " ".join(overrides)}, "id": job_id()}
         summary = self.execute(session.comm.bcast(job, root=0) if session.comm.size > 1 else job)
-        if cfg.search.trial >= 0:          # a search's trial: its end, told to the study
-            from ddl.search.study import tell  # noqa: PLC0415 - Optuna only for a search
-
-            tell(cfg.search, summary)
+        tell_trial(cfg, summary)
         if multirun:
-            from ddl.tracking.store import flatten_config  # noqa: PLC0415 - pure: no MLflow import
-
-            session.end_point(hc.job.num, overrides, cfg.tracking.run_name,
-                              flatten_config(OmegaConf.to_container(dcfg, resolve=True)), summary)
+            session.end_point(hc.job.num, overrides, cfg.tracking.run_name, params_of(dcfg), summary)
         elif summary is None:
             session.failed.append(job["run_dir"])
         return objective(summary)
@@ -235,6 +216,36 @@ def warn_ignored(session: Session, cfg: C.Config) -> None:
             log.warning("the sweep varies %s, but %s: points that differ only in it are the same run "
                         "(%s)", key, why, "make schedule.time_interval shorter than train.epochs"
                         if "time_interval" in why else "sweep a schedule or optimizer that uses it")
+
+
+def check_job(cfg: C.Config, overrides, run_dir: Path, yaml_text: str, multirun: bool):
+    """(what is wrong with this job, '' if nothing; what an earlier invocation left of a sweep
+    point in its directory: "", "finished" or "unfinished"; a finished point's summary)."""
+    problems = config_problems(cfg, overrides)
+    if multirun and cfg.lr_range.enabled:
+        problems = ("bad config: lr_range.enabled=true is a run of its own (it suggests a range to "
+                    "search), not a sweep point.")
+    if problems or not multirun:
+        return problems, "", None
+    try:                                   # a sweep resumed in its directory: what its point left
+        return "", *earlier_point(run_dir, yaml_text)
+    except ValueError as err:
+        return str(err), "", None
+
+
+def tell_trial(cfg: C.Config, summary) -> None:
+    """A search's trial: how its job ended, told to its study (nothing for other jobs)."""
+    if cfg.search.trial >= 0:
+        from ddl.search.study import tell  # noqa: PLC0415 - Optuna only for a search
+
+        tell(cfg.search, summary)
+
+
+def params_of(dcfg) -> dict:
+    """A point's resolved config, flat, as its run's params."""
+    from ddl.tracking.store import flatten_config  # noqa: PLC0415 - pure: no MLflow import
+
+    return flatten_config(OmegaConf.to_container(dcfg, resolve=True))
 
 
 def refuse(session: Session, problems: str, run_dir: Path, point: int | None, overrides) -> float:
@@ -274,9 +285,10 @@ SEARCH = "hydra_plugins.ddl_search.search_sweeper.SearchSweeper"
 
 
 def learn_sweep_shape(session: Session, hc) -> None:
-    """A search sweeper's trials and keys live in its config, not on the command line; ddl's
-    search may share its study and parent with other processes: the last of them closes the
-    parent (SweepCallback), not each."""
+    """What a sweep's first job learns of it: its directory; a search sweeper's trials and keys
+    (in its config, not on the command line); whether the points share their parent with other
+    processes (ddl's search: the last of them closes it, in SweepCallback, not each)."""
+    session.sweep_dir = Path(hc.sweep.dir)
     if session.total is None:
         session.total = OmegaConf.select(hc, "sweeper.n_trials")
     if not session.swept:
