@@ -4,7 +4,9 @@ own MLflow run, the rest run; one parent, one FINISHED child per point. A direct
 another sweep's points is refused, point by point."""
 from __future__ import annotations
 
+import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,11 +19,11 @@ GRID = ["-m", "optimizer.lr=0.01,0.02,0.03,0.04,0.05,0.06", "data=moons", "train
         "checkpoint.every=20", "train.progress=false"]
 
 
-def sweep(tmp_path, *extra, **popen):
+def sweep(tmp_path, *extra):
     cmd = [sys.executable, "-m", "ddl", *GRID, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
            f"hydra.sweep.dir={tmp_path / 'sweep'}", *extra]
     return subprocess.Popen(cmd, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **popen)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def test_a_grid_sweep_stopped_after_three_points_resumes_with_the_rest_only(tmp_path):
@@ -31,10 +33,15 @@ def test_a_grid_sweep_stopped_after_three_points_resumes_with_the_rest_only(tmp_
     while not (fourth.is_dir() and len(list(fourth.glob("ckpt-*"))) >= 2):
         assert time.monotonic() < deadline and first.poll() is None, first.communicate()[0]
         time.sleep(0.05)
-    first.send_signal(signal.SIGINT)                   # Ctrl-C during the 4th point
+    os.killpg(first.pid, signal.SIGINT)                # Ctrl-C in a terminal, during the 4th point
     said = first.communicate(timeout=60)[0]
     assert first.returncode == 130, said
     assert f"hydra.sweep.dir={tmp_path / 'sweep'}" in said.split("ddl: to train the points that did not finish")[1], said
+    assert "checkpoint.resume=auto to continue" not in said, said      # the sweep's command, not a point's
+    deadline = time.monotonic() + 30
+    while newest_parent_status(tmp_path) == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert newest_parent_status(tmp_path) == "KILLED"                # not RUNNING, not FINISHED
     finished = {i: (tmp_path / "sweep" / str(i) / "summary.json").stat().st_mtime_ns for i in range(3)}
     assert not (tmp_path / "sweep" / "3" / "summary.json").exists()
 
@@ -60,3 +67,10 @@ def test_a_sweep_directory_of_another_grid_is_refused_point_by_point(tmp_path):
     said = again.communicate(timeout=120)[0]
     assert again.returncode == 1 and said.count("holds a point of another sweep (train.epochs: 5 -> 6)") == 6, said
     assert "Traceback" not in said
+
+
+def newest_parent_status(tmp_path) -> str:
+    with sqlite3.connect(tmp_path / "mlflow.db") as c:
+        (status,) = c.execute("select status from runs where name like 'sweep %'").fetchone()
+    return status
+

@@ -39,10 +39,11 @@ def execute(job: dict, comm, recorder=None) -> dict | None:
         if summary.get("stopped") == "signal":
             ctrl_c = signals.stop_signal() == signal.SIGINT
             if comm.rank == 0:         # every rank stopped at this step: one says so
-                log.warning("stopped by %s at epoch %d step %d; checkpoint written in %s. Rerun "
-                            "with out_dir=%s checkpoint.resume=auto to continue.",
+                how = ("" if job["multirun"] else     # a sweep says how to resume all of it, at its end
+                       f" Rerun with out_dir={run_dir} checkpoint.resume=auto to continue.")
+                log.warning("stopped by %s at epoch %d step %d; checkpoint written in %s.%s",
                             "Ctrl-C" if ctrl_c else "a signal", summary["epoch"], summary["step"],
-                            run_dir, run_dir)
+                            run_dir, how)
             raise SystemExit(EXIT_INTERRUPTED if ctrl_c else EXIT_STOPPED)
         return summary
     except NonFiniteError as e:            # decided from allreduced values: the same on every rank
