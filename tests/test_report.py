@@ -208,3 +208,24 @@ def test_the_best_held_out_error_is_the_lowest_so_far_with_its_epoch_counted_fro
     assert best_held_out({"error/dev_best": 0.125, "epoch/dev_best": 8.0}) == "12.50% (8)"
     assert best_held_out({"error/test_best": 0.3, "epoch/test_best": 2.0}) == "30.00% (2)"
     assert best_held_out({"error/dev": 0.1}) is None
+
+
+def test_an_eighteen_point_sweep_fits_in_120_columns_without_cutting_names_its_columns_show():
+    from itertools import product
+
+    from ddl.runner.report import format_table
+
+    runs = []
+    for i, (opt, sched, decay) in enumerate(product(["gd", "momentum", "adam"], ["inverse_time", "scheduled"],
+                                                     ["0", "0.3", "1"])):
+        runs.append(_run(f"optimizer={opt} schedule={sched} schedule.decay_rate={decay}", 0.1 + i / 100,
+                         0.2 + i / 100, {"diagnosis": "high bias + high variance"},
+                         **{"optimizer.name": opt, "optimizer.lr": "0.01", "schedule.name": sched,
+                            "schedule.decay_rate": decay, "data.name": "moons", "model.hidden": "[4]"}))
+    text = format_table(rows_from_runs(runs))
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 120, text
+    assert "…" not in text, text                       # no name cut in the middle
+    assert lines[1].startswith("optimizer  schedule"), text     # the names said nothing more: no run column
+    body = [line.split()[:3] for line in lines[3:]]     # optimizer, schedule, decay: every row apart
+    assert len({tuple(b) for b in body}) == 18, text

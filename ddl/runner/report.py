@@ -23,7 +23,7 @@ from ddl.atomic import write_text_atomic
 from ddl.config import TrackingConfig
 from ddl.diagnosis import diagnose, held_out
 from ddl.runner import seeds
-from ddl.runner.names import distinct_names
+from ddl.runner.names import distinct_names, tokens
 from ddl.tracking.keys import read_metric
 
 # (row key, table header, source): source is (kind, name) with kind "text" (a param as is),
@@ -152,28 +152,42 @@ def format_table(rows: Sequence[Mapping[str, Any]], wide: bool = False, width: i
     """A plain-text table, columns padded to their widest cell. Not wide: at most `width`
     characters a line. To get there: columns that hold nothing are left out, run names keep
     only the overrides that tell them apart, settings equal in every row move to a line above
-    the table, the best-epoch column gives way (--wide and the CSV keep it), and last the run
-    names are shortened in the middle."""
+    the table, the best-epoch column gives way (--wide and the CSV keep it), run names lose
+    what the settings columns beside them show ('adam lr=0.01' with columns adam and 0.01: '-'),
+    and last they are shortened in the middle."""
     if wide:
         return _render(*_grid(rows), None)
     columns = tuple(c for c in COLUMNS if c[0] == "run" or any(r.get(c[0]) is not None for r in rows))
     rows = [dict(r, run=n) for r, n in zip(rows, distinct_names([r["run"] for r in rows]))]
     headers, cells = _grid(rows, columns)
-    shared = ""
+    keys, shared = [c[0] for c in columns], ""
     if _width(headers, cells) > width and len(rows) > 1:
-        same = [i for i, c in enumerate(columns)
-                if c[0] in SETTINGS and len({line[i] for line in cells}) == 1]
+        same = [i for i, k in enumerate(keys) if k in SETTINGS and len({line[i] for line in cells}) == 1]
         shared = "all runs: " + ", ".join(f"{headers[i]} {cells[0][i]}" for i in same) if same else ""
-        keep = [i for i in range(len(columns)) if i not in same]
-        headers, cells = [headers[i] for i in keep], [[line[i] for i in keep] for line in cells]
-    if _width(headers, cells) > width and "best (epoch)" in headers:    # the first to give way
-        i = headers.index("best (epoch)")
-        headers, cells = headers[:i] + headers[i + 1:], [line[:i] + line[i + 1:] for line in cells]
+        keep = [i for i in range(len(keys)) if i not in same]
+        keys, headers = [keys[i] for i in keep], [headers[i] for i in keep]
+        cells = [[line[i] for i in keep] for line in cells]
+    if _width(headers, cells) > width and "best" in keys:    # the first to give way
+        i = keys.index("best")
+        keys, headers = keys[:i] + keys[i + 1:], headers[:i] + headers[i + 1:]
+        cells = [line[:i] + line[i + 1:] for line in cells]
+    if _width(headers, cells) > width:     # names say no more than the settings columns beside them
+        shown = [i for i, k in enumerate(keys) if k in SETTINGS and k != "status"]
+        cells = [[_beyond(line[0], {line[i] for i in shown}), *line[1:]] for line in cells]
+        if all(line[0] == "-" for line in cells):      # the columns say it all: no run column
+            keys, headers, cells = keys[1:], headers[1:], [line[1:] for line in cells]
+            return _render(headers, cells, shared)
     over = _width(headers, cells) - width
     if over > 0:
         run_width = max(len(headers[0]), max(len(line[0]) for line in cells) - over, 12)
         cells = [[_shorten(line[0], run_width), *line[1:]] for line in cells]
     return _render(headers, cells, shared)
+
+
+def _beyond(name: str, shown: set) -> str:
+    """The overrides of a run name whose values no settings cell of its row shows ('-': none)."""
+    kept = [t for t in tokens(name) if (t.partition("=")[2] or t) not in shown]
+    return " ".join(kept) or "-"
 
 
 def _width(headers, cells) -> int:
