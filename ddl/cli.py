@@ -125,24 +125,15 @@ class SweepCallback(Callback):
 
         cfg = OmegaConf.to_object(config.tracking)
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
-        if search and others_search(config, sweep_dir):
-            return
+        if search:
+            from ddl.search.sweeper import others_running  # noqa: PLC0415
+
+            if others_running(config.hydra.sweeper, sweep_dir):
+                return
         parent = cfg.parent_run_id or tracking.find_parent(cfg, str(sweep_dir))
         if parent and not cfg.parent_run_id:
             status, experiment_id = close_stored_sweep(cfg, parent, sweep_dir)
             log.info("sweep parent run %s %s\n%s", parent, status, dashboard_hint(cfg, experiment_id))
-
-
-def others_search(config, sweep_dir: Path) -> bool:
-    """Whether other processes still run trials of this search's study (they close its parent)."""
-    from ddl.search.study import running  # noqa: PLC0415
-    from ddl.search.sweeper import location  # noqa: PLC0415
-
-    under_way = running(*location(config.hydra.sweeper, sweep_dir))
-    if under_way:
-        log.info("search: %d trial(s) still run in other processes; the last to end closes the "
-                 "sweep's parent run", under_way)
-    return bool(under_way)
 
 
 class Task:

@@ -58,6 +58,23 @@ def diagnose(
     return Diagnosis(bias, variance, _label(high_bias, high_variance))
 
 
+KNOBS = ("bayes_error", "bias_threshold", "variance_threshold")
+
+
+def knobs_from(params) -> dict:
+    """The diagnosis settings a run was recorded with ({'bayes_error': 0.02, ...}, from its
+    `tracking.*` params; those missing or not numbers left out, so diagnose's defaults hold)."""
+    out = {}
+    for k in KNOBS:
+        try:
+            value = float(params.get(f"tracking.{k}"))
+        except (TypeError, ValueError):
+            continue
+        if not math.isnan(value):
+            out[k] = value
+    return out
+
+
 def held_out(dev_error: Optional[float], test_error: Optional[float]) -> tuple[Optional[float], str]:
     """(the error variance is judged on, its split): dev when there is one, else test, else
     (None, "none")."""

@@ -51,13 +51,18 @@ def test_array_sweep_is_one_parent_with_three_children(tmp_path):
     job = out.stdout.split("array job ")[1].split()[0]
     parent = out.stdout.strip().split()[-1]
     assert all(r["JobState"] == "COMPLETED" for r in finished(job)), job
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("ddl")
-    wait_until(lambda: client.get_run(parent).info.status != "RUNNING", "parent closed", job, 60)
-    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    client, children = closed_sweep(tmp_path, parent, job)
     assert sorted(r.data.params["optimizer.name"] for r in children) == ["adam", "gd", "momentum"]
     assert all(r.info.status == "FINISHED" for r in children)
     assert client.get_run(parent).info.status == "FINISHED"
+
+
+def closed_sweep(tmp_path, parent: str, job: str):
+    """(the client, the children of `parent`) once the array's end job has closed the parent."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ddl")
+    wait_until(lambda: client.get_run(parent).info.status != "RUNNING", "parent closed", job, 60)
+    return client, client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
 
 
 def test_hydras_slurm_launcher_runs_each_point_as_a_job_under_one_parent(tmp_path):
@@ -142,10 +147,7 @@ def test_a_requeued_array_task_leaves_the_other_tasks_alone(tmp_path):
     assert restarts == {t: "1" if t == holder["task"] else "0" for t in ("0", "1", "2")}, restarts
     log = (tmp_path / f"slurm-ddl-sweep-{job}_{holder['task']}.out").read_text()
     assert f"requeueing array task {job}_{holder['task']}" in log and "resuming from" in log, log
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("ddl")
-    wait_until(lambda: client.get_run(parent).info.status != "RUNNING", "parent closed", job, 60)
-    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    _, children = closed_sweep(tmp_path, parent, job)
     assert sorted(r.data.params["train.seed"] for r in children) == ["0", "1", "2"]
     assert all(r.info.status == "FINISHED" for r in children)
 

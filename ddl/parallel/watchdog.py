@@ -126,6 +126,7 @@ class Watch:
                  abort: Callable[[int], None]):
         self.rank, self.size, self.beacon, self.policy = rank, size, beacon, policy
         self.sock, self.targets, self.token, self.abort = sock, targets, token, abort
+        self.host = socket.gethostname()
         self.beat = min(max(policy.timeout / 4, 0.25), 2.0)
         self.silent_s = 4 * self.beat
         self.beats: dict[int, Beat] = {}
@@ -183,7 +184,7 @@ class Watch:
     def send(self) -> None:
         waiting = self.beacon.waiting(time.perf_counter())
         packet = _BEAT.pack(self.token, self.rank, self.beacon.seq, -1.0 if waiting is None else waiting[1],
-                            os.getpid()) + socket.gethostname().encode()[:200]
+                            os.getpid()) + self.host.encode()[:200]
         for target in self.targets:
             try:
                 self.sock.sendto(packet, target)
@@ -209,7 +210,7 @@ class Watch:
     def report(self, seq: int, waited: float, now: float) -> None:
         policy, where = self.policy, self.policy.position()
         missing = verdict(seq, self.beats, self.size, now, self.silent_s)
-        here = sorted({socket.gethostname(), *(b.host for b in self.beats.values())})
+        here = sorted({self.host, *(b.host for b in self.beats.values())})
         if missing:
             why = "; ".join(f"rank {r} {reason}" for r, reason in missing.items())
             news = f"rank(s) {sorted(missing)} have not arrived ({why})"

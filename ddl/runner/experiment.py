@@ -106,11 +106,13 @@ def resume_path(cfg: Config, run_dir: Path):
     return Path(r)
 
 
-def run(cfg: Config, comm, run_dir, job: dict, recorder=None) -> dict:
+def run(cfg: Config, comm, run_dir, job: dict, recorder=None, body=None) -> dict:
     """Train one config on every rank of `comm`; rank 0 writes `run_dir` and records the run through
     `recorder` (a child of the job's `parent` run in a sweep, with its `tags`). Returns the summary.
     A tracked run that fails ends FAILED (KILLED on Ctrl-C) with its error as tags and its train.log
-    uploaded; a rank other than 0 that fails alone leaves its error where the tracking worker finds it."""
+    uploaded; a rank other than 0 that fails alone leaves its error where the tracking worker finds it.
+    `body(cfg, setup, ds, state, tracker, run_dir)`: what the run does once its parts are built and
+    its tracking is open (default: train, finish, track; the learning-rate range test's instead)."""
     run_dir, rss_start = Path(run_dir), current_rss_mb()
     ending = StallEnding(comm, run_dir)      # what rank 0 does before a stall ends the job
     try:
@@ -122,8 +124,9 @@ def run(cfg: Config, comm, run_dir, job: dict, recorder=None) -> dict:
             if comm.rank == 0:
                 mark_refused(run_dir, err)
             raise
+        body = body or (lambda *parts: tracked_run(*parts, rss_start, ending))
         try:
-            return tracked_run(cfg, setup, ds, state, tracker, run_dir, rss_start, ending)
+            return body(cfg, setup, ds, state, tracker, run_dir)
         except BaseException as err:
             track_failure(tracker, comm, err, run_dir)
             raise

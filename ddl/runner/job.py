@@ -33,9 +33,9 @@ def execute(job: dict, comm, recorder=None) -> dict | None:
 
     run_dir = Path(job["run_dir"])
     handler = attach_file_log(run_dir) if comm.rank == 0 else None
-    what = lr_range.run if job["cfg"].lr_range.enabled else experiment.run   # a run, or a range test
+    body = lr_range.measure if job["cfg"].lr_range.enabled else None   # a run, or a range test
     try:
-        summary = what(job["cfg"], comm, run_dir, job, recorder)
+        summary = experiment.run(job["cfg"], comm, run_dir, job, recorder, body)
         if summary.get("stopped") == "signal":
             ctrl_c = signals.stop_signal() == signal.SIGINT
             if comm.rank == 0:         # every rank stopped at this step: one says so

@@ -82,35 +82,23 @@ def suggest(curve: list[tuple[float, float]]) -> tuple[float, float]:
     return (low if low is not None and low < high else high / 100), high
 
 
-def run(cfg: Config, comm, run_dir, job: dict, recorder=None) -> dict:
-    """The range test as a job: the run's setup, the rates swept, rank 0's files, line and
-    tracking. Returns {"low", "high", "steps"}."""
-    from ddl.runner import experiment  # noqa: PLC0415 - experiment runs jobs, this is one
-    from ddl.runner.summary import StallEnding, track_failure, upload_log  # noqa: PLC0415
+def measure(cfg: Config, setup, ds, state, tracker, run_dir: Path) -> dict:
+    """The range test as a run's body (ddl/runner/experiment.py builds the run and its tracking,
+    and ends it FAILED on an error): the rates swept, rank 0's line, files and tracking. Returns
+    {"low", "high", "steps"}."""
+    from ddl.runner.summary import upload_log  # noqa: PLC0415 - summary is the run's end
 
-    run_dir = Path(run_dir)
-    ending = StallEnding(comm, run_dir)
-    try:
-        setup, ds, state, meta, how = experiment.start(cfg, comm, run_dir, recorder, ending)
-        tracker = recorder.open(cfg, comm, setup.backend, how, None, job.get("parent"), job.get("tags") or {},
-                                run_dir, job["id"]) if recorder else experiment.null_tracker(meta)
-        try:
-            r = cfg.lr_range
-            if comm.rank == 0:
-                log.info("learning-rate range test: α from %.3g to %.3g over %d steps (world size %d, %s); "
-                         "run directory %s", r.start, r.end, r.steps, comm.size, cfg.optimizer.name, run_dir)
-            curve = sweep_rates(setup, ds, state, r)
-            low, high = suggest(curve)
-            if comm.rank == 0:
-                report(cfg, run_dir, curve, low, high, tracker)
-                upload_log(tracker, run_dir)
-            tracker.end("FINISHED")
-            return {"low": low, "high": high, "steps": len(curve)}
-        except BaseException as err:
-            track_failure(tracker, comm, err, run_dir)
-            raise
-    finally:
-        ending.unwatch()
+    comm, r = setup.comm, cfg.lr_range
+    if comm.rank == 0:
+        log.info("learning-rate range test: α from %.3g to %.3g over %d steps (world size %d, %s); "
+                 "run directory %s", r.start, r.end, r.steps, comm.size, cfg.optimizer.name, run_dir)
+    curve = sweep_rates(setup, ds, state, r)
+    low, high = suggest(curve)
+    if comm.rank == 0:
+        report(cfg, run_dir, curve, low, high, tracker)
+        upload_log(tracker, run_dir)
+    tracker.end("FINISHED")
+    return {"low": low, "high": high, "steps": len(curve)}
 
 
 def report(cfg: Config, run_dir: Path, curve, low: float, high: float, tracker) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ddl.atomic import write_text_atomic
 
 from ddl.config import TrackingConfig
-from ddl.diagnosis import diagnose, held_out
+from ddl.diagnosis import diagnose, held_out, knobs_from
 from ddl.runner import seeds
 from ddl.runner.names import distinct_names, tokens
 from ddl.tracking.keys import read_metric
@@ -104,9 +104,7 @@ def _fallback_label(row: Mapping[str, Any], params: Mapping[str, str]) -> Option
         return None
     dev, _ = held_out(*(row[k] if row[k] is not None and 0 <= row[k] <= 1 else None
                         for k in ("dev_error", "test_error")))
-    knobs = {k: float(params[f"tracking.{k}"]) for k in ("bayes_error", "bias_threshold",
-             "variance_threshold") if _number(params.get(f"tracking.{k}")) is not None}
-    return diagnose(train, dev, **knobs).label
+    return diagnose(train, dev, **knobs_from(params)).label
 
 
 def _best_first(row: Mapping[str, Any]) -> tuple:

@@ -10,11 +10,10 @@ from its summaries). Nothing here needs a store.
 """
 from __future__ import annotations
 
-import math
 import statistics
 from typing import Any, Mapping, Optional, Sequence
 
-from ddl.diagnosis import diagnose
+from ddl.diagnosis import diagnose, knobs_from
 from ddl.runner.names import distinct_names, tokens
 from ddl.tracking.keys import read_metric
 
@@ -64,9 +63,7 @@ def _summarize(label: str, group: list) -> dict[str, Any]:
     values = {f: [v for v in (_figure(m, f, split) for m in metrics) if v is not None] for f in FIGURES}
     mean = {f: statistics.fmean(v) if v else None for f, v in values.items()}
     std = {f: statistics.stdev(v) if len(v) > 1 else 0.0 if v else None for f, v in values.items()}
-    params = group[0].get("params", {})
-    knobs = {k: float(params[f"tracking.{k}"]) for k in ("bayes_error", "bias_threshold", "variance_threshold")
-             if _number(params.get(f"tracking.{k}")) is not None}
+    knobs = knobs_from(group[0].get("params", {}))
     label_of = diagnose(mean["train_error"], mean["held_out"], **knobs).label if mean["train_error"] is not None else None
     return {"label": label, "seeds": len(group), "runs": [r["run_id"] for r in group], "mean": mean,
             "std": std, "diagnosis": label_of, "split": split}
@@ -76,36 +73,30 @@ def _figure(metrics, figure: str, split: str) -> Optional[float]:
     return read_metric(metrics, f"{split}_error" if figure == "held_out" else figure)
 
 
-def _number(value) -> Optional[float]:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
-
-
 def spread(mean: Optional[float], std: Optional[float]) -> str:
     """'12.30% ± 1.20%' ('-' when there is no value)."""
     return "-" if mean is None else f"{100 * mean:.2f}% ± {100 * (std or 0.0):.2f}%"
 
 
-def table(configs: Sequence[Mapping[str, Any]]) -> str:
-    """The configurations as a plain-text table, best mean first."""
+def _grid(configs: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """(headers, a row of cells per configuration): what both renderings show."""
+    split = configs[0]["split"] if configs else "dev"
     cells = [[c["label"], str(c["seeds"]), *(spread(c["mean"][f], c["std"][f]) for f in FIGURES),
               c["diagnosis"] or "-"] for c in configs]
-    split = configs[0]["split"] if configs else "dev"
-    headers = [h.replace("held-out", split) for h in HEADERS]
+    return [h.replace("held-out", split) for h in HEADERS], cells
+
+
+def table(configs: Sequence[Mapping[str, Any]]) -> str:
+    """The configurations as a plain-text table, best mean first."""
+    headers, cells = _grid(configs)
     widths = [max(len(x) for x in column) for column in zip(headers, *cells)]
     lines = [headers, ["-" * w for w in widths], *cells]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
 
 
 def markdown(configs: Sequence[Mapping[str, Any]]) -> str:
-    split = configs[0]["split"] if configs else "dev"
-    headers = [h.replace("held-out", split) for h in HEADERS]
-    lines = [headers, ["---"] * len(headers)]
-    lines += [[c["label"], str(c["seeds"]), *(spread(c["mean"][f], c["std"][f]) for f in FIGURES),
-               c["diagnosis"] or "-"] for c in configs]
+    headers, cells = _grid(configs)
+    lines = [headers, ["---"] * len(headers), *cells]
     return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
 
 

@@ -21,7 +21,7 @@ from ddl.runner.report import format_table, rows_from_runs, status_of, to_markdo
 log = logging.getLogger("ddl")
 
 # params that differ between points without being a hyperparameter of the sweep
-NOT_SWEPT = ("tracking.", "out_dir", "checkpoint.", "hydra.", "search.")
+NOT_SWEPT = seeds.NOT_A_SETTING
 LOG_SCALE = ("lr", "learning_rate", "l2", "epsilon")
 ARTIFACTS = ("bias_variance_map.png", "sweep_table.md", "seeds_table.md")
 

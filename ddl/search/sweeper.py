@@ -78,6 +78,16 @@ class SearchSweeper(Sweeper):
         return returns
 
 
+def others_running(sweeper_cfg, sweep_dir: Path) -> bool:
+    """Whether other processes still run trials of this search's study (the last of them closes
+    the sweep's parent run)."""
+    under_way = S.running(*location(sweeper_cfg, sweep_dir))
+    if under_way:
+        log.info("search: %d trial(s) still run in other processes; the last to end closes the "
+                 "sweep's parent run", under_way)
+    return bool(under_way)
+
+
 def location(sweeper_cfg, sweep_dir: Path) -> tuple[str, str]:
     """(the journal's path, the study's name): given, or <sweep dir>/study.journal and the sweep
     directory's name."""
