@@ -96,7 +96,9 @@ class Result:
 
     def describe(self) -> str:
         """The diagnosis in a sentence, with the course's next step (the run's MLflow description)."""
-        from ddl.diagnosis import explain  # noqa: PLC0415
+        if "description" in self.summary:
+            return self.summary["description"]
+        from ddl.diagnosis import explain  # noqa: PLC0415  (a run directory from before 0.x)
 
         return explain(self.diagnosis, self.diagnosis_split, self.summary["train"]["error"],
                        self.held_out_error)

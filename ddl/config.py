@@ -6,6 +6,7 @@ nothing but the standard library, so every schema is importable without NumPy or
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,9 @@ class TrackingConfig:
     bayes_error: float = 0.0
     bias_threshold: float = 0.05
     variance_threshold: float = 0.05
+    # variance is also high when the held-out cost climbs this far (0.2: 20 %) above its lowest
+    # while the train cost keeps falling (the network fitting noise; ddl.diagnosis)
+    overfit_threshold: float = 0.2
     log_every: int = 1  # epochs
     # an unreachable store at the start: fail (refuse before any work) | continue (untracked);
     # once a run is tracked, an outage never stops it (what it logs is kept and replayed)
@@ -90,8 +94,13 @@ class TrackingConfig:
 
 
 def default_uri() -> str:
-    """The embedded local store: `sqlite:///<abs cwd>/mlflow.db`."""
-    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    """$MLFLOW_TRACKING_URI when it is set (MLflow's own variable; a relative SQLite path is made
+    absolute, so a sweep's processes all find the same file), else the embedded local store
+    `sqlite:///<abs cwd>/mlflow.db`."""
+    given = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if given.startswith("sqlite:///") and not given.startswith("sqlite:////"):
+        return f"sqlite:///{(Path.cwd() / given[len('sqlite:///'):]).resolve()}"
+    return given or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
 @dataclass
@@ -245,6 +254,8 @@ def _rules(cfg: "Config") -> list[tuple[str, Any, bool, str]]:
         ("checkpoint.keep", c.keep, c.keep >= 1, "an integer >= 1"),
         ("tracking.bayes_error", k.bayes_error, _number(k.bayes_error) and 0 <= k.bayes_error < 1,
          "a number in [0, 1) (an error rate)"),
+        ("tracking.overfit_threshold", k.overfit_threshold,
+         _number(k.overfit_threshold) and k.overfit_threshold >= 0, "a number >= 0 (a fraction: 0.2 is 20 %)"),
         ("tracking.log_every", k.log_every, k.log_every >= 1, "an integer >= 1"),
         ("tracking.on_error", k.on_error, k.on_error in ("fail", "continue"), "fail or continue"),
         ("data.dev_fraction", d.dev_fraction, _number(d.dev_fraction) and 0 <= d.dev_fraction < 1,

@@ -81,3 +81,34 @@ def test_explain_names_the_split_the_figures_and_the_course_next_step():
     assert "a bigger network" in explain("high bias", "dev", 0.3, 0.31)
     assert "variance not judged" in explain("ok", "none", 0.01, None)
     assert explain("n/a (regression)", "none", math.nan, None).startswith("No bias/variance")
+
+
+def test_a_held_out_cost_that_climbs_while_train_cost_falls_is_variance():
+    from ddl.diagnosis import CostRise
+
+    # the football data without regularization (the course's "fits the noisy points"): an error
+    # gap of 3.3 points, under the 5-point threshold, but the test cost 85 % above its lowest
+    assert diagnose(0.0521, 0.085, bayes_error=0.05).label == "ok"
+    assert diagnose(0.0521, 0.085, bayes_error=0.05, cost_rise=0.85).label == "high variance"
+    assert diagnose(0.0521, 0.085, bayes_error=0.05, cost_rise=0.2).label == "ok"   # strict, like the gaps
+    assert diagnose(0.0521, 0.085, cost_rise=0.85, overfit_threshold=1.0).label == "high bias"
+    assert diagnose(0.0521, None, cost_rise=0.85).label == "high bias"   # no held-out split: no variance
+    rise = CostRise()
+    seen = [rise.see(t, h) for t, h in [(0.30, 0.40), (0.20, 0.27), (0.15, 0.30), (0.12, 0.50)]]
+    assert seen[:2] == [0.0, 0.0] and abs(seen[2] - (0.30 / 0.27 - 1)) <= TOL
+    assert abs(seen[3] - (0.50 / 0.27 - 1)) <= TOL
+    assert rise.see(0.25, 0.60) == 0.0       # the train cost rose too: a rate too high, not noise
+    assert rise.see(None, 0.1) == 0.0 and rise.see(0.1, math.nan) == 0.0
+    history = [{"train_cost": t, "test_cost": h} for t, h in [(0.3, 0.4), (0.2, 0.27), (0.1, 0.5)]]
+    assert abs(CostRise.over(history) - (0.5 / 0.27 - 1)) <= TOL
+    history = [{**r, "dev_cost": d} for r, d in zip(history, (0.5, 0.4, 0.3))]   # dev, when there is one
+    assert CostRise.over(history) == 0.0
+
+
+def test_explain_says_the_cost_climbed_only_when_it_counted():
+    from ddl.diagnosis import explain
+
+    text = explain("high variance", "test", 0.0521, 0.085, 0.05, cost_rise=0.85)
+    assert "the test cost is 85 % above its lowest while the train cost kept falling" in text
+    assert "above its lowest" not in explain("ok", "test", 0.0616, 0.07, 0.05, cost_rise=0.007)
+    assert "above its lowest" not in explain("high variance", "dev", 0.01, 0.2, cost_rise=0.1)

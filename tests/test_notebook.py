@@ -21,8 +21,11 @@ def test_the_regularization_notebook_runs_in_a_real_kernel(tmp_path, monkeypatch
     from nbclient import NotebookClient
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    here = tmp_path / "notebooks"            # where Jupyter runs it: the notebook's own folder
+    here.mkdir()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+                   resources={"metadata": {"path": str(here)}}).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
@@ -37,5 +40,14 @@ def test_the_regularization_notebook_runs_in_a_real_kernel(tmp_path, monkeypatch
     for name, course in {"none": (94.8, 91.5), "L2": (93.8, 93.0)}.items():
         assert got[name] == pytest.approx(course, abs=1.0), (name, got, text)
     assert got["dropout"][1] > got["none"][1], got
+    # the course's lesson: no regularization overfits (high variance, not "a bigger network"),
+    # L2 cures it; the notebook's text says so
+    labels = dict(re.findall(r"^(none|L2|dropout) +\d+\.\d\d +\d+\.\d\d  (.+?) \(judged", text, re.M))
+    assert labels["none"] == "high variance" and labels["L2"] == "ok", (labels, text)
+    prose = "".join("".join(c.source) for c in nb.cells if c.cell_type == "markdown")
+    assert "diagnoses **high variance**" in prose and "L2 stops the climb" in prose
     assert "Next step" in text and "judged on test (no dev split)" in text
+    assert "test cost is 85 % above its lowest" in text, text
+    # the runs land in the repository's store, the one the README's dashboard command opens
     assert "best:" in text and (tmp_path / "mlflow.db").is_file()
+    assert sorted(p.name for p in here.iterdir()) == ["multirun", "runs"], list(here.iterdir())

@@ -127,7 +127,14 @@ def test_null_tracker_when_disabled(tmp_path, monkeypatch):
 
 def test_default_uri_and_flatten(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert default_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    # MLflow's own variable wins (a notebook pointing at the repository's store); a relative
+    # SQLite path made absolute, so every process of a sweep finds the same file
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///../store.db")
+    assert default_uri() == f"sqlite:///{tmp_path.parent.resolve()}/store.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert default_uri() == "http://127.0.0.1:5999" and TrackingConfig().uri == "http://127.0.0.1:5999"
     flat = T.flatten_config({"optimizer": {"name": "adam", "lr": 0.01}, "model": {"hidden": [20, 7]},
                              "seed": 1, "tracking": {"uri": None}})
     assert flat == {"optimizer.name": "adam", "optimizer.lr": "0.01", "model.hidden": "[20, 7]",

@@ -64,7 +64,10 @@ def _summarize(label: str, group: list) -> dict[str, Any]:
     mean = {f: statistics.fmean(v) if v else None for f, v in values.items()}
     std = {f: statistics.stdev(v) if len(v) > 1 else 0.0 if v else None for f, v in values.items()}
     knobs = knobs_from(group[0].get("params", {}))
-    label_of = diagnose(mean["train_error"], mean["held_out"], **knobs).label if mean["train_error"] is not None else None
+    rises = [v for v in (read_metric(m, "cost_rise") for m in metrics) if v is not None]
+    rise = statistics.fmean(rises) if rises else 0.0     # the held-out cost's climb, on average
+    label_of = (diagnose(mean["train_error"], mean["held_out"], cost_rise=rise, **knobs).label
+                if mean["train_error"] is not None else None)
     return {"label": label, "seeds": len(group), "runs": [r["run_id"] for r in group], "mean": mean,
             "std": std, "diagnosis": label_of, "split": split}
 

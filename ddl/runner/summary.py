@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ddl import checkpoint as ckpt
 from ddl.config import Config
-from ddl.diagnosis import Diagnosis, describe, diagnose, explain, held_out
+from ddl.diagnosis import CostRise, Diagnosis, describe, diagnose, explain, held_out
 from ddl.train.evaluate import evaluate_split
 from ddl.atomic import write_text_atomic
 from ddl.train.nonfinite import DivergedError
@@ -31,16 +31,19 @@ def finish(cfg: Config, setup: Setup, state: TrainState, ds, run_dir: Path, run_
     opening: the plots are drawn meanwhile, on a thread, and a failure there is raised after
     final.npz and summary.json are safe)."""
     errors = final_errors(setup, state, ds)
-    d, judged_on = safe_diagnose(cfg.tracking, *(errors[k]["error"] for k in ("train", "dev", "test")))
+    rise = CostRise.over(state.history)
+    d, judged_on = safe_diagnose(cfg.tracking, *(errors[k]["error"] for k in ("train", "dev", "test")),
+                                 cost_rise=rise)
     summary = {
-        **errors, "avoidable_bias": d.avoidable_bias, "variance": d.variance, "diagnosis": d.label,
-        "diagnosis_split": judged_on, "epochs_run": state.epoch, "stopped": state.stopped or "completed",
+        **errors, "avoidable_bias": d.avoidable_bias, "variance": d.variance, "cost_rise": rise,
+        "diagnosis": d.label, "diagnosis_split": judged_on, "epochs_run": state.epoch, "stopped": state.stopped or "completed",
         "diverged": state.diverged, "best_epoch": state.best["epoch"] if state.best else None,
         "skipped_steps": state.skipped_steps, "world_size": setup.comm.size,
         "backend": setup.backend.name, "dtype": cfg.train.dtype,
         "samples_per_s": mean_rate(state.history), "train_seconds": seconds,
         "network": list(setup.spec.sizes), "run_dir": str(run_dir), "mlflow_run_id": None, **memory,
     }
+    summary["description"] = run_description(cfg, summary)
     if setup.comm.rank == 0:
         plotting = Background(write_plots, cfg, summary, state.history, run_dir)
         try:
@@ -89,7 +92,7 @@ def track_final(tracker, cfg: Config, summary: dict, state, run_dir: Path) -> No
     tracker.log_epoch(max(state.epoch - 1, 0), {k: v for k, v in final.items() if not math.isnan(v)})
     tracker.set_tags({"diagnosis": summary["diagnosis"], "diagnosis.split": summary["diagnosis_split"],
                       "ddl.stopped": summary["stopped"], "ddl.diverged": str(summary["diverged"]).lower(),
-                      "mlflow.note.content": run_description(cfg, summary)})
+                      "mlflow.note.content": summary["description"]})
     for name in ARTIFACTS:
         if (run_dir / name).exists():
             tracker.log_artifact(str(run_dir / name))
@@ -106,8 +109,9 @@ def run_description(cfg: Config, summary: dict) -> str:
     """The run's description in the dashboard: the diagnosis in a sentence, with the next step."""
     split = summary["diagnosis_split"]
     held = summary[split]["error"] if split in ("dev", "test") else None
-    return explain(summary["diagnosis"], split, summary["train"]["error"], held,
-                   cfg.tracking.bayes_error)
+    t = cfg.tracking
+    return explain(summary["diagnosis"], split, summary["train"]["error"], held, t.bayes_error,
+                   summary["cost_rise"], t.overfit_threshold)
 
 
 def upload_log(tracker, run_dir: Path) -> None:
@@ -201,13 +205,15 @@ def write_plots(cfg: Config, summary: dict, history: list, run_dir: Path) -> Non
                        f"{cfg.schedule.name} schedule, lr0={cfg.optimizer.lr}")
 
 
-def safe_diagnose(t, train_err: float, dev_err: float, test_err: float = math.nan):
+def safe_diagnose(t, train_err: float, dev_err: float, test_err: float = math.nan,
+                  cost_rise: float = 0.0):
     """(the course's bias/variance diagnosis, the split variance was judged on: dev, else test);
     not defined for regression (no error rate)."""
     if math.isnan(train_err):
         return Diagnosis(math.nan, math.nan, "n/a (regression)"), "none"
     error, split = held_out(dev_err, test_err)
-    return diagnose(train_err, error, t.bayes_error, t.bias_threshold, t.variance_threshold), split
+    return diagnose(train_err, error, t.bayes_error, t.bias_threshold, t.variance_threshold,
+                    cost_rise, t.overfit_threshold), split
 
 
 def current_rss_mb() -> float:

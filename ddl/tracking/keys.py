@@ -16,7 +16,7 @@ METRIC_KEYS = {
     "train_cost": "cost/train", "dev_cost": "cost/dev", "test_cost": "cost/test",
     "train_accuracy": "accuracy/train", "dev_accuracy": "accuracy/dev",
     "test_accuracy": "accuracy/test",
-    "avoidable_bias": "bias/avoidable", "variance": "bias/variance",
+    "avoidable_bias": "bias/avoidable", "variance": "bias/variance", "cost_rise": "bias/cost_rise",
     "lr": "lr",
     "samples_per_s": "perf/samples_per_s", "allreduce_share": "perf/allreduce_share",
     # the best held-out error so far and after how many epochs (counted as the console counts:

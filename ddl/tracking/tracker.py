@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any, Mapping, Optional
 
-from ddl.diagnosis import diagnose, held_out
+from ddl.diagnosis import CostRise, diagnose, held_out
 
 from ddl.config import TrackingConfig, redact
 from ddl.tracking.keys import mlflow_key
@@ -32,6 +32,7 @@ class Tracker:
     def __init__(self, client, run_id: str, cfg: TrackingConfig, last_steps: dict[str, int]):
         self._client, self.run_id, self.cfg = client, run_id, cfg
         self._last = dict(last_steps)  # store's metric key -> largest step already there
+        self._rise = CostRise()        # the held-out cost's climb, for the diagnosis
         self._pending, self._label, self._flushed = [], None, time.monotonic()
         self.outbox = Outbox(client, run_id, cfg.uri)   # delivered in order, or kept
         self.parent: Optional[str] = None   # the sweep parent's run id, for a sweep's point
@@ -135,10 +136,12 @@ class Tracker:
             return {}, None
         fraction = {k: v for k in ("dev_error", "test_error")
                     if (v := metrics.get(k)) is not None and 0.0 <= v <= 1.0}
-        dev, _ = held_out(fraction.get("dev_error"), fraction.get("test_error"))
+        dev, split = held_out(fraction.get("dev_error"), fraction.get("test_error"))
+        rise = self._rise.see(metrics.get("train_cost"), metrics.get(f"{split}_cost"))
         cfg = self.cfg
-        d = diagnose(train, dev, cfg.bayes_error, cfg.bias_threshold, cfg.variance_threshold)
-        variance = {} if math.isnan(d.variance) else {"variance": d.variance}
+        d = diagnose(train, dev, cfg.bayes_error, cfg.bias_threshold, cfg.variance_threshold,
+                     rise, cfg.overfit_threshold)
+        variance = {} if math.isnan(d.variance) else {"variance": d.variance, "cost_rise": rise}
         return {"avoidable_bias": d.avoidable_bias, **variance}, d.label
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
