@@ -30,6 +30,7 @@ from ddl.runner.logs import setup_logging
 from ddl.runner.recorder import Recorder, job_id
 from ddl.runner.run_dir import earlier_point, make_run_dir, out_dir_problem, remove_hydras_leftovers
 from ddl.runner.session import Session, objective, run_name, standalone_session
+from ddl.runner import slurm_launcher
 from ddl.runner.startup import first_rank, install_startup_handlers
 
 # conf/ at the top of the repository is installed as the package ddl.conf (see pyproject.toml).
@@ -117,6 +118,14 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         in_process = OmegaConf.select(config, "hydra.launcher._target_", default="").endswith("BasicLauncher")
         search = OmegaConf.select(config, "hydra.sweeper._target_", default="") == SEARCH
+        if not in_process and not search:      # a launcher's jobs: the table, as a sweep here prints it
+            from ddl.runner.sweep_summary import console_table  # noqa: PLC0415
+
+            swept = sweep_shape(sys.argv[1:])[1]
+            points = slurm_launcher.points_in(Path(config.hydra.sweep.dir), lambda o: run_name(o, swept))
+            if points:
+                log.info("sweep of %d points (%s):\n%s", len(points), config.hydra.sweep.dir,
+                         console_table(points))
         if (in_process and not search) or not config.tracking.enabled:
             return
         from ddl import tracking  # noqa: PLC0415
@@ -313,7 +322,9 @@ def main(link=None) -> None:
 
         link = Link.start() if worth_prewarming(sys.argv[1:]) else None   # MLflow loads beside Hydra
     session = Session(comm, *sweep_shape(sys.argv[1:]), owner=True, recorder=Recorder(link))
-    bad_dir = out_dir_problem(sys.argv[1:])
+    bad_dir = out_dir_problem(sys.argv[1:]) or slurm_launcher.launcher_problem(sys.argv[1:])
+    if slurm_launcher.wanted(sys.argv[1:]):
+        slurm_launcher.quiet_submitit()
     if bad_dir:                       # Hydra would make the directory first, with a traceback
         print(f"ddl: error: {bad_dir}", file=sys.stderr)
     code = 1 if bad_dir else run_hydra(session)

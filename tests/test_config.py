@@ -2,6 +2,8 @@
 and bad overrides fail fast with Hydra's message and a non-zero status."""
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -151,6 +153,25 @@ def test_submitit_slurm_launcher_config_composes(tmp_path):
     code, out, err = ddl_train(0, "hydra/launcher=slurm", "--cfg", "hydra", cwd=tmp_path, timeout=60)
     assert code == 0, err
     assert "submitit_slurm" in out and "tasks_per_node: 2" in out and "SLURM_MPI_TYPE=pmi2" in out
+
+
+@pytest.mark.parametrize("why", ["no sbatch", "no controller"])
+def test_hydras_slurm_launcher_where_slurm_cannot_take_jobs_is_one_paragraph(tmp_path, why):
+    """Where SLURM is absent (no sbatch on PATH) or its controller does not answer, the sweep is
+    refused before Hydra, in ddl's words (submitit's traceback, and a parent left behind, before)."""
+    import sys
+
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)} if why == "no sbatch" else {
+        **os.environ, "SLURM_CONF": str(tmp_path / "absent.conf")}
+    if why == "no controller" and shutil.which("scontrol") is None:
+        env["PATH"] = str(Path(sys.executable).parent)      # no SLURM at all: the same refusal
+    code, out, err = ddl_train(0, "-m", "hydra/launcher=slurm", "optimizer=gd,adam", "train.epochs=2",
+                               cwd=tmp_path, timeout=60, env=env)
+    assert code == 1 and "Traceback" not in err and "hydra/launcher=slurm" in err, err
+    assert ("no sbatch on PATH" if env["PATH"] == str(Path(sys.executable).parent)
+            else "the SLURM controller does not answer") in err, err
+    assert "drop hydra/launcher=slurm" in err and not (tmp_path / "multirun").exists()
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_usage_error_is_one_paragraph(tmp_path):

@@ -82,6 +82,12 @@ def test_hydras_slurm_launcher_runs_each_point_as_a_job_under_one_parent(tmp_pat
     assert all(r.info.status == "FINISHED" for r in children) and parent.info.status == "FINISHED"
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"bias_variance_map.png",
                                                                           "sweep_table.md"}
+    said = out.stdout + out.stderr
+    # the sweep's table at the end, as a sweep run here prints it; submitit's warnings once each
+    # (it configures two handlers of its own, and repeats the sacct one on every poll)
+    assert "sweep of 2 points" in said and "best: " in said and "FINISHED" in said, said
+    assert "Bypassing sacct error" not in said and said.count("SLURM's accounting (sacct)") <= 1, said
+    assert "findfont" not in said and "Traceback" not in said, said
 
 
 CKPT = ["data=synthetic", "data.m=6000", "data.n_x=20", "data.classes=3", "model.hidden=[32,16]",

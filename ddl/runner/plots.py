@@ -17,8 +17,14 @@ CURVES = (("cost", "cost"), ("error", "error (fraction)"))
 def _figure(figsize: tuple[float, float]):
     """A figure outside pyplot: no window, no global backend switch (a notebook that runs ddl keeps
     its inline plots), closed by the garbage collector like any object."""
+    import logging  # noqa: PLC0415
+
     from matplotlib.figure import Figure
 
+    # a log axis's tick labels ask for mathtext's fonts; where matplotlib's font cache lacks them
+    # it falls back to DejaVu Sans (what it draws anyway) with ~20 warnings a figure, foreign to
+    # anyone reading ddl's console
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     return Figure(figsize=figsize)
 
 
