@@ -2,6 +2,7 @@
 import io
 import os
 import pty
+import signal
 import subprocess
 import sys
 
@@ -57,8 +58,9 @@ def test_without_a_dev_split_the_bar_shows_the_test_split():
     assert epoch_fields(r, 3)[1:3] == ["train err 0.1", "test err 0.3"]
 
 
-def pty_run(args, cwd, columns=80):
-    """Run `args` on a pseudo-terminal `columns` wide; (status, everything it showed)."""
+def pty_run(args, cwd, columns=80, interrupt_at=None):
+    """Run `args` on a pseudo-terminal `columns` wide; (status, everything it showed). With
+    interrupt_at (bytes), Ctrl-C (SIGINT) once the output shows them."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
@@ -74,6 +76,9 @@ def pty_run(args, cwd, columns=80):
         if not data:
             break
         chunks.append(data)
+        if interrupt_at is not None and interrupt_at in b"".join(chunks):
+            proc.send_signal(signal.SIGINT)
+            interrupt_at = None
     return proc.wait(timeout=120), b"".join(chunks).decode(errors="replace")
 
 
@@ -96,3 +101,15 @@ def test_cli_draws_a_bar_only_on_a_terminal(tmp_path):
     batch = subprocess.run(args + [f"out_dir={tmp_path / 'batch'}"], capture_output=True, text=True,
                            cwd=tmp_path, timeout=120)
     assert batch.returncode == 0 and "\r" not in batch.stderr and "epoch 30/30" in batch.stderr
+
+
+def test_ctrl_c_says_its_line_below_the_bar_not_glued_to_it(tmp_path):
+    code, shown = pty_run([sys.executable, "-m", "ddl", "tracking=off", "train.epochs=200000",
+                           "data=moons", f"out_dir={tmp_path / 'run'}"], tmp_path, interrupt_at=b"[#")
+    assert code == 130, shown
+    lines = shown.split("\n")
+    said = [line for line in lines if " INFO " in line or " WARNING " in line]
+    assert any("stopped by Ctrl-C" in line for line in said), shown[-2000:]
+    glued = [line for line in said if "[#" in line or "[." in line]      # a bar before the text
+    assert not glued, repr(glued)
+    assert "\r\n\r\n" not in shown[-1000:], repr(shown[-1000:])           # nor a blank line

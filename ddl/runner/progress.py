@@ -11,12 +11,24 @@ import time
 log = logging.getLogger("ddl.progress")  # the console handler hides it while a bar is drawn
 
 
-_BAR = {"active": False}
+_BAR = {"active": False, "open": None}    # open: the stream whose last line is the bar, unended
 
 
 def hide_while_bar(record: logging.LogRecord) -> bool:
-    """Console filter: epoch lines go to the log file only while the bar shows them on screen."""
-    return not (_BAR["active"] and record.name == "ddl.progress")
+    """Console filter: epoch lines go to the log file only while the bar shows them on screen;
+    any other line (a warning, Ctrl-C's) starts on a line of its own, below the bar."""
+    if _BAR["active"] and record.name == "ddl.progress":
+        return False
+    end_bar_line()
+    return True
+
+
+def end_bar_line() -> None:
+    """End the bar's line, if one is drawn and not yet ended (the next line would be glued to it)."""
+    stream, _BAR["open"] = _BAR["open"], None
+    if stream is not None:
+        stream.write("\n")
+        stream.flush()
 
 
 def _fmt(v) -> str:
@@ -78,13 +90,12 @@ class Progress:
             self.stream.write("\r" + line.ljust(pad))
             self.drawn = len(line)
             self.stream.flush()
+            _BAR["open"] = self.stream
             if done == self.epochs:
-                self.stream.write("\n")
+                end_bar_line()
         if done % self.log_every == 0 or done == self.epochs or done == 1:
             log.info(epoch_line(r, self.epochs))
 
     def close(self) -> None:
         _BAR["active"] = False
-        if self.bar and self.stream.isatty():
-            self.stream.write("\n")
-            self.stream.flush()
+        end_bar_line()
