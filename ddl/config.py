@@ -83,6 +83,9 @@ class TrackingConfig:
     # while the train cost keeps falling (the network fitting noise; ddl.diagnosis)
     overfit_threshold: float = 0.2
     log_every: int = 1  # epochs
+    # at most this many points per metric curve (0: no cap): a long run logs every k-th evaluation
+    # (30,000 epochs at log_every 1: every 100th), so a run costs the SQLite store ~1 MB, not ~110 MB
+    max_points: int = 300
     # an unreachable store at the start: fail (refuse before any work) | continue (untracked);
     # once a run is tracked, an outage never stops it (what it logs is kept and replayed)
     on_error: str = "fail"
@@ -257,6 +260,7 @@ def _rules(cfg: "Config") -> list[tuple[str, Any, bool, str]]:
         ("tracking.overfit_threshold", k.overfit_threshold,
          _number(k.overfit_threshold) and k.overfit_threshold >= 0, "a number >= 0 (a fraction: 0.2 is 20 %)"),
         ("tracking.log_every", k.log_every, k.log_every >= 1, "an integer >= 1"),
+        ("tracking.max_points", k.max_points, k.max_points >= 0, "an integer >= 0 (0: no cap)"),
         ("tracking.on_error", k.on_error, k.on_error in ("fail", "continue"), "fail or continue"),
         ("data.dev_fraction", d.dev_fraction, _number(d.dev_fraction) and 0 <= d.dev_fraction < 1,
          "a number in [0, 1)"),

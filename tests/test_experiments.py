@@ -329,3 +329,20 @@ def test_a_tracked_run_logs_its_best_held_out_error_and_its_epoch(tmp_path, caps
     table = capsys.readouterr().out
     assert "best (epoch)" in table and f"{100 * lowest:.2f}% ({first + 1})" in table, table
 
+
+
+def test_a_long_run_logs_at_most_max_points_per_curve_and_always_its_last_epoch(tmp_path):
+    """tracking.max_points caps each metric's history (the store of a session of long runs reached
+    74 MB): 400 epochs with a cap of 50 log every 8th epoch and the last; a short run every epoch."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for epochs, cap in ((400, 50), (30, 50)):
+        code, so, se = ddl_train(0, "data=moons", f"train.epochs={epochs}", "train.progress=false",
+                                 f"tracking.max_points={cap}", f"tracking.uri={uri}",
+                                 f"tracking.run_name=e{epochs}", cwd=tmp_path, timeout=120)
+        assert code == 0, so + se
+    client = MlflowClient(uri)
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("ddl").experiment_id])}
+    steps = sorted(m.step for m in client.get_metric_history(runs["e400"].info.run_id, "error/dev"))
+    assert steps == list(range(0, 400, 8)) + [399], steps
+    steps = sorted(m.step for m in client.get_metric_history(runs["e30"].info.run_id, "error/dev"))
+    assert steps == list(range(30)), steps

@@ -21,6 +21,9 @@ class EpochHook:
     def __init__(self, cfg: Config, tracker, enabled: bool):
         self.cfg, self.tracker, self.enabled = cfg, tracker, enabled
         self.best = Best()
+        t = cfg.tracking                    # log an epoch when it opens a new bucket of `every`
+        cap = -(-cfg.train.epochs // t.max_points) if t.max_points > 0 else 1
+        self.every, self.bucket = max(t.log_every, 1, cap), None
         self.progress = Progress(cfg.train.epochs, cfg.train.log_every,
                                  bar=None if cfg.train.progress else False) if enabled else None
 
@@ -32,10 +35,11 @@ class EpochHook:
 
     def track(self, r: dict) -> None:
         """Log one record; the tracker skips epochs its run already holds."""
-        t = self.cfg.tracking
         last = r["epoch"] + 1 == self.cfg.train.epochs
         self.best.see(r)                    # every evaluated epoch, logged or not
-        if r["epoch"] % max(t.log_every, 1) == 0 or last:
+        bucket = r["epoch"] // self.every    # (evaluated every k epochs: each evaluation, up to the cap)
+        if bucket != self.bucket or last:
+            self.bucket = bucket
             metrics = {k: r[k] for k in ("train_cost", "dev_cost", "train_error", "dev_error", "lr",
                                          "samples_per_s", "allreduce_share")}
             metrics.update(train_accuracy=1 - r["train_error"], dev_accuracy=1 - r["dev_error"])
