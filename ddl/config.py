@@ -166,6 +166,9 @@ class TrainConfig:
                                     # auto: where the saving beats ~0.8 s), bit-identical to the portable one
     shard_optimizer: str = "auto"   # auto | on | off: each rank updates its block of the parameters
                                     # (reduce-scatter + allgather; auto: >1 rank, NumPy, >= 65536 parameters)
+    # auto | flat | node: ranks on several nodes sum within each node, then between one leader per
+    # node (ddl/parallel/nodes.py); auto: where that wins (ddl/train/policy.py)
+    reduction: str = "auto"
     shared_memory: str = "auto"     # auto | off: a sharded run with every rank on one node reduces and
                                     # gathers through memory every rank maps (MPI-3 shared windows)
 
@@ -250,6 +253,7 @@ def _rules(cfg: "Config") -> list[tuple[str, Any, bool, str]]:
          "auto, on or off; on needs train.on_stall=wait (a stalled job's checkpoint is written by rank 0 "
          "alone, which holds only its block of the optimizer state) and the NumPy backend"),
         ("train.shared_memory", t.shared_memory, t.shared_memory in ("auto", "off"), "auto or off"),
+        ("train.reduction", t.reduction, t.reduction in ("auto", "flat", "node"), "auto, flat or node"),
         ("model.l2", m.l2, _number(m.l2) and m.l2 >= 0, "a number >= 0"),
         ("model.keep_prob", m.keep_prob, all(_number(p) and 0 < p <= 1 for p in keep),
          "a number in (0, 1], or a list of them (one per hidden layer)"),

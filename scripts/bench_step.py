@@ -29,10 +29,10 @@ SIZES = [784, 1024, 1024, 10]
 
 
 def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy", sizes=SIZES,
-          output="softmax", shard="auto", shared_memory="auto"):
+          output="softmax", shard="auto", shared_memory="auto", reduction="auto"):
     """A ddl Setup/state/batches for a ReLU network (`sizes`, default the benchmark's) on random data;
-    `shard`, `shared_memory`: train.shard_optimizer (auto shards with more than one rank),
-    train.shared_memory."""
+    `shard`, `shared_memory`, `reduction`: train.shard_optimizer (auto shards with more than one
+    rank), train.shared_memory, train.reduction."""
     from ddl.backend import get_backend
     from ddl.config import Config
     from ddl.data.dataset import Dataset
@@ -52,6 +52,7 @@ def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy", sizes
     cfg = Config()
     cfg.model.init, cfg.train.dtype, cfg.train.batch_size = "he", dtype, batch
     cfg.train.shard_optimizer, cfg.train.shared_memory = shard, shared_memory
+    cfg.train.reduction = reduction
     spec = model.make_spec(list(sizes), "relu", output)
     backend = get_backend(backend_name, comm.local_rank)
     stall = StallPolicy(cfg.train.stall_timeout, cfg.train.on_stall)     # as a run's: watched
@@ -162,7 +163,8 @@ def worker(args) -> None:
     from ddl.parallel import get_comm
 
     comm = get_comm("mpi")
-    ds, setup, state, bufs = build(args.batch, comm, shard=args.shard, shared_memory=args.shared_memory)
+    ds, setup, state, bufs = build(args.batch, comm, shard=args.shard, shared_memory=args.shared_memory,
+                                   reduction=args.reduction)
     step = time_steps(ds, setup, state, bufs, args.steps)
     times = setup.comm.times
     allreduce = (times.get("grad", 0.0) + times.get("params", 0.0)) / args.steps
@@ -190,14 +192,17 @@ def blas_threads() -> int:
     return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=0)
 
 
-def run_ranks(batch: int, steps: int, ranks, shard: str = "auto", shared_memory: str = "auto") -> list:
+def run_ranks(batch: int, steps: int, ranks, shard: str = "auto", shared_memory: str = "auto",
+              reduction: str = "auto", launcher=("mpiexec",)) -> list:
     """One `mpiexec -n N` worker run per world size, 1 BLAS thread per rank: their JSON records
-    (`shard`, `shared_memory`: train.shard_optimizer, train.shared_memory)."""
+    (`shard`, `shared_memory`, `reduction`: train.shard_optimizer, train.shared_memory,
+    train.reduction; `launcher`: the mpiexec command, e.g. a simulated cluster's)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     results = []
     for n in ranks:
-        cmd = ["mpiexec", "-n", str(n), sys.executable, __file__, "--worker",
-               "--batch", str(batch), "--steps", str(steps), "--shard", shard, "--shared-memory", shared_memory]
+        cmd = [*launcher, "-n", str(n), sys.executable, __file__, "--worker", "--batch", str(batch),
+               "--steps", str(steps), "--shard", shard, "--shared-memory", shared_memory,
+               "--reduction", reduction]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return results
@@ -230,6 +235,8 @@ def main() -> None:
                    help="train.shard_optimizer of the data-parallel runs")
     p.add_argument("--shared-memory", choices=["auto", "off"], default="auto",
                    help="train.shared_memory of the sharded data-parallel runs")
+    p.add_argument("--reduction", choices=["auto", "flat", "node"], default="auto",
+                   help="train.reduction (ranks on several nodes)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:

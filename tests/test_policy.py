@@ -17,8 +17,12 @@ BIG = policy.SHARD_MIN_SIZE
 
 
 def world(size: int, buffers=None):
-    """A stand-in communicator of `size` ranks whose node has `buffers` (None: no room)."""
-    return SimpleNamespace(size=size, rank=0, node_buffers=lambda *args: buffers)
+    """A stand-in communicator of `size` ranks, all on one node, whose node has `buffers` (None:
+    no room)."""
+    from ddl.parallel.nodes import Nodes
+
+    return SimpleNamespace(size=size, rank=0, node_buffers=lambda *args: buffers,
+                           nodes=Nodes((0,) * size, ("h1",) * size))
 
 
 @pytest.mark.parametrize("mode, backend, size, params, sharded", [

@@ -54,3 +54,64 @@ def test_cupy_that_is_not_installed_names_the_package_to_install():
 
     with pytest.raises(LaunchError, match=r"CuPy is not installed: pip install 'ddl\[gpu-cuda1"):
         check_launch(size=1, local_size=1, gpus=0, backend="cupy", env={}, gpu_reason=NO_CUPY)
+
+
+def test_nodes_are_named_by_host_with_their_ranks():
+    from ddl.parallel.nodes import Nodes
+
+    two = Nodes((0, 0, 2, 2), ("h1", "h1", "h2", "h2"))
+    assert two.count == 2 and two.leaders() == [0, 2] and not two.uneven()
+    assert two.describe() == "2 hosts: h1 (ranks 0-1), h2 (ranks 2-3)"
+    # a round-robin placement (mpiexec -ppn 1 twice) and a node of one rank
+    odd = Nodes((0, 1, 0, 3), ("a", "b", "a", "c"))
+    assert odd.describe() == "3 hosts: a (ranks 0,2), b (rank 1), c (rank 3)" and odd.uneven()
+
+
+def test_hosts_that_disagree_are_named_with_both_values():
+    from ddl.parallel.preflight import disagreements
+
+    same = {"ddl": "0.1.0", "the data file d.mat": "6038 bytes, 1218828095bf"}
+    other = {**same, "ddl": "0.0.9"}
+    facts = [(0, "h1", same), (1, "h1", same), (2, "h2", other), (3, "h2", other)]
+    assert disagreements(facts, "h1") == "ddl on host h2 (ranks 2-3) is 0.0.9, on h1 (rank 0) 0.1.0"
+    assert disagreements([(r, h, same) for r, h, _ in facts], "h1") == ""
+
+
+def test_node_aware_reduction_is_chosen_where_ranks_share_nodes_across_several():
+    from ddl.config import TrainConfig
+    from ddl.parallel.nodes import Nodes
+    from ddl.train.policy import node_aware
+
+    two_by_two = Nodes((0, 0, 2, 2), ("h1", "h1", "h2", "h2"))
+    one_each = Nodes((0, 1), ("h1", "h2"))
+    one_node = Nodes((0, 0), ("h1", "h1"))
+    auto = TrainConfig()
+    assert node_aware(auto, "numpy", two_by_two)
+    assert not node_aware(auto, "numpy", one_each)          # one rank a node: the flat sum already
+    assert not node_aware(auto, "numpy", one_node)
+    assert not node_aware(auto, "cupy", two_by_two)         # NCCL's or the host staging's own
+    assert not node_aware(TrainConfig(reduction="flat"), "numpy", two_by_two)
+    assert node_aware(TrainConfig(reduction="node"), "numpy", one_node)
+    with pytest.raises(ValueError, match="train.reduction=node needs the NumPy backend"):
+        node_aware(TrainConfig(reduction="node"), "cupy", two_by_two)
+
+
+def test_the_code_and_data_fingerprints_tell_copies_apart(tmp_path):
+    from ddl.parallel.preflight import code_fingerprint, file_fingerprint
+
+    pkg = tmp_path / "ddl"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('__version__ = "1.2.3"\n')
+    (pkg / "sub" / "m.py").write_text("x = 1\n")
+    first = code_fingerprint(pkg)
+    assert first.startswith("1.2.3 (sources ") and code_fingerprint(pkg) == first
+    (pkg / "sub" / "m.py").write_text("x = 2\n")            # the same release, another source
+    assert code_fingerprint(pkg) != first and code_fingerprint(pkg).startswith("1.2.3 ")
+    data = tmp_path / "d.bin"
+    data.write_bytes(bytes(range(256)) * 10000)
+    same = tmp_path / "copy.bin"
+    same.write_bytes(data.read_bytes())
+    assert file_fingerprint(str(data)) == file_fingerprint(str(same)).replace("copy", "d")
+    same.write_bytes(data.read_bytes()[:-1] + b"x")
+    assert file_fingerprint(str(data)) != file_fingerprint(str(same))
+    assert file_fingerprint(str(tmp_path / "absent")).startswith("unreadable")

@@ -19,6 +19,7 @@ Every subclass shares the bookkeeping here, so counts and timings mean the same 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ddl.backend import namespace as array_namespace
+from ddl.parallel.nodes import Nodes
 from ddl.parallel.threads import own_cpus
 from ddl.parallel.watchdog import Beacon, StalledError
 
@@ -67,6 +69,7 @@ class Comm(ABC):
     def __init__(self, stall: Optional[StallPolicy] = None) -> None:
         self.reset_counters()
         self.node_cpus = (own_cpus(),)    # the CPU sets of this node's ranks, by local rank
+        self.nodes = Nodes((0,), (socket.gethostname(),))   # the hosts the job spans
         self.stall = stall or StallPolicy()
         self.beacon = Beacon()            # where this rank is, for the stall watch
         self.watch = None                 # the stall watch's thread, where there is one

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import sys
 import time
 from typing import Optional
@@ -21,6 +22,7 @@ from mpi4py import MPI
 from ddl.backend import namespace as array_namespace
 from ddl.parallel.comm import Comm, StallPolicy, check_op, check_root
 from ddl.parallel.gpu import check_backend, make_device_reducer
+from ddl.parallel.nodes import NodeLevels, gather_nodes
 from ddl.parallel.shared_memory import SharedBuffers
 from ddl.parallel.stall import wait_politely
 from ddl.parallel.watchdog import Watch
@@ -46,12 +48,14 @@ class MPIComm(Comm):
             node = self.mpi.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
             self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
             self.node_cpus = tuple(node.allgather(self.node_cpus[0]))
+            self.nodes = gather_nodes(self.mpi, node, socket.gethostname())
             node.Free()
             self.library_version = library_version()
         else:
             self.mpi, self.rank, self.size = base.mpi, base.rank, base.size
             self.local_rank, self.local_size = base.local_rank, base.local_size
             self.node_cpus, self.library_version = base.node_cpus, base.library_version
+            self.nodes = base.nodes
         # More ranks than cores here: polling costs ~25 % of a step (measured, 3 ranks on 2
         # cores) and blocking waits spin anyway; there the blocking Allreduce is kept.
         self.polled = self.local_size <= len(os.sched_getaffinity(0))
@@ -94,6 +98,10 @@ class MPIComm(Comm):
             wait_politely(reqs)
         else:
             MPI.Request.Waitall(reqs)
+
+    def node_levels(self) -> NodeLevels:
+        """Collective: the node and leaders' communicators of a node-aware sum (NodeLevels)."""
+        return NodeLevels(self.mpi, self.wait)
 
     def node_buffers(self, ext_size: int, param_size: int, dtype):
         if self.size == 1 or self.local_size != self.size:

@@ -4,6 +4,7 @@ and more ranks on a node than it has GPUs."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 class LaunchError(RuntimeError):
@@ -56,3 +57,50 @@ def _int(v) -> int:
         return int(v)
     except (TypeError, ValueError):
         return 0
+
+
+def code_fingerprint(root: Path = Path(__file__).resolve().parents[1]) -> str:
+    """ddl as installed where this rank runs: its release (ddl/__init__.py's __version__) and a
+    hash of its sources ('0.1.0 (sources 3f2a9c01d4)'): a host with another release, or a stale
+    checkout of the same one, differs."""
+    import hashlib  # noqa: PLC0415
+    import re  # noqa: PLC0415
+
+    release = re.search(r'^__version__ = "([^"]+)"', (root / "__init__.py").read_text(), re.M)
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return f"{release.group(1) if release else 'unknown'} (sources {h.hexdigest()[:10]})"
+
+
+def file_fingerprint(path: str, edge: int = 1 << 20) -> str:
+    """A cheap identity of a data file: its size and a hash of its first and last `edge` bytes
+    (the same file copied to every host agrees; another version of it almost never does)."""
+    import hashlib  # noqa: PLC0415
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(edge)
+            f.seek(max(size - edge, 0))
+            tail = f.read(edge)
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    return f"{size} bytes, {hashlib.sha256(head + tail).hexdigest()[:12]}"
+
+
+def disagreements(facts: list, rank0_host: str) -> str:
+    """What the hosts of a job disagree on: facts is [(rank, host, {name: value})] of every rank;
+    each host whose ranks see another value than rank 0 is named with both values ('' when all
+    agree). A host of another ddl release or data file trains another model, or fails later."""
+    ref = next(f for r, _, f in facts if r == 0)
+    seen: dict = {}
+    for rank, host, fact in facts:
+        for name, value in fact.items():
+            if value != ref.get(name):
+                seen.setdefault((host, name, value), []).append(rank)
+    from ddl.parallel.nodes import rank_list  # noqa: PLC0415
+
+    said = [f"{name} on host {host} ({rank_list(ranks)}) is {value}, on {rank0_host} (rank 0) "
+            f"{ref.get(name)}" for (host, name, value), ranks in seen.items()]
+    return "; ".join(said)

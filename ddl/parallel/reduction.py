@@ -12,6 +12,9 @@ asking which kind it has:
                    touches that block only, an allgather of the parameters ends the step
     SharedSharded  the same with every rank on one node, through the node's shared memory
                    (ddl/parallel/shared_memory.py): no gradient or parameter byte through MPI
+    NodeAware      ranks on several nodes: the sum within each node, then between one leader per
+                   node, then back within the node (ddl/parallel/nodes.py): each node sends its
+                   buffer over the network once, not once per rank
 
 `block(params, mask)` gives what this rank updates: the whole buffers, or its block of them. All
 keep N ranks equal to one rank up to the order of the gradient sums. The block math: ddl/optim/shards.py.
@@ -140,3 +143,20 @@ class SharedSharded(Sharded):
 
     def free(self) -> None:
         self.buffers.free()
+
+
+class NodeAware(Allreduce):
+    """One sum of [gradients | tail] a step, in two levels: within each node, then between the
+    nodes' leaders (NodeLevels)."""
+
+    def __init__(self, comm, levels, xp, dtype, size: int, tail: int):
+        super().__init__(comm, xp, dtype, size, tail)
+        self.levels = levels
+        self.describe = (f"; node-aware allreduce: within each of {comm.nodes.count} hosts, then "
+                         "between one rank per host (train.reduction)")
+
+    def reduce(self) -> None:
+        self.comm.timed("grad", self.levels.allreduce_sum, self.ext)
+
+    def free(self) -> None:
+        self.levels.free()

@@ -62,6 +62,8 @@ class Recorder:
         if not cfg.tracking.enabled or how is None or self._link() is None:
             return tracking.NullTracker(run_id)
         tags = {"ddl.world_size": str(comm.size), "ddl.backend": backend.name, "ddl.job": job, **tags}
+        if comm.nodes.count > 1:                    # which hosts: a lost one is named by them
+            tags["ddl.hosts"] = comm.nodes.describe()
         tracker = self.link.open(cfg.tracking, tracking.flatten_config(asdict(cfg)), tags, run_id=run_id,
                                  nested_in=parent_run_id, run_dir=run_dir, job=job,
                                  prefix="[rank 0] " if comm.size > 1 else "")

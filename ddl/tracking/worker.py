@@ -125,10 +125,19 @@ def open_run(order: dict):
 
 
 def reason(order: dict) -> str:
+    hosts = (order.get("tags") or {}).get("ddl.hosts")
+    where = f"out_dir={order['run_dir']}" if order.get("run_dir") else "the same out_dir"
+    if hosts:       # several hosts: MPICH tears the job down without saying which one went
+        return (f"the job ended without ending this run: a host of the job was lost (a node failure, "
+                f"its link down) or one of its ranks was killed (SIGKILL, the out-of-memory killer) "
+                f"before it could report; the job ran on {hosts} (rank 0 was pid {order['rank0_pid']}); "
+                f"the launcher's lines above it name the host where it can (srun: 'Node failure on "
+                f"…'). Resume it from its newest checkpoint with checkpoint.resume=auto and {where}, "
+                f"on the hosts that are left if need be: fewer ranks train the same model.")
     return (f"the job ended without ending this run: a rank was killed (SIGKILL, the out-of-memory "
             f"killer, a cancelled job) or crashed before it could report (rank 0 was pid "
             f"{order['rank0_pid']}). Resume it from its newest checkpoint with "
-            "checkpoint.resume=auto and the same out_dir.")
+            f"checkpoint.resume=auto and {where}.")
 
 
 def orphaned(run: Run) -> None:
@@ -155,9 +164,12 @@ def orphaned(run: Run) -> None:
     if note:
         tracker.end("FAILED", note["error"], "failed",
                     f"The traceback is in {note.get('log', 'train.log')} in the run directory.")
-    else:
-        tracker.end("FAILED", reason(order), "killed", "")
-    log.warning("MLflow run %s was left RUNNING by the job; marked FAILED", tracker.run_id)
+        log.warning("MLflow run %s was left RUNNING by the job; marked FAILED", tracker.run_id)
+        return
+    why = reason(order)
+    tracker.end("FAILED", why, "killed", "")
+    # the console may be gone with the job (MPICH's proxies): train.log keeps the line too
+    log.warning("MLflow run %s was left RUNNING by the job; marked FAILED: %s", tracker.run_id, why)
 
 
 def end_run(order: dict) -> None:

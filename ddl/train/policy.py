@@ -5,6 +5,8 @@
                            on_stall=wait; on: always, a world of one too; off: never)
     train.shared_memory    auto | off        a sharded run with every rank on one node reduces
                            and gathers through the node's shared memory (auto: where it has room)
+    train.reduction        auto | flat | node   an unsharded run on several nodes sums within
+                           each node, then between one rank per node (auto: NODE_AWARE_WHEN)
 
 `make_reduction` builds the strategy (ddl/parallel/reduction.py) that the step then calls without
 asking which it is; its `describe` is what the run-directory line reports, the decision actually
@@ -13,7 +15,7 @@ made (a node whose shared memory has no room falls back to MPI).
 from __future__ import annotations
 
 from ddl.config import TrainConfig
-from ddl.parallel.reduction import Allreduce, Local, Sharded, SharedSharded
+from ddl.parallel.reduction import Allreduce, Local, NodeAware, Sharded, SharedSharded
 
 SHARD_MODES = ("auto", "on", "off")
 SHARED_MEMORY_MODES = ("auto", "off")
@@ -56,4 +58,18 @@ def make_reduction(cfg: TrainConfig, comm, backend, size: int, tail: int):
         return Sharded(comm, xp, dtype, size, tail)
     if comm.size == 1:            # the sum over one rank is the buffer itself
         return Local(xp, dtype, size, tail)
+    if node_aware(cfg, backend.name, comm.nodes):
+        return NodeAware(comm, comm.node_levels(), xp, dtype, size, tail)
     return Allreduce(comm, xp, dtype, size, tail)
+
+
+def node_aware(cfg: TrainConfig, backend: str, nodes) -> bool:
+    """Whether an unsharded run sums in two levels (`nodes`: the hosts its ranks are on). `node`
+    asks for it (the NumPy backend only: a GPU run's transport is NCCL's or the host staging's);
+    auto where it wins: several nodes, some with more than one rank."""
+    if cfg.reduction == "node" and backend != "numpy":
+        raise ValueError(f"train.reduction=node needs the NumPy backend (this run has {backend!r}); "
+                         "set train.reduction=auto")
+    if cfg.reduction != "auto":
+        return cfg.reduction == "node"
+    return backend == "numpy" and nodes.count > 1 and nodes.count < len(nodes.node_of)
