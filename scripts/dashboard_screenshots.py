@@ -4,8 +4,9 @@ Chromium (headless, driven by Playwright):
     python scripts/dashboard_screenshots.py [--out docs]
 
 It runs the course's hidden-layer-size sweep on the flower data (Course 1, week 3) into a
-temporary store, opens the link ddl printed, and saves docs/runs_table.png (ddl's view of the
-runs table) and docs/bias_variance_map.png (the sweep parent's map, as its artifact page shows it).
+temporary store, opens the link ddl printed at 1600 px, and saves docs/runs_table.png (ddl's view of
+the runs table: the diagnosis and the sweep's best point first) and docs/bias_variance_map.png (the
+sweep parent's map, as its artifact page shows it).
 """
 from __future__ import annotations
 
@@ -69,9 +70,10 @@ def main() -> int:
             wait_healthy(ui, proc)
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 700})
+                # a laptop's width, MLflow's assistant open beside the table as on a first visit
+                page = browser.new_page(viewport={"width": 1600, "height": 900})
                 page.goto(links[0].replace("http://127.0.0.1:5000", ui), timeout=120_000)
-                page.get_by_text("sweep/best_held_out_error").first.wait_for(timeout=120_000)
+                page.get_by_role("columnheader", name="sweep.best").first.wait_for(timeout=120_000)
                 page.screenshot(path=str(out / "runs_table.png"))
                 experiment = re.search(r"experiments/(\w+)", links[0]).group(1)
                 page.set_viewport_size({"width": 1400, "height": 900})

@@ -111,11 +111,9 @@ def bias_variance_map_png(points: Sequence[tuple], path: str | os.PathLike,
     points = [p[:3] for p in points]
     bx, vy = 100 * bias_threshold, 100 * variance_threshold
     span = (max(xs + [2 * bx]) - min(xs + [0.0]), max(ys + [2 * vy]) - min(ys + [0.0]))
-    right = min(xs + [0.0]) + 0.7 * span[0]           # labels right of this go to the point's left
-    for label, x, y, rows_down in label_places(points, span):
-        ax.annotate(label, (x, y), textcoords="offset points", fontsize=8,
-                    xytext=(-4 if x > right else 4, 4 - 11 * rows_down),
-                    ha="right" if x > right else "left")
+    notes = [ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4 - 11 * rows_down),
+                         fontsize=8, in_layout=False)      # the layout is the axes'; labels fit in them
+             for label, x, y, rows_down in label_places(points, span)]
     ax.axvline(bx, color="tab:red", ls="--", lw=1)
     ax.axhline(vy, color="tab:red", ls="--", lw=1)
     hi_x, hi_y = max(reach_x + [2 * bx]) * 1.15, max(reach_y + [2 * vy]) * 1.15
@@ -130,7 +128,39 @@ def bias_variance_map_png(points: Sequence[tuple], path: str | os.PathLike,
     ax.set_ylabel("variance = held-out error − train error (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    fig.tight_layout()             # first: the labels are placed inside the axes it leaves
+    keep_inside(fig, ax, notes)
     _save(fig, path)
+
+
+def keep_inside(fig, ax, notes) -> None:
+    """Labels that would cross the axes' edge go to their point's other side, and where that does
+    not fit either, slide inward until they end at the edge (once the layout is done)."""
+    box = ax.get_window_extent()
+    points_per_px = 72 / fig.dpi
+    for note in notes:
+        if _overflow(note, box) > 0:
+            _flip(note)
+            if _overflow(note, box) > 0:
+                _flip(note)        # no better: slide from where it reads best, right of the point
+        ext = note.get_window_extent()
+        dx = max(0.0, box.x0 - ext.x0) - max(0.0, ext.x1 - box.x1)
+        dy = max(0.0, box.y0 - ext.y0) - max(0.0, ext.y1 - box.y1)
+        x, y = note.xyann
+        note.xyann = (x + dx * points_per_px, y + dy * points_per_px)
+
+
+def _overflow(note, box) -> float:
+    """How far (px) a label crosses the left or right edge of `box`."""
+    ext = note.get_window_extent()
+    return max(0.0, box.x0 - ext.x0) + max(0.0, ext.x1 - box.x1)
+
+
+def _flip(note) -> None:
+    """A label to the other side of its point: left of it, right-aligned, or back."""
+    x, y = note.xyann
+    note.xyann = (-x, y)
+    note.set_horizontalalignment("left" if note.get_horizontalalignment() == "right" else "right")
 
 
 def label_places(points: Sequence[tuple[str, float, float]], span: tuple[float, float]

@@ -24,6 +24,7 @@ log = logging.getLogger("ddl")
 NOT_SWEPT = seeds.NOT_A_SETTING
 LOG_SCALE = ("lr", "learning_rate", "l2", "epsilon")
 ARTIFACTS = ("bias_variance_map.png", "sweep_table.md", "seeds_table.md")
+BEST_TAG = "sweep.best"     # the parent's answer in the dashboard: the best point and its error
 
 
 def point_run(index: int, name: str, params: Mapping[str, str], summary: Optional[dict]) -> dict:
@@ -181,23 +182,16 @@ def sweep_status(points: int, failed: int, stored: Sequence[str], expected: Opti
 
 
 def close_sweep(tracker, out_dir: Path, runs: list, stored: Sequence[str], expected: Optional[int] = None) -> str:
-    """End a sweep's parent run (its `tracker`) with its rollups and artifacts, its status by
+    """End a sweep's parent run (its `tracker`) with its rollups, tags and artifacts, its status by
     `sweep_status`; returns the status. `runs`: its points as run dicts (failed ones too, even those
     that never reached the store); `stored`: the statuses its children have in the store."""
     rows = rows_from_runs(runs)
     metrics, best = rollups(rows)
     configs = seeds.configurations(runs)
-    tags = {"ddl.sweep.points": str(int(metrics[SWEEP_KEYS["points"]]))}
-    if best is not None:
-        tags.update({"ddl.sweep.best_run_id": best["run_id"], "ddl.sweep.best_run": best["run"],
-                     "diagnosis": f"best point: {best['diagnosis']}"})
     if configs:                     # seeds: the parent answers with the best configuration's means
-        top = configs[0]
-        metrics.update(seed_rollups(top))
-        tags.update({"ddl.sweep.best_config": top["label"], "ddl.sweep.configs": str(len(configs)),
-                     "ddl.sweep.seeds": str(top["seeds"]), "diagnosis": f"best configuration: {top['diagnosis']}"})
+        metrics.update(seed_rollups(configs[0]))
     tracker.log_epoch(-1, metrics)          # a step of its own each time it is closed (a resumed sweep)
-    tracker.set_tags(tags)
+    tracker.set_tags(parent_tags(rows, metrics, best, configs))
     try:
         for path in write_artifacts(runs, rows, out_dir, *thresholds(runs)):
             tracker.log_artifact(path)
@@ -206,6 +200,55 @@ def close_sweep(tracker, out_dir: Path, runs: list, stored: Sequence[str], expec
     status = sweep_status(metrics[SWEEP_KEYS["points"]], metrics[SWEEP_KEYS["failed"]], stored, expected)
     tracker.end(status)
     return status
+
+
+def parent_tags(rows, metrics: Mapping[str, float], best: Optional[Mapping],
+                configs: Sequence[Mapping]) -> dict[str, str]:
+    """The parent's tags: the best point (with seeds, the best configuration on the mean) by name and
+    held-out error as BEST_TAG, e.g. 'decay_rate=0.1 (dev err 20.00%)' (the dashboard's column beside
+    the diagnosis), its diagnosis, and a description saying so in a sentence or two."""
+    tags = {"ddl.sweep.points": str(int(metrics[SWEEP_KEYS["points"]]))}
+    if best is not None:
+        tags.update({"ddl.sweep.best_run_id": best["run_id"], "ddl.sweep.best_run": best["run"],
+                     "diagnosis": f"best point: {best['diagnosis']}"})
+    if configs:
+        top = configs[0]
+        tags.update({"ddl.sweep.best_config": top["label"], "ddl.sweep.configs": str(len(configs)),
+                     "ddl.sweep.seeds": str(top["seeds"]), "diagnosis": f"best configuration: {top['diagnosis']}"})
+    answer = best_answer(rows, best, configs)
+    if answer:
+        tags[BEST_TAG] = f"{answer[0]} ({answer[1]})"
+    tags["mlflow.note.content"] = description(metrics, answer, bool(configs))
+    return tags
+
+
+def best_answer(rows, best: Optional[Mapping], configs: Sequence[Mapping]) -> Optional[tuple[str, str, str]]:
+    """(name, held-out error, diagnosis) of the best point as the sweep's table names it, or of the
+    best configuration when there are seeds; None when no point finished with a held-out error."""
+    if configs:
+        top = configs[0]
+        error = seeds.spread(top["mean"]["held_out"], top["std"]["held_out"])
+        return top["label"], f"{top['split']} err {error} over {top['seeds']} seeds", top["diagnosis"]
+    if best is None:
+        return None
+    name = dict(zip((r["run_id"] for r in rows), distinct_names([r["run"] for r in rows])))
+    split = "dev" if best["dev_error"] is not None else "test"
+    return name[best["run_id"]], f"{split} err {100 * held_out_error(best):.2f}%", best["diagnosis"]
+
+
+def description(metrics: Mapping[str, float], answer: Optional[tuple[str, str, str]], by_seeds: bool) -> str:
+    """The parent's description: 'A sweep of 2 points, all finished. Best: **decay_rate=0.1** (dev
+    err 20.00%), high bias.' and which artifacts hold the rest. answer: (name, error, diagnosis)."""
+    points, finished = int(metrics[SWEEP_KEYS["points"]]), int(metrics[SWEEP_KEYS["finished"]])
+    others = [f"{int(metrics[SWEEP_KEYS[k]])} {k}" for k in ("failed", "pruned") if metrics.get(SWEEP_KEYS[k])]
+    counts = f"A sweep of {points} point{'s' * (points != 1)}" + (
+        ", all finished" if finished == points else ": " + ", ".join([f"{finished} finished", *others]))
+    if answer is None:
+        return f"{counts}. No point finished with a held-out error: its `sweep_table.md` artifact lists them."
+    tables = "`sweep_table.md` and `seeds_table.md` rank" if by_seeds else "`sweep_table.md` ranks"
+    return (f"{counts}. Best{' on the mean' * by_seeds}: **{answer[0]}** ({answer[1]}), {answer[2]}.\n\n"
+            f"The rest is in the run's artifacts: `bias_variance_map.png` places every point by avoidable "
+            f"bias and variance, {tables} them best first.")
 
 
 def close_stored_sweep(tracking_cfg, parent: str, out_dir: Path) -> tuple[str, str]:

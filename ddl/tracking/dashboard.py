@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import zlib
+from collections import Counter
 from typing import Iterable, Mapping, Optional
 
 from ddl.tracking.keys import METRIC_KEYS, SWEEP_KEYS
@@ -22,8 +23,9 @@ How to read them (the course's "basic recipe", Course 2, week 1):
 * The `diagnosis` tag: *high bias* (try a bigger network, train longer, a better optimizer),
   *high variance* (more data, L2 or dropout, early stopping), both, or *ok*. `diagnosis.split`
   says which split variance was judged on; each run's description says it in a sentence.
-* A sweep is a parent run with one child per point: the parent's `sweep/…` metrics and its
-  `bias_variance_map.png` artifact answer the sweep; its `sweep_table.md` ranks the points.
+* A sweep is a parent run with one child per point: the parent's `sweep.best` tag names its best
+  point, its `sweep/…` metrics and `bias_variance_map.png` artifact answer the sweep; its
+  `sweep_table.md` ranks the points.
 * `perf/…`: throughput (samples/s) and the allreduce's share of the step.
 
 In the terminal: `ddl-report --experiment <name>` prints the same table best-first.
@@ -69,11 +71,23 @@ VIEW_NAME = "ddl: bias or variance?"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 WORKFLOW = "machine_learning"
 
-# the table's columns, left to right: the course's question, then the sweep parent's rollups
-VIEW_METRICS = ("error/train", "error/dev", "error/dev_best", "epoch/dev_best", "error/test",
-                "bias/avoidable", "bias/variance",
+# the table's columns, left to right: the answer first (a run's diagnosis, a sweep parent's best
+# point), then the figures behind it, then the sweep parent's rollups. MLflow's assistant panel opens
+# beside the table on a browser's first visit to a local server (its own localStorage; neither the
+# view nor the URL can keep it closed), leaving ~750 px of table at 1366 px: the answer fits there.
+VIEW_ANSWER = ("diagnosis", "sweep.best")
+VIEW_METRICS = ("error/dev", "error/train", "bias/avoidable", "bias/variance", "error/dev_best",
+                "epoch/dev_best", "error/test",
                 "sweep/best_held_out_error", "sweep/points_finished", "sweep/points_failed")
-VIEW_TAGS = ("diagnosis", "diagnosis.split")
+VIEW_TAGS = ("diagnosis.split",)
+# column widths in px (MLflow's: run name 190, created 150, every other 100), so that at 1366 px the
+# answer ends left of the assistant: names such as "sweep decay_rate (2 points)", a diagnosis such as
+# "high bias + high variance", a best point such as "adam decay_rate=1 (dev err 20.00%)"
+RUN_NAME, CREATED = "attributes.`Run Name`", "runDateAndNestInfo"      # the grid's ids for them
+VIEW_WIDTHS = {RUN_NAME: 195, CREATED: 130, "tags.`diagnosis`": 170, "tags.`sweep.best`": 230,
+               "metrics.`error/dev_best`": 110, "metrics.`epoch/dev_best`": 110,
+               "metrics.`sweep/best_held_out_error`": 190, "metrics.`sweep/points_finished`": 160,
+               "metrics.`sweep/points_failed`": 150, "tags.`diagnosis.split`": 110}
 # charts, by section: (section, title, metric keys drawn together)
 VIEW_CHARTS = (
     ("error", "train vs dev error", ("error/train", "error/dev", "error/test")),
@@ -83,6 +97,9 @@ VIEW_CHARTS = (
     ("perf", "samples/s", ("perf/samples_per_s",)),
     ("perf", "allreduce share of the step", ("perf/allreduce_share",)),
 )
+# steps on a log axis: a 300- and a 30,000-epoch run share a chart and both read (a log axis has no
+# step 0, so a run's first epoch is not drawn)
+X_SCALE = "log"
 
 
 def _metric_column(key: str) -> str:
@@ -93,7 +110,7 @@ def _chart(uuid: str, section: str, keys: tuple[str, ...], title: Optional[str],
            deleted: bool = False) -> dict:
     chart = {"uuid": uuid, "type": "LINE", "runsCountToCompare": 10, "metricSectionId": section,
              "deleted": deleted, "isGenerated": False, "metricKey": keys[0], "lineSmoothness": 0,
-             "xAxisKey": "step", "xAxisScaleType": "linear", "scaleType": "linear",
+             "xAxisKey": "step", "xAxisScaleType": X_SCALE, "scaleType": "linear",
              "selectedXAxisMetricKey": "", "range": {}, "yAxisKey": "metric", "yAxisExpressions": [],
              "ignoreOutliers": False, "useGlobalXaxisKey": True, "useGlobalLineSmoothing": True}
     if len(keys) > 1:
@@ -104,25 +121,28 @@ def _chart(uuid: str, section: str, keys: tuple[str, ...], title: Optional[str],
 
 
 def view_state(all_metric_keys: Iterable[str]) -> dict:
-    """The runs page as the course reads it: error and bias columns and the diagnosis, sorted by
-    dev error, charts of train vs dev grouped in sections; every other metric in
-    `all_metric_keys` gets a deleted chart, so the UI does not generate one chart per metric."""
-    columns = [_metric_column(k) for k in VIEW_METRICS] + [f"tags.`{t}`" for t in VIEW_TAGS]
-    drawn = {k for _, _, keys in VIEW_CHARTS for k in keys}
+    """The runs page as the course reads it: the diagnosis and a sweep's best point left, then error
+    and bias columns, sorted by dev error; charts of train vs dev grouped in sections, in this order;
+    every other metric in `all_metric_keys` gets a deleted chart, so the UI does not generate one
+    chart per metric."""
+    columns = ([f"tags.`{t}`" for t in VIEW_ANSWER] + [_metric_column(k) for k in VIEW_METRICS]
+               + [f"tags.`{t}`" for t in VIEW_TAGS])
+    drawn = {keys[0] for _, _, keys in VIEW_CHARTS}     # the UI matches charts on their first key
     charts = [_chart(f"ddl-{i}", f"ddl-{section}", keys, title)
               for i, (section, title, keys) in enumerate(VIEW_CHARTS)]
     charts += [_chart(f"ddl-hidden-{key}", "ddl-hidden", (key,), None, deleted=True)
                for key in sorted(set(all_metric_keys) - drawn)]
-    sections = list(dict.fromkeys(section for section, _, _ in VIEW_CHARTS))
+    per_section = Counter(section for section, _, _ in VIEW_CHARTS)       # in order of first chart
     return {
         "searchFilter": "", "orderByKey": _metric_column("error/dev"), "orderByAsc": True,
         "startTime": "ALL", "lifecycleFilter": "Active", "modelVersionFilter": "All Runs",
         "datasetsFilter": [],
-        "selectedColumns": columns, "columnOrder": columns, "columnWidths": {},
+        "selectedColumns": columns, "columnOrder": [RUN_NAME, CREATED, *columns],
+        "columnWidths": VIEW_WIDTHS,
         "runsHiddenMode": "SHOW_ALL", "compareRunCharts": charts,
-        "compareRunSections": [{"uuid": f"ddl-{s}", "name": s, "display": True, "isReordered": False}
-                               for s in sections],
-        "viewMaximized": False, "runListHidden": False, "isAccordionReordered": False,
+        "compareRunSections": [{"uuid": f"ddl-{s}", "name": s, "display": True, "isReordered": False,
+                                "columns": n} for s, n in per_section.items()],   # a card per column
+        "viewMaximized": False, "runListHidden": False, "isAccordionReordered": True,   # our order
         "groupBy": None, "groupsExpanded": {}, "useGroupedValuesInCharts": True,
         "hideEmptyCharts": True, "chartsSearchFilter": "",
         "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0, "selectedXAxisMetricKey": ""},
