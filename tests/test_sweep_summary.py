@@ -110,3 +110,17 @@ def test_a_sweep_parent_is_finished_only_when_every_point_finished(points, faile
     from ddl.runner.sweep_summary import sweep_status
 
     assert sweep_status(points, failed, stored, expected) == status
+
+
+def test_a_sweep_parents_description_says_how_many_points_and_which_was_best():
+    from ddl.runner.sweep_summary import description
+
+    m = {"sweep/points": 3, "sweep/points_finished": 3}
+    text = description(m, ("decay_rate=0.1", "dev err 20.00%", "high bias"), False)
+    assert text.startswith("A sweep of 3 points, all finished. Best: **decay_rate=0.1** (dev err 20.00%), "
+                           "high bias.") and "`sweep_table.md` ranks" in text
+    m = {"sweep/points": 4, "sweep/points_finished": 2, "sweep/points_failed": 1, "sweep/points_pruned": 1}
+    assert description(m, ("adam", "dev err 5.00% ± 0.50% over 2 seeds", "ok"), True).startswith(
+        "A sweep of 4 points: 2 finished, 1 failed, 1 pruned. Best on the mean: **adam**")
+    assert "No point finished with a held-out error" in description(
+        {"sweep/points": 1, "sweep/points_finished": 0, "sweep/points_failed": 1}, None, False)

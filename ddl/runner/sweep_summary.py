@@ -162,12 +162,10 @@ def console_table(runs: Sequence[Mapping[str, Any]]) -> str:
     if configs:                     # seeds: the best configuration is chosen on the mean
         return (f"{table}\nby configuration, mean ± std over its seeds, best first:\n"
                 f"{seeds.table(configs)}\n{seeds.best_line(configs)}")
-    if best is None:
+    answer = best_answer(rows, best, ())
+    if answer is None:
         return table + "\nno point finished with a held-out error"
-    name = dict(zip((r["run_id"] for r in rows), distinct_names([r["run"] for r in rows])))
-    split = "dev" if best["dev_error"] is not None else "test"
-    return (f"{table}\nbest: {name[best['run_id']]} ({split} err {100 * held_out_error(best):.2f}%, "
-            f"{best['diagnosis']})")
+    return f"{table}\nbest: {answer[0]} ({answer[1]}, {answer[2]})"
 
 
 def sweep_status(points: int, failed: int, stored: Sequence[str], expected: Optional[int]) -> str:
