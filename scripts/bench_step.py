@@ -193,11 +193,12 @@ def blas_threads() -> int:
 
 
 def run_ranks(batch: int, steps: int, ranks, shard: str = "auto", shared_memory: str = "auto",
-              reduction: str = "auto", launcher=("mpiexec",)) -> list:
+              reduction: str = "auto", launcher=("mpiexec",), extra_env=None) -> list:
     """One `mpiexec -n N` worker run per world size, 1 BLAS thread per rank: their JSON records
     (`shard`, `shared_memory`, `reduction`: train.shard_optimizer, train.shared_memory,
     train.reduction; `launcher`: the mpiexec command, e.g. a simulated cluster's)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               **(extra_env or {}))
     results = []
     for n in ranks:
         cmd = [*launcher, "-n", str(n), sys.executable, __file__, "--worker", "--batch", str(batch),

@@ -5,10 +5,10 @@
 # single-node SLURM of scripts/slurm_up.sh (other ports, other state). Jobs: `sbatch -N 2 ...`,
 # `srun --mpi=pmi2` across the hosts.
 #
-#   bash scripts/cluster_slurm.sh DIR N RANKS HEAD_ADDRESS
+#   bash scripts/cluster_slurm.sh DIR N RANKS HEAD_ADDRESS UCX_TLS
 set -euo pipefail
 
-DIR=$1 N=$2 RANKS=$3 HEAD=$4
+DIR=$1 N=$2 RANKS=$3 HEAD=$4 TLS=$5
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 S=$DIR/slurm
 CONF=$DIR/slurm.conf
@@ -24,6 +24,9 @@ munge -n 2>/dev/null | unmunge >/dev/null 2>&1 || bash "$HERE/slurm_up.sh" >/dev
     || die "munge does not answer (scripts/slurm_up.sh starts it)"
 
 mkdir -p "$S/state"
+# every task's environment: UCX over TCP between the hosts (cluster_up.sh says why)
+printf '#!/bin/sh\n[ -n "$UCX_TLS" ] || echo "export UCX_TLS=%s"\n' "$TLS" > "$S/task_prolog.sh"
+chmod +x "$S/task_prolog.sh"
 cpus=$(( $(nproc) > RANKS ? $(nproc) : RANKS ))
 {
     echo "# Written by scripts/cluster_slurm.sh: the simulated cluster's SLURM ($N hosts)."
@@ -53,6 +56,7 @@ MailProg=/bin/true
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
+TaskProlog=$S/task_prolog.sh
 StateSaveLocation=$S/state
 SlurmdSpoolDir=$S/spool-%n
 SlurmctldPidFile=$S/slurmctld.pid

@@ -31,6 +31,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BRIDGE=ddlbr0
 NET=10.77.0
 HEAD=$NET.254          # the bridge's own address: where mpiexec and slurmctld listen
+UCX_TLS=tcp,self       # between hosts over their links (the mpiexec wrapper, SLURM's TaskProlog)
 
 die() { echo "cluster_up: error: $*" >&2; exit 1; }
 log() { echo "cluster_up: $*"; }
@@ -58,7 +59,8 @@ command -v ip >/dev/null || die "no 'ip' command (apt-get install iproute2)"
 ip netns list >/dev/null 2>&1 || die "'ip netns' does not work here ($(ip netns list 2>&1 | head -1)): the kernel or the container does not allow network namespaces"
 command -v unshare >/dev/null || die "no 'unshare' (util-linux), which gives each host its own hostname"
 
-WANT="hosts=$N link=$LINK ranks=$RANKS slurm=$SLURM"
+# what is asked for, and by which version of these scripts (an edited one builds afresh)
+WANT="hosts=$N link=$LINK ranks=$RANKS slurm=$SLURM scripts=$(cat "$0" "$HERE/cluster_slurm.sh" | cksum | cut -d' ' -f1)"
 up_already() {
     [[ -f $DIR/config && $(cat "$DIR/config") == "$WANT" ]] || return 1
     local i
@@ -126,13 +128,17 @@ EOF
 cat > "$DIR/mpiexec" <<EOF
 #!/usr/bin/env bash
 # mpiexec across this machine's simulated hosts (scripts/cluster_up.sh): the hostfile, the
-# launcher stand-in, and the bridge's address for the proxies to call back
+# launcher stand-in, and the bridge's address for the proxies to call back. UCX would find that
+# the hosts share one machine and move their bytes through its shared memory, past the links:
+# told to use TCP, it sends them over the hosts' network (MPICH's own shared memory still
+# carries the bytes between the ranks of one host)
+export UCX_TLS=\${UCX_TLS:-$UCX_TLS}
 exec mpiexec -f "$DIR/hostfile" -launcher ssh -launcher-exec "$DIR/launch" -localhost $HEAD "\$@"
 EOF
 chmod +x "$DIR/launch" "$DIR/mpiexec"
 
 if (( SLURM )); then
-    bash "$HERE/cluster_slurm.sh" "$DIR" "$N" "$RANKS" "$HEAD" || die "SLURM across the hosts did not come up (above)"
+    bash "$HERE/cluster_slurm.sh" "$DIR" "$N" "$RANKS" "$HEAD" "$UCX_TLS" || die "SLURM across the hosts did not come up (above)"
 fi
 echo "$WANT" > "$DIR/config"
 log "up: $N hosts ($(awk '{printf "%s%s=%s", (NR > 1 ? ", " : ""), $2, $1}' "$DIR/hosts"))${LINK:+, links $LINK}; $DIR/mpiexec -n $((N * RANKS)) ..."

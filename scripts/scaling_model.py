@@ -23,6 +23,17 @@ fitted links and on two stated interconnects. Backward's time per layer, for the
 measured compute shared out in proportion to each layer's matrix-product flops.
 
     python scripts/scaling_model.py [--quick] [--markdown]
+
+With --hosts it checks the model against hosts joined by real (shaped) links instead: on the
+simulated cluster of scripts/cluster_up.sh (root), for each link rate in --links it reshapes the
+links, fits alpha and B between two hosts (one rank each), and measures the 2-host x 2-rank step
+of the big network (global batch 512, unsharded) with ddl's flat allreduce (MPICH's, which
+reduces within each node first on its own), with train.reduction=node (ddl's two levels), and
+with MPICH's node-aware collectives switched off (MPIR_CVAR_ENABLE_SMP_COLLECTIVES=0: a plain
+allreduce over the 4 ranks); the model predicts each, and the projections to 1024 ranks are
+anchored on the fitted link. The cluster is left as it was found.
+
+    sudo bash scripts/cluster_up.sh 2 && python scripts/scaling_model.py --hosts [--links 10gbit,1gbit]
 """
 from __future__ import annotations
 
@@ -72,9 +83,9 @@ def worker(args) -> None:
         print(json.dumps(out), flush=True)
 
 
-def measure_allreduce(sizes, reps, extra_env) -> dict:
+def measure_allreduce(sizes, reps, extra_env, launcher=("mpiexec",)) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", **extra_env)
-    cmd = ["mpiexec", "-n", "2", sys.executable, __file__, "--worker", "--reps", str(reps),
+    cmd = [*launcher, "-n", "2", sys.executable, __file__, "--worker", "--reps", str(reps),
            "--sizes", *map(str, sizes)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=True)
     return {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
@@ -151,12 +162,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--hosts", action="store_true",
+                   help="check the model over the simulated cluster's shaped links (scripts/cluster_up.sh)")
+    p.add_argument("--links", default="10gbit,1gbit", help="--hosts: link rates, as tc writes them")
+    p.add_argument("--rounds", type=int, default=3, help="--hosts: interleaved rounds (medians)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--reps", type=int, default=20, help=argparse.SUPPRESS)
     p.add_argument("--sizes", type=int, nargs="*", default=[], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
+    if args.hosts:
+        return hosts(args)
     sizes = [2**k for k in range(12, 26, 2 if args.quick else 1)]          # 4 KiB .. 32 MiB
     links = {}
     for name, env in TRANSPORTS.items():
@@ -221,6 +238,84 @@ def check(shm) -> None:
           f"ms/step, model {model * 1e3:.2f} ms (compute {compute[256] * 1e3:.2f} + update/2 "
           f"{update / 2 * 1e3:.2f} + ring {ring(2, nbytes, alpha, bw) * 1e3:.2f}; the measured "
           f"reduce-scatter + allgather {measured['allreduce_s'] * 1e3:.2f})")
+
+
+# ---- --hosts: the model against a measured multi-host step -------------------------------------
+CLUSTER = Path(os.environ.get("DDL_CLUSTER_DIR", "/run/ddl-cluster"))
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = {   # (train.reduction, extra environment), measured in turn within every round
+    "flat (MPICH, node-aware itself)": ("flat", {}),
+    "train.reduction=node (ddl's two levels)": ("node", {}),
+    "flat, MPICH's SMP collectives off": ("flat", {"MPIR_CVAR_ENABLE_SMP_COLLECTIVES": "0"}),
+}
+
+
+def two_level(nbytes: float, shm, link) -> float:
+    """Within each host to one rank (2 ranks: one message), between the two hosts' ranks (the
+    2-rank allreduce, fitted as 2 alpha + S / B), back within each host."""
+    return 2 * (shm[0] + nbytes / shm[1]) + 2 * link[0] + nbytes / link[1]
+
+
+def plain(nbytes: float, link, n: int = 4) -> float:
+    """A ring over all n ranks: each of its 2 (n - 1) steps sends S / n over the link between
+    the hosts (the slowest edge of every step)."""
+    return ring(n, nbytes, link[0], link[1])
+
+
+def hosts(args) -> None:
+    wrapper = CLUSTER / "mpiexec"
+    if not wrapper.is_file():
+        sys.exit(f"scaling_model --hosts: no simulated cluster at {CLUSTER}: run "
+                 "`sudo bash scripts/cluster_up.sh 2` first")
+    was = dict(kv.split("=", 1) for kv in (CLUSTER / "config").read_text().split())
+    up = ["bash", str(REPO / "scripts" / "cluster_up.sh"), "2"] + (["--slurm"] if was.get("slurm") == "1" else [])
+    net, nbytes = NETWORKS["big [784,1024,1024,10]"][0], 4 * 1863695
+    steps, reps = (5, 10) if args.quick else (10, 20)
+    sizes = [2**k for k in range(16, 25, 2 if args.quick else 1)]                  # 64 KiB .. 16 MiB
+    shm = fit(measure_allreduce(sizes, reps, {}))
+    compute, update = compute_times(net, "softmax", [128], steps)
+    # 4 ranks on this machine's cores: each computes at its share of them
+    share = max(1.0, 4 / len(os.sched_getaffinity(0)))
+    rows, fitted = [], {}
+    try:
+        for rate in args.links.split(","):
+            subprocess.run([*up, "--link", rate], check=True, capture_output=True, text=True)
+            link = fit(measure_allreduce(sizes, reps, {}, launcher=(str(wrapper), "-ppn", "1")))
+            fitted[f"{rate} between simulated hosts (fitted here)"] = link
+            got = {name: [] for name in VARIANTS}
+            for _ in range(args.rounds):
+                for name, (reduction, env) in VARIANTS.items():
+                    got[name] += bench_step.run_ranks(512, steps, [4], shard="off", reduction=reduction,
+                                                      launcher=(str(wrapper),), extra_env=env)
+            model = {"flat (MPICH, node-aware itself)": two_level(nbytes, shm, link),
+                     "train.reduction=node (ddl's two levels)": two_level(nbytes, shm, link),
+                     "flat, MPICH's SMP collectives off": plain(nbytes, link)}
+            for name, runs in got.items():
+                red = float(np.median([r["allreduce_s"] for r in runs]))
+                step = float(np.median([r["step_s"] for r in runs]))
+                spread = (min(r["step_s"] for r in runs), max(r["step_s"] for r in runs))
+                rows.append((rate, link, name, model[name], red, (compute[128] + update) * share + model[name],
+                             step, spread))
+    finally:
+        restore = [*up[:3], *(["--link", was["link"]] if was.get("link") else []), *up[3:]]
+        subprocess.run(restore, check=False, capture_output=True)
+    print(f"2 hosts x 2 ranks, big net {net}, global batch 512, unsharded, 1 BLAS thread a rank; "
+          f"within a host (shared memory): alpha {shm[0] * 1e6:.1f} us, B {shm[1] / 1e9:.2f} GB/s; "
+          f"compute + update at local batch 128: {(compute[128] + update) * 1e3:.1f} ms x {share:.0f} "
+          f"(4 ranks on {len(os.sched_getaffinity(0))} cores); medians of {args.rounds} interleaved rounds")
+    head = ["link", "fitted alpha, B", "reduction", "model ms", "measured ms", "measured/model",
+            "model step ms", "measured step ms (min-max)", "measured/model"]
+    print("| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
+    for rate, link, name, m_red, red, m_step, step, (lo, hi) in rows:
+        print(f"| {rate} | {link[0] * 1e6:.0f} us, {link[1] / 1e9:.3f} GB/s | {name} | {m_red * 1e3:.1f} | "
+              f"{red * 1e3:.1f} | {red / m_red:.2f} | {m_step * 1e3:.1f} | {step * 1e3:.1f} "
+              f"({lo * 1e3:.0f}-{hi * 1e3:.0f}) | {step / m_step:.2f} |")
+    c = compute[128]
+    print("\nprojected efficiency of the big net over the fitted links (flat ring model, weak scaling at "
+          "local batch 256 needs its compute: measured 1 process at 128, doubled):")
+    for name, link in fitted.items():
+        eff = [(2 * c + update) / step_time(net, 2 * c, update, n, link) for n in WORLDS]
+        print(f"  {name:44} " + " ".join(f"N={n} {e:.0%}" for n, e in zip(WORLDS, eff)))
 
 
 if __name__ == "__main__":

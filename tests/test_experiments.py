@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -346,3 +347,23 @@ def test_a_long_run_logs_at_most_max_points_per_curve_and_always_its_last_epoch(
     assert steps == list(range(0, 400, 8)) + [399], steps
     steps = sorted(m.step for m in client.get_metric_history(runs["e30"].info.run_id, "error/dev"))
     assert steps == list(range(30)), steps
+
+
+def test_a_tracked_sweep_leaves_nothing_that_git_would_show(tmp_path):
+    """Every file a run or sweep makes in the working directory is under the run directories or the
+    store, and the repository's .gitignore covers them all (mlflow.sweeps.lock was missed)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("no git")
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copy(repo / ".gitignore", tmp_path / ".gitignore")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    code, so, se = ddl_train(0, "-m", "optimizer=gd,adam", "data=moons", "train.epochs=2", "train.progress=false",
+                             cwd=tmp_path, timeout=300)
+    assert code == 0, so + se
+    assert (tmp_path / "mlflow.db").is_file() and (tmp_path / "multirun").is_dir()
+    shown = subprocess.run(["git", "status", "--porcelain"], cwd=tmp_path, capture_output=True, text=True,
+                           check=True).stdout.split("\n")
+    assert [line for line in shown if line and not line.endswith(".gitignore")] == [], shown

@@ -42,12 +42,14 @@ def on_cluster(*overrides, cwd, ranks: int = 4, timeout: float = 180):
 
 
 CASES = {
-    "plain-gd": (["optimizer=gd"], "node-aware allreduce"),
+    "plain-gd": (["optimizer=gd"], None),
+    "node-aware-gd": (["optimizer=gd", "train.reduction=node"], "node-aware allreduce"),
     "flat-l2-dropout-adam": (["optimizer=adam", "model.l2=0.3", "model.keep_prob=0.8",
                               "train.reduction=flat"], None),
-    "l2-dropout-adam": (["optimizer=adam", "model.l2=0.3", "model.keep_prob=0.8"], "node-aware allreduce"),
-    "batchnorm-rmsprop": (["optimizer=rmsprop", "model.batchnorm=true", "data.normalize=true"],
-                          "node-aware allreduce"),
+    "node-aware-l2-dropout-adam": (["optimizer=adam", "model.l2=0.3", "model.keep_prob=0.8",
+                                    "train.reduction=node"], "node-aware allreduce"),
+    "node-aware-batchnorm-rmsprop": (["optimizer=rmsprop", "model.batchnorm=true", "data.normalize=true",
+                                      "train.reduction=node"], "node-aware allreduce"),
     "sharded-momentum-l2": (["optimizer=momentum", "model.l2=0.3", "train.shard_optimizer=on"],
                             "optimizer sharded across 4 ranks"),
 }
@@ -119,7 +121,7 @@ def test_sbatch_on_two_nodes_trains_across_both_hosts_as_one_rank_would(tmp_path
               str(repo / "slurm" / "train.sbatch"), *COMMON, "optimizer=adam").strip()
     assert [r["JobState"] for r in finished(job)] == ["COMPLETED"], job
     log = (tmp_path / f"slurm-ddl-train-{job}.out").read_text()
-    assert f"world size 4 {HOSTS_LINE}" in log and "node-aware allreduce" in log, log
+    assert f"world size 4 {HOSTS_LINE}" in log, log
     assert_same_model(load_final(tmp_path / "runs" / f"slurm-{job}")[0], load_final(tmp_path / "ref")[0],
                       "sbatch -N 2")
 
@@ -221,3 +223,24 @@ def test_a_host_lost_mid_run_ends_the_job_fails_its_run_and_the_survivors_resume
     assert "resuming from" in so + se, so + se
     assert_same_model(load_final(run)[0], load_final(tmp_path / "ref")[0], "resumed on the surviving host")
     assert client.get_run(first.info.run_id).info.status == "FINISHED"
+
+
+def test_each_hosts_cpu_memory_and_the_slowest_rank_are_logged_per_evaluation(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, so, se = on_cluster(*COMMON[1:], f"tracking.uri={uri}", f"out_dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert code == 0, so + se
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("ddl").experiment_id])
+    assert run.data.tags["ddl.hosts"] == "2 hosts: h1 (ranks 0-1), h2 (ranks 2-3)"
+    for host in ("h1", "h2"):
+        for key in ("cpu_percent", "rss_mb", "peak_rss_mb", "collective_share"):
+            history = client.get_metric_history(run.info.run_id, f"host/{host}/{key}")
+            assert len(history) == 3, (host, key, history)          # one a evaluation (3 epochs)
+        rss = run.data.metrics[f"host/{host}/rss_mb"]
+        assert 2 * 30 < rss < 2 * 4000 and run.data.metrics[f"host/{host}/peak_rss_mb"] >= rss / 2, rss
+        assert 0 < run.data.metrics[f"host/{host}/cpu_percent"] <= 100 * 2 * 1.2     # 2 ranks at most
+        assert 0 <= run.data.metrics[f"host/{host}/collective_share"] < 1
+    assert run.data.metrics["perf/slowest_rank"] in (0, 1, 2, 3)
+    assert run.data.metrics["perf/slowest_compute_s"] > 0

@@ -194,3 +194,16 @@ def test_divergence_without_nan_is_detected_from_the_costs(costs, cross_entropy,
 
     history = [{"epoch": i, "train_cost": c} for i, c in enumerate(costs)]
     assert (diverging(history, cross_entropy) is not None) == flagged
+
+
+def test_host_metrics_sum_memory_and_cpu_per_host_and_name_the_slowest_rank():
+    from ddl.train.resources import host_metrics
+
+    # (rank, host, wall s, cpu s, collective s, rss MiB, peak rss MiB)
+    samples = [(0, "h1", 2.0, 1.5, 0.5, 100.0, 120.0), (1, "h1", 2.0, 1.0, 1.0, 90.0, 95.0),
+               (2, "h2", 2.0, 2.0, 0.2, 80.0, 85.0), (3, "h2", 2.0, 1.8, 0.4, 70.0, 150.0)]
+    m = host_metrics(samples)
+    assert m["host/h1/cpu_percent"] == pytest.approx(125.0) and m["host/h2/cpu_percent"] == pytest.approx(190.0)
+    assert m["host/h1/rss_mb"] == 190.0 and m["host/h2/peak_rss_mb"] == 150.0
+    assert m["host/h1/collective_share"] == pytest.approx((0.25 + 0.5) / 2)
+    assert m["perf/slowest_rank"] == 2.0 and m["perf/slowest_compute_s"] == pytest.approx(1.8)

@@ -47,6 +47,8 @@ class EpochHook:
                 metrics.update(test_cost=r["test_cost"], test_error=r["test_error"],
                                test_accuracy=1 - r["test_error"])
             metrics.update(self.best.metrics())
+            # a job of several ranks: each host's CPU and memory, the slowest rank (train/resources.py)
+            metrics.update({k: v for k, v in r.items() if k.startswith(("host/", "perf/slowest"))})
             # the tracker derives avoidable_bias, variance and the diagnosis tag from the errors
             self.tracker.log_epoch(r["epoch"], metrics)
 

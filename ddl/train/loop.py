@@ -20,7 +20,7 @@ import numpy as np
 from ddl.backend import make_key
 from ddl.data.shard import n_steps, shard_batches
 from ddl.failpoints import failpoint
-from ddl.train import early_stopping, policy
+from ddl.train import early_stopping, policy, resources
 from ddl.train.buffers import StepBuffers
 from ddl.train.evaluate import evaluate_split
 from ddl.train.nonfinite import check_divergence, handle_nonfinite
@@ -52,7 +52,7 @@ def run_epochs(ds, setup: Setup, state: TrainState, bufs: StepBuffers, hooks: Ho
     """The epochs of `train`, on buffers it made; `state` is updated in place. True: stopped by a
     signal (after its checkpoint)."""
     cfg, comm = setup.cfg, setup.comm
-    timer = Timer(comm)
+    timer, sampler = Timer(comm), resources.Sampler(comm)
     for epoch in range(state.epoch, cfg.epochs):
         lr = setup.schedule(epoch)
         batches = shard_batches(ds.train.m, cfg.batch_size, epoch, cfg.seed, comm.rank, comm.size)
@@ -75,7 +75,7 @@ def run_epochs(ds, setup: Setup, state: TrainState, bufs: StepBuffers, hooks: Ho
             failpoint("eval", comm.rank, state.epoch)                           # tests only
             record = epoch_record(ds, setup, state, epoch, lr, timer.lap())
             state.history.append(record)
-            hooks.on_epoch(record)
+            hooks.on_epoch({**record, **resources.gather(comm, sampler)})   # collective: each host's use
             check_divergence(setup, state, record)
             timer.restart()
             if early_stopping.update(state, record, cfg):

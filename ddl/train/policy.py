@@ -5,8 +5,10 @@
                            on_stall=wait; on: always, a world of one too; off: never)
     train.shared_memory    auto | off        a sharded run with every rank on one node reduces
                            and gathers through the node's shared memory (auto: where it has room)
-    train.reduction        auto | flat | node   an unsharded run on several nodes sums within
-                           each node, then between one rank per node (auto: NODE_AWARE_WHEN)
+    train.reduction        auto | flat | node   node: an unsharded run on several nodes sums
+                           within each node, then between one rank per node; auto: flat, since
+                           MPICH's allreduce does that itself on several nodes (SMP-aware
+                           collectives) and ddl's own did not win over a shaped link (README)
 
 `make_reduction` builds the strategy (ddl/parallel/reduction.py) that the step then calls without
 asking which it is; its `describe` is what the run-directory line reports, the decision actually
@@ -64,12 +66,11 @@ def make_reduction(cfg: TrainConfig, comm, backend, size: int, tail: int):
 
 
 def node_aware(cfg: TrainConfig, backend: str, nodes) -> bool:
-    """Whether an unsharded run sums in two levels (`nodes`: the hosts its ranks are on). `node`
-    asks for it (the NumPy backend only: a GPU run's transport is NCCL's or the host staging's);
-    auto where it wins: several nodes, some with more than one rank."""
+    """Whether an unsharded run sums in two levels (`nodes`: the hosts its ranks are on): only
+    when asked (`node`; the NumPy backend only: a GPU run's transport is NCCL's or the host
+    staging's). auto is flat: measured over shaped links between simulated hosts, ddl's two levels
+    did not beat MPICH's allreduce, which already reduces within each node first."""
     if cfg.reduction == "node" and backend != "numpy":
         raise ValueError(f"train.reduction=node needs the NumPy backend (this run has {backend!r}); "
                          "set train.reduction=auto")
-    if cfg.reduction != "auto":
-        return cfg.reduction == "node"
-    return backend == "numpy" and nodes.count > 1 and nodes.count < len(nodes.node_of)
+    return cfg.reduction == "node"
