@@ -27,11 +27,11 @@ measured compute shared out in proportion to each layer's matrix-product flops.
 With --hosts it checks the model against hosts joined by real (shaped) links instead: on the
 simulated cluster of scripts/cluster_up.sh (root), for each link rate in --links it reshapes the
 links, fits alpha and B between two hosts (one rank each), and measures the 2-host x 2-rank step
-of the big network (global batch 512, unsharded) with ddl's flat allreduce (MPICH's, which
-reduces within each node first on its own), with train.reduction=node (ddl's two levels), and
-with MPICH's node-aware collectives switched off (MPIR_CVAR_ENABLE_SMP_COLLECTIVES=0: a plain
-allreduce over the 4 ranks); the model predicts each, and the projections to 1024 ranks are
-anchored on the fitted link. The cluster is left as it was found.
+of the big network (global batch 512, unsharded) with ddl's flat allreduce (MPICH's default
+algorithm, modelled as a plain ring over the 4 ranks), with train.reduction=node (ddl's two
+levels) and with MPICH's own two-level algorithm forced (its `smp` allreduce); the model predicts
+each, and the projections to 1024 ranks are anchored on the fitted link. The cluster is left as
+it was found.
 
     sudo bash scripts/cluster_up.sh 2 && python scripts/scaling_model.py --hosts [--links 10gbit,1gbit]
 """
@@ -243,10 +243,11 @@ def check(shm) -> None:
 # ---- --hosts: the model against a measured multi-host step -------------------------------------
 CLUSTER = Path(os.environ.get("DDL_CLUSTER_DIR", "/run/ddl-cluster"))
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = {   # (train.reduction, extra environment), measured in turn within every round
-    "flat (MPICH, node-aware itself)": ("flat", {}),
-    "train.reduction=node (ddl's two levels)": ("node", {}),
-    "flat, MPICH's SMP collectives off": ("flat", {"MPIR_CVAR_ENABLE_SMP_COLLECTIVES": "0"}),
+SMP = {"MPIR_CVAR_ALLREDUCE_INTRA_ALGORITHM": "smp", "MPIR_CVAR_IALLREDUCE_INTRA_ALGORITHM": "sched_smp"}
+VARIANTS = {   # (train.reduction, extra environment, model), measured in turn within every round
+    "flat (MPICH's default algorithm)": ("flat", {}, "plain"),
+    "train.reduction=node (ddl's two levels)": ("node", {}, "two-level"),
+    "flat, MPICH's two-level algorithm (smp)": ("flat", SMP, "two-level"),
 }
 
 
@@ -284,12 +285,11 @@ def hosts(args) -> None:
             fitted[f"{rate} between simulated hosts (fitted here)"] = link
             got = {name: [] for name in VARIANTS}
             for _ in range(args.rounds):
-                for name, (reduction, env) in VARIANTS.items():
+                for name, (reduction, env, _) in VARIANTS.items():
                     got[name] += bench_step.run_ranks(512, steps, [4], shard="off", reduction=reduction,
                                                       launcher=(str(wrapper),), extra_env=env)
-            model = {"flat (MPICH, node-aware itself)": two_level(nbytes, shm, link),
-                     "train.reduction=node (ddl's two levels)": two_level(nbytes, shm, link),
-                     "flat, MPICH's SMP collectives off": plain(nbytes, link)}
+            models = {"plain": plain(nbytes, link), "two-level": two_level(nbytes, shm, link)}
+            model = {name: models[kind] for name, (_, _, kind) in VARIANTS.items()}
             for name, runs in got.items():
                 red = float(np.median([r["allreduce_s"] for r in runs]))
                 step = float(np.median([r["step_s"] for r in runs]))

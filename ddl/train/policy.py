@@ -7,8 +7,8 @@
                            and gathers through the node's shared memory (auto: where it has room)
     train.reduction        auto | flat | node   node: an unsharded run on several nodes sums
                            within each node, then between one rank per node; auto: flat, since
-                           MPICH's allreduce does that itself on several nodes (SMP-aware
-                           collectives) and ddl's own did not win over a shaped link (README)
+                           ddl's two levels did not beat MPICH's allreduce over shaped links
+                           between simulated hosts (README, "Several nodes")
 
 `make_reduction` builds the strategy (ddl/parallel/reduction.py) that the step then calls without
 asking which it is; its `describe` is what the run-directory line reports, the decision actually
@@ -69,7 +69,7 @@ def node_aware(cfg: TrainConfig, backend: str, nodes) -> bool:
     """Whether an unsharded run sums in two levels (`nodes`: the hosts its ranks are on): only
     when asked (`node`; the NumPy backend only: a GPU run's transport is NCCL's or the host
     staging's). auto is flat: measured over shaped links between simulated hosts, ddl's two levels
-    did not beat MPICH's allreduce, which already reduces within each node first."""
+    did not beat MPICH's own allreduce."""
     if cfg.reduction == "node" and backend != "numpy":
         raise ValueError(f"train.reduction=node needs the NumPy backend (this run has {backend!r}); "
                          "set train.reduction=auto")
