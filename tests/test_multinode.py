@@ -244,3 +244,41 @@ def test_each_hosts_cpu_memory_and_the_slowest_rank_are_logged_per_evaluation(tm
         assert 0 <= run.data.metrics[f"host/{host}/collective_share"] < 1
     assert run.data.metrics["perf/slowest_rank"] in (0, 1, 2, 3)
     assert run.data.metrics["perf/slowest_compute_s"] > 0
+
+
+def test_a_host_whose_link_drops_is_named_within_the_stall_timeout(tmp_path):
+    """h2's link set down mid-run: rank 0's stall watch names the host (every rank there silent)
+    within train.stall_timeout and a heartbeat's grace; the link back, the job trains to its end."""
+    import subprocess
+    import time
+
+    wrapper = cluster_or_skip()
+    env = {k: v for k, v in clean_env().items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    run = tmp_path / "run"
+    job = subprocess.Popen([wrapper, "-n", "4", sys.executable, "-m", "ddl", *LOST, "tracking=off",
+                            "train.stall_timeout=2", f"out_dir={run}"], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    said, down = [], None
+    try:
+        deadline = time.monotonic() + 120
+        while len(list((run / "checkpoints").glob("ckpt-*"))) < 2:
+            assert job.poll() is None and time.monotonic() < deadline, "no second checkpoint"
+            time.sleep(0.2)
+        subprocess.run(["ip", "link", "set", "ddl-h2", "down"], check=True)
+        down = time.monotonic()
+        for line in job.stdout:                        # the watch's warning, as it comes
+            said.append(line)
+            if "host h2 (ranks 2-3) has gone silent" in line:
+                break
+        named = time.monotonic() - down
+    finally:
+        subprocess.run(["ip", "link", "set", "ddl-h2", "up"], check=True)
+    try:
+        rest, _ = job.communicate(timeout=180)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, 9)
+    said = "".join(said) + rest
+    assert "host h2 (ranks 2-3) has gone silent, every rank there: the host or its network link is down" in said, said
+    assert named < 2 + 4, named                       # stall_timeout, then the heartbeats' 4 x 0.5 s
+    assert "done: train acc" in said, said            # the link back: trained to its end

@@ -191,3 +191,14 @@ def test_a_stall_that_ends_the_job_goes_to_whoever_waits_for_it_else_the_watch_e
     stopped = watch([])
     stopped.stop()
     assert stopped.ending() is None                                # a watch that stops: None at once
+
+
+def test_a_host_whose_every_rank_is_silent_is_named_as_a_host():
+    from ddl.parallel.watchdog import Beat, silent_hosts
+
+    beats = {1: Beat(5, False, "h1", 11, 99.0), 2: Beat(5, False, "h2", 12, 90.0),
+             3: Beat(5, False, "h2", 13, 91.0), 4: Beat(5, False, "h3", 14, 91.0),
+             5: Beat(5, False, "h3", 15, 99.5)}
+    # h2: both ranks silent for 9-10 s; h3: one of its two still beating; h1 is rank 0's own
+    assert silent_hosts(beats, 100.0, 4.0, "h1") == ["h2 (ranks 2-3)"]
+    assert silent_hosts(beats, 100.0, 4.0, "h2") == []

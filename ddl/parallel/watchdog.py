@@ -119,6 +119,18 @@ def verdict(seq: int, beats: dict, size: int, now: float, silent_s: float) -> di
     return missing
 
 
+def silent_hosts(beats: dict, now: float, silent_s: float, own_host: str) -> list[str]:
+    """The hosts (not rank 0's own) none of whose ranks has beaten for silent_s: the host, or its
+    link, is down ('h2 (ranks 2-3)')."""
+    from ddl.parallel.nodes import rank_list  # noqa: PLC0415
+
+    by_host: dict = {}
+    for r, b in beats.items():
+        by_host.setdefault(b.host, []).append((r, now - b.heard > silent_s))
+    return [f"{host} ({rank_list(sorted(r for r, _ in ranks))})" for host, ranks in sorted(by_host.items())
+            if host != own_host and all(silent for _, silent in ranks)]
+
+
 class Watch:
     """The watch thread of one rank of a run's communicator."""
 
@@ -214,6 +226,10 @@ class Watch:
         if missing:
             why = "; ".join(f"rank {r} {reason}" for r, reason in missing.items())
             news = f"rank(s) {sorted(missing)} have not arrived ({why})"
+            lost = silent_hosts(self.beats, now, self.silent_s, self.host)
+            if lost:            # every rank of a host silent: the host or its link, not one process
+                news = (f"host {', '.join(lost)} has gone silent, every rank there: the host or its "
+                        f"network link is down; {news}")
         else:
             news = ("every rank has arrived, yet it has not completed: the transport itself is stuck "
                     "(NCCL, the network or the MPI library)")
