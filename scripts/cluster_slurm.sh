@@ -10,6 +10,8 @@ set -euo pipefail
 
 DIR=$1 N=$2 RANKS=$3 HEAD=$4 TLS=$5
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/slurm_common.sh
+. "$HERE/slurm_common.sh"
 S=$DIR/slurm
 CONF=$DIR/slurm.conf
 PORT=6827                 # slurmctld (slurm_up.sh's own listens on 6817); slurmd keeps 6818 per host
@@ -33,29 +35,8 @@ cpus=$(( $(nproc) > RANKS ? $(nproc) : RANKS ))
     echo "ClusterName=ddlnet"
     echo "SlurmctldHost=$(hostname -s)($HEAD)"
     echo "SlurmctldPort=$PORT"
+    slurm_common_conf
     cat <<EOF
-SlurmUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=cred_expire=10
-MpiDefault=pmi2
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-SlurmdParameters=config_overrides
-SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=5
-ReturnToService=2
-JobRequeue=1
-RequeueExit=75
-MinJobAge=600
-KillWait=10
-InactiveLimit=0
-MailProg=/bin/true
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/none
 TaskProlog=$S/task_prolog.sh
 StateSaveLocation=$S/state
 SlurmdSpoolDir=$S/spool-%n

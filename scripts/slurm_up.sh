@@ -9,6 +9,8 @@ CONF=/etc/slurm/slurm.conf
 NODE=$(hostname -s)
 WAIT=${DDL_SLURM_WAIT:-60}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/slurm_common.sh
+. "$HERE/slurm_common.sh"
 
 log() { echo "slurm_up: $*"; }
 die() { echo "slurm_up: ERROR: $*" >&2; exit 1; }
@@ -60,16 +62,10 @@ start_munge() {
     die "munged started but munge -n | unmunge fails, see /var/log/munge/munged.log"
 }
 
-# The whole config on stdout. Why each non-default line is there:
-#   CPUs=max(nproc,4) + SlurmdParameters=config_overrides: a 2-core box still accepts 3-4 task jobs;
-#     slurmd trusts the config instead of draining the node for "Low CPU count".
-#   CR_CPU (not CR_CPU_Memory): memory is not a consumable, so jobs need no --mem.
-#   proctrack/linuxproc + task/none: there is no usable cgroup hierarchy in this container.
-#   JobRequeue=1: batch jobs are requeueable by default; RequeueExit=75: a batch script that exits 75
-#     (EX_TEMPFAIL, e.g. after checkpointing on SIGUSR1) is put back in the queue automatically.
-#   cred_expire=10: a requeued job may restart after this many seconds (default 120 s).
-#   batch_sched_delay=0,sched_interval=2,bf_interval=5: jobs start ~1 s after submission, not ~3-60 s.
-#   SlurmUser=root, RealMemory = total - 10%: a private test cluster; no slurm-owned state to fix up.
+# The whole config on stdout: the lines both test clusters share (scripts/slurm_common.sh says why
+# each is there), and this one's own:
+#   CPUs=max(nproc,4) (with config_overrides): a 2-core box still accepts 3-4 task jobs.
+#   RealMemory = total - 10%.
 render_conf() {
     local cpus mem_total mem
     cpus=${DDL_SLURM_CPUS:-$(( $(nproc) > 4 ? $(nproc) : 4 ))}
@@ -79,28 +75,7 @@ render_conf() {
 # Written by scripts/slurm_up.sh (ddl single-node test cluster); rewritten on every run.
 ClusterName=ddl
 SlurmctldHost=${NODE}(127.0.0.1)
-SlurmUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=cred_expire=10
-MpiDefault=pmi2
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-SlurmdParameters=config_overrides
-SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=5
-ReturnToService=2
-JobRequeue=1
-RequeueExit=75
-MinJobAge=600
-KillWait=10
-InactiveLimit=0
-MailProg=/bin/true
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/none
+$(slurm_common_conf)
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid
