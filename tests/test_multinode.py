@@ -282,3 +282,25 @@ def test_a_host_whose_link_drops_is_named_within_the_stall_timeout(tmp_path):
     assert "host h2 (ranks 2-3) has gone silent, every rank there: the host or its network link is down" in said, said
     assert named < 2 + 4, named                       # stall_timeout, then the heartbeats' 4 x 0.5 s
     assert "done: train acc" in said, said            # the link back: trained to its end
+
+
+def test_a_host_with_another_copy_of_the_data_file_is_refused_naming_it(tmp_path):
+    """h2 sees another data.csv at the same path (its last row's label differs): refused before
+    any work, naming the host and the file; the same file everywhere trains."""
+    cluster_or_skip()
+    rows = "\n".join(f"{i % 7},{(i * 3) % 5},{i % 2}" for i in range(200))
+    data = tmp_path / "data.csv"
+    data.write_text("a,b,label\n" + rows + "\n")
+    other = tmp_path / "other.csv"
+    other.write_text("a,b,label\n" + rows[:-1] + ("0" if rows[-1] == "1" else "1") + "\n")
+    args = ["data=csv", f"data.path={data}", "train.epochs=2", "train.progress=false", "tracking=off"]
+    files = CLUSTER / "files.h2"
+    files.write_text(f"{other} {data}\n")
+    try:
+        code, so, se = on_cluster(*args, f"out_dir={tmp_path / 'refused'}", cwd=tmp_path)
+    finally:
+        files.unlink()
+    assert code == 1 and f"the data file {data} on host h2 (ranks 2-3) is " in se, se
+    assert "Traceback" not in se, se
+    code, so, se = on_cluster(*args, f"out_dir={tmp_path / 'same'}", cwd=tmp_path)
+    assert code == 0, so + se
