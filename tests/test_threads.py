@@ -53,8 +53,44 @@ def test_two_ranks_share_the_node_and_say_so(tmp_path):
     cores = len(os.sched_getaffinity(0))
     text = _run(["mpiexec", "-n", "2", sys.executable, "-m", "ddl"], tmp_path)
     share = max(1, cores // 2)
-    assert f"BLAS threads per rank: {share}, {cores} cores shared by 2 ranks on this node)" in text
+    said = f"BLAS threads per rank: 1, {cores} cores shared by 2 ranks on this node"
+    assert said + (")" if share == 1 else "; one, as the network's largest product") in text, text
     text = _run(["mpiexec", "-n", "2", sys.executable, "-m", "ddl", "train.blas_threads=64"], tmp_path)
     assert "needs more than this node's" in text
     text = _run([sys.executable, "-m", "ddl"], tmp_path, OMP_NUM_THREADS="1")
     assert "BLAS threads per rank: as set, OMP_NUM_THREADS=1 from the environment)" in text
+    if cores > 1:       # the default network is too small to split: one thread, said so
+        text = _run([sys.executable, "-m", "ddl"], tmp_path)
+        assert (f"BLAS threads per rank: 1, {cores} cores shared by 1 rank on this node; one, as the "
+                "network's largest product (0.0 M multiply-adds a step) is too small") in text, text
+
+
+def test_a_network_too_small_to_split_gets_one_thread_whatever_the_allocation():
+    from ddl.parallel.threads import SPLIT_MIN_MACS, largest_product
+
+    two_cores = [frozenset({0, 1})]
+    course = ([2, 20, 7, 5, 1], 64)                  # the course's network at batch 64
+    big = ([784, 1024, 1024, 10], 256)
+    assert largest_product([2, 20, 7, 5, 1], 64) == max(2 * 20, 20 * 7, 7 * 5, 5) * 64
+    assert largest_product(*big) == 1024 * 1024 * 256 > SPLIT_MIN_MACS
+    n, why = choose(0, two_cores, 0, env={}, work=course)
+    assert n == 1 and "too small to gain from more" in why and "2 cores shared by 1 rank" in why, why
+    assert choose(0, two_cores, 0, env={}, work=big) == choose(0, two_cores, 0, env={}) == (
+        2, "2 cores shared by 1 rank on this node")
+    assert choose(2, two_cores, 0, env={}, work=course) == (2, "train.blas_threads")   # asked: given
+    assert choose(0, two_cores, 0, env={"OMP_NUM_THREADS": "2"}, work=course)[0] is None
+
+
+def test_a_busy_machine_gets_fewer_threads_down_to_one():
+    from ddl.parallel.threads import busy_cores
+
+    four = [frozenset({0, 1, 2, 3})]
+    assert choose(0, four, 0, env={}, busy=0.3) == (4, "4 cores shared by 1 rank on this node")
+    n, why = choose(0, four, 0, env={}, busy=2.6)
+    assert n == 1 and "other work keeps 2.6 of the cores busy" in why, why
+    assert choose(0, four, 0, env={}, busy=1.2)[0] == 3
+    assert choose(0, four, 0, env={}, busy=7.0)[0] == 1            # never none
+    assert choose(0, [frozenset({0, 1})] * 2, 0, env={}, busy=2.0)[0] == 1   # two ranks: their share
+    assert choose(2, four, 0, env={}, busy=4.0) == (2, "train.blas_threads")   # asked: given
+    measured = busy_cores(0.05)
+    assert measured is None or 0.0 <= measured <= (os.cpu_count() or 1) + 0.01

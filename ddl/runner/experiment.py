@@ -142,13 +142,16 @@ def start(cfg: Config, comm, run_dir: Path, recorder, ending: StallEnding):
     state only then, and stops with the run: `ending`), and what the config asks of this data."""
     backend, how = prepare(cfg, comm, recorder)
     ds, spec, opt, schedule = build(cfg, comm)
+    busy = threads.busy_cores() if comm.local_size == 1 and not cfg.train.blas_threads else None
+    n, why = thread_choice(cfg, comm, spec, ds.train.m, busy)   # too small to split, or cores busy: fewer
+    set_blas_threads(n)
     state, meta = start_state(cfg, spec, backend, opt, comm.rank == 0, run_dir)
     stall = StallPolicy(cfg.train.stall_timeout, cfg.train.on_stall,
                         where=lambda: f"epoch {state.epoch} step {state.step}")
     run_comm = comm.for_run(backend, cfg.allreduce, stall)
     ending.watching(run_comm)
     setup = Setup(backend, run_comm, spec, opt, schedule, cfg.train,
-                  cfg.model.l2, cfg.model.sync_bn, threads=blas_threads(cfg, comm))
+                  cfg.model.l2, cfg.model.sync_bn, threads=n, threads_why=why)
     check_start(ds, setup)
     return setup, ds, state, meta, how
 
@@ -187,7 +190,7 @@ def run_line(cfg: Config, setup: Setup, ds, run_dir: Path) -> str:
     """The run-directory line rank 0 logs once the step is built, but for the step's collectives
     and the closing parenthesis."""
     comm = setup.comm
-    n, why = threads.choose(cfg.train.blas_threads, comm.node_cpus, comm.local_rank)
+    n, why = setup.threads, setup.threads_why
     dev = ds.dev.m if ds.dev is not None else 0
     world, per_rank = f"world size {comm.size}", f"{n or 'as set'}, {why}"
     if comm.nodes.count > 1:       # collective: each host's threads (its cores, its environment)
@@ -201,9 +204,14 @@ def run_line(cfg: Config, setup: Setup, ds, run_dir: Path) -> str:
             f"{per_rank}")
 
 
-def blas_threads(cfg: Config, comm):
-    """The BLAS threads each rank was given (None: as the environment set them)."""
-    return threads.choose(cfg.train.blas_threads, comm.node_cpus, comm.local_rank)[0]
+def thread_choice(cfg: Config, comm, spec=None, m: int = 0, busy=None) -> tuple:
+    """(BLAS threads for this rank, or None: as the environment set them; why): from the allocation,
+    and once the network (`spec`) and the training set's size `m` are known, from its work too;
+    `busy`: the cores other work keeps busy (threads.busy_cores, sampled once a run)."""
+    work = None
+    if spec is not None:
+        work = (spec.sizes, -(-min(cfg.train.batch_size, max(m, 1)) // comm.size))
+    return threads.choose(cfg.train.blas_threads, comm.node_cpus, comm.local_rank, work=work, busy=busy)
 
 
 def set_threads(configured: int, comm) -> None:

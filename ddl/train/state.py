@@ -56,6 +56,7 @@ class Setup:
     l2: float = 0.0
     sync_bn: bool = True
     threads: Optional[int] = None                 # the BLAS threads given to this rank (None: as set)
+    threads_why: str = ""                         # why that many (the run-directory line says it)
     feeders: dict = field(default_factory=dict)   # split -> Feeder, built on first use
 
     def batch(self, split, idx):
