@@ -2,14 +2,16 @@
 """ddl's benchmark suite in one command: one table of ratios, each against a baseline measured in
 the same run (interleaved rounds, medians with min-max). PyTorch and scikit-learn are the
 baselines' extras (pip install -e '.[bench]'); a missing one leaves its rows out, saying so.
+JAX's rows time the whole step under jax.jit in a worker process (its compile reported apart).
 
     python scripts/bench.py                 # the whole suite (about 10 minutes on 2 cores)
     python scripts/bench.py --quick         # a 2-minute subset
     python scripts/bench.py --only big,update --markdown   # some sections; a README-ready table
 
-Sections (--only): big (the [784,1024,1024,10] step vs PyTorch eager, PyTorch with fused Adam, a
-hand-written in-place NumPy step and the GEMM floor, batch 32-1024, 1 and 2 threads; page faults
-per step), small ([2,20,7,5,1] vs PyTorch and hand-written NumPy), update (the Adam update vs
+Sections (--only): big (the [784,1024,1024,10] step vs PyTorch eager, PyTorch with fused Adam, the
+whole step jitted by JAX, a hand-written in-place NumPy step and the GEMM floor, batch 32-1024, 1
+and 2 threads; page faults per step; at batch 256 ddl-train's whole loop too), small ([2,20,7,5,1]
+vs PyTorch eager and fused, JAX and hand-written NumPy; ddl's step and ddl-train's whole loop), update (the Adam update vs
 torch's fused Adam and the bandwidth bound), ranks (1 -> 2 -> 4 ranks, strong and weak scaling, vs
 DDP/gloo, a hand-written NumPy + mpi4py loop and a bare mpi4py Allreduce of the same bytes; ddl's
 default step (optimizer sharded, through shared memory) vs through MPI and unsharded;
@@ -213,6 +215,88 @@ class HandStep:
         return run
 
 
+class JaxStep:
+    """A timer of the same network's whole training step under `jax.jit` (forward, backward and
+    Adam written by hand, float32), in a worker process of its own: XLA sizes its thread pool when
+    it loads, so each thread count is a process (1 thread: Eigen's pool off, one core). The worker
+    compiles once (`compile_s`, reported apart from the step) and times `steps` steps each time the
+    timer is called, so its rounds interleave with the others'."""
+
+    def __init__(self, sizes, batch, steps, output, threads: int):
+        env = dict(os.environ)
+        if threads == 1:
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+        cmd = [sys.executable, __file__, "--jax-worker", json.dumps([sizes, batch, steps, output, threads])]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.compile_s = float(self._read())
+
+    def _read(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the JAX worker ended (status {self.proc.wait()})")
+        return line
+
+    def __call__(self) -> float:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return float(self._read())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def jax_worker(spec: str) -> None:
+    """--jax-worker: compile the step, say how long that took, then time it on every 'go'."""
+    sizes, batch, steps, output, threads = json.loads(spec)
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    params = [(jnp.asarray(rng.standard_normal((sizes[i + 1], sizes[i])).astype(np.float32)
+                           * np.float32(np.sqrt(2.0 / sizes[i]))),
+               jnp.zeros((sizes[i + 1], 1), jnp.float32)) for i in range(len(sizes) - 1)]
+    softmax = output == "softmax"
+    labels = rng.integers(0, sizes[-1] if softmax else 2, batch * 8)
+    X = rng.standard_normal((sizes[0], batch * 8)).astype(np.float32)
+    Y = (np.eye(sizes[-1], dtype=np.float32)[:, labels] if softmax else labels[None].astype(np.float32))
+    batches = [(jnp.asarray(X[:, i * batch:(i + 1) * batch]), jnp.asarray(Y[:, i * batch:(i + 1) * batch]))
+               for i in range(8)]
+
+    def loss(params, X, Y):
+        A = X
+        for W, b in params[:-1]:
+            A = jax.nn.relu(W @ A + b)
+        W, b = params[-1]
+        Z = W @ A + b
+        if softmax:
+            return -jnp.sum(Y * jax.nn.log_softmax(Z, axis=0)) / X.shape[1]
+        return jnp.sum(jnp.maximum(Z, 0) - Z * Y + jnp.log1p(jnp.exp(-jnp.abs(Z)))) / X.shape[1]
+
+    @jax.jit
+    def step(params, m, v, t, X, Y):
+        g = jax.grad(loss)(params, X, Y)
+        t = t + 1
+        m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, g)
+        v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, g)
+        scale = 1e-3 * jnp.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+        params = jax.tree_util.tree_map(lambda p, m, v: p - scale * m / (jnp.sqrt(v) + 1e-8), params, m, v)
+        return params, m, v, t
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    state = (params, zeros, zeros, jnp.float32(0))
+    t0 = time.perf_counter()
+    state = jax.block_until_ready(step(*state, *batches[0]))
+    print(time.perf_counter() - t0, flush=True)
+    for line in sys.stdin:
+        t0 = time.perf_counter()
+        for i in range(steps):
+            state = step(*state, *batches[i % 8])
+        jax.block_until_ready(state)
+        print((time.perf_counter() - t0) / steps, flush=True)
+
+
 def ddl_step(sizes, batch, steps, output, faults=None):
     """A timer of ddl's own training step (bench_step's), counting minor page faults per step."""
     from ddl.parallel import SerialComm
@@ -231,7 +315,7 @@ def ddl_step(sizes, batch, steps, output, faults=None):
 # ---- sections ----------------------------------------------------------------------------------
 
 def big(args):
-    torch = optional("torch")
+    torch, jax = optional("torch"), optional("jax")
     cases = [(1, 256)] if args.quick else [(1, b) for b in (32, 64, 128, 256, 512, 1024)] + [(2, 256)]
     for n, batch in cases:
         steps = max(4, min(args.steps, 4096 // batch * 2))
@@ -243,7 +327,13 @@ def big(args):
             if torch:
                 timers["torch"] = torch_step(BIG, batch, steps)
                 timers["torch fused"] = torch_step(BIG, batch, steps, fused=True)
+            if jax:
+                timers["jax"] = JaxStep(BIG, batch, steps, "softmax", n)
+            if (n, batch) == (1, 256):
+                timers["ddl-train"] = cli_loop(BIG, batch, "softmax", 16 if args.quick else 40)
             got = interleaved(timers, args.rounds)
+            if jax:
+                timers["jax"].close()
         w = f"big net, batch {batch}, {n} thread{'s' * (n > 1)}"
         floor_target = {1: 0.90, 2: 0.85}[n] if batch == 256 else (0.85 if batch >= 128 else None)
         row("big", w, got["ddl"], "GEMM floor", got["floor"], floor_target)
@@ -252,23 +342,68 @@ def big(args):
                 {1: 1.25, 2: 1.30}[n] if batch == 256 else None)
             row("big", w, got["ddl"], "PyTorch, fused Adam", got["torch fused"])
         row("big", w, got["ddl"], "hand-written NumPy", got["hand"])
+        if "ddl-train" in got:
+            row("big", w + ", ddl-train's whole loop", got["ddl-train"], "hand-written NumPy", got["hand"])
+            if torch:
+                row("big", w + ", ddl-train's whole loop", got["ddl-train"], "PyTorch, fused Adam",
+                    got["torch fused"])
+        if jax:
+            row("big", w, got["ddl"], "JAX, whole step jitted", got["jax"])
+            note("big", w, f"JAX's compile {timers['jax'].compile_s:.2f} s, apart from its step")
         note("big", w, f"{np.median(faults[1:]):.0f} minor page faults per ddl step")
     if not torch:
         note("big", "PyTorch rows", "left out: torch is not installed (pip install -e '.[bench]')")
+    if not jax:
+        note("big", "JAX rows", "left out: jax is not installed (pip install -e '.[bench]')")
 
 
 def small(args):
-    torch = optional("torch")
+    torch, jax = optional("torch"), optional("jax")
     steps = 200 if args.quick else 500
     with threads(1):
-        timers = {"ddl": ddl_step(SMALL, 64, steps, "sigmoid"), "hand": HandStep(SMALL, 64).timer(steps)}
+        timers = {"ddl": ddl_step(SMALL, 64, steps, "sigmoid"), "hand": HandStep(SMALL, 64).timer(steps),
+                  "ddl-train": cli_loop(SMALL, 64, "sigmoid", 100 if args.quick else 300)}
         if torch:
             timers["torch"] = torch_step(SMALL, 64, steps)
+            timers["torch fused"] = torch_step(SMALL, 64, steps, fused=True)
+        if jax:
+            timers["jax"] = JaxStep(SMALL, 64, steps, "sigmoid", 1)
         got = interleaved(timers, args.rounds)
+        if jax:
+            timers["jax"].close()
     w = "small net [2,20,7,5,1], batch 64, 1 thread"
     row("small", w, got["ddl"], "hand-written NumPy", got["hand"], 1.0, "us", 1e6)
+    row("small", w + ", ddl-train's whole loop", got["ddl-train"], "hand-written NumPy", got["hand"],
+        0.95, "us", 1e6)
     if torch:
         row("small", w, got["ddl"], "PyTorch eager", got["torch"], None, "us", 1e6)
+        row("small", w, got["ddl"], "PyTorch, fused Adam", got["torch fused"], None, "us", 1e6)
+    if jax:
+        row("small", w, got["ddl"], "JAX, whole step jitted", got["jax"], 1.0, "us", 1e6)
+        row("small", w + ", ddl-train's whole loop", got["ddl-train"], "JAX, whole step jitted", got["jax"],
+            1.0, "us", 1e6)
+        note("small", w, f"JAX's compile {timers['jax'].compile_s:.2f} s, apart from its step")
+
+
+def cli_loop(sizes, batch, output, steps_per_epoch: int, epochs: int = 3):
+    """A timer of ddl-train's whole loop (`python -m ddl`, tracking off, 1 BLAS thread): seconds per
+    step from the samples/s in its summary.json (training time between evaluations: what the loop
+    around the step costs, not Python's start-up or the evaluations)."""
+    classes = sizes[-1] if output == "softmax" else 2
+    args = ["data=synthetic", f"data.m={batch * steps_per_epoch}", f"data.n_x={sizes[0]}",
+            f"data.classes={classes}", "data.dev_fraction=0", f"model.hidden=[{','.join(map(str, sizes[1:-1]))}]",
+            "model.activation=relu", "model.init=he", "optimizer=adam", "optimizer.lr=0.001",
+            f"train.batch_size={batch}", f"train.epochs={epochs}", f"train.eval_every={epochs}",
+            "train.progress=false", "train.blas_threads=1", "tracking=off"]
+
+    def run() -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = subprocess.run([sys.executable, "-m", "ddl", *args, f"out_dir={tmp}/run"], cwd=tmp,
+                                 capture_output=True, text=True, timeout=600)
+            if out.returncode != 0:
+                raise RuntimeError(f"ddl-train failed: {out.stderr[-2000:]}")
+            return batch / json.loads((Path(tmp) / "run" / "summary.json").read_text())["samples_per_s"]
+    return run
 
 
 def update(args):
@@ -533,6 +668,7 @@ def main() -> None:
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mpi-hand-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--jax-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=512, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -540,6 +676,8 @@ def main() -> None:
         return ddp_worker(args)
     if args.mpi_hand_worker:
         return mpi_hand_worker(args)
+    if args.jax_worker:
+        return jax_worker(args.jax_worker)
     args.rounds = args.rounds or (3 if args.quick else 5)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SECTIONS))
