@@ -142,8 +142,9 @@ def start(cfg: Config, comm, run_dir: Path, recorder, ending: StallEnding):
     state only then, and stops with the run: `ending`), and what the config asks of this data."""
     backend, how = prepare(cfg, comm, recorder)
     ds, spec, opt, schedule = build(cfg, comm)
-    busy = threads.busy_cores() if comm.local_size == 1 and not cfg.train.blas_threads else None
-    n, why = thread_choice(cfg, comm, spec, ds.train.m, busy)   # too small to split, or cores busy: fewer
+    n, why = thread_choice(cfg, comm, spec, ds.train.m)      # a network too small to split: one thread
+    if n and n > 1 and comm.local_size == 1 and not cfg.train.blas_threads:   # cores busy: fewer
+        n, why = thread_choice(cfg, comm, spec, ds.train.m, threads.busy_cores())
     set_blas_threads(n)
     state, meta = start_state(cfg, spec, backend, opt, comm.rank == 0, run_dir)
     stall = StallPolicy(cfg.train.stall_timeout, cfg.train.on_stall,
