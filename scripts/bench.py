@@ -385,15 +385,16 @@ def small(args):
         note("small", w, f"JAX's compile {timers['jax'].compile_s:.2f} s, apart from its step")
 
 
-def cli_loop(sizes, batch, output, steps_per_epoch: int, epochs: int = 3):
+def cli_loop(sizes, batch, output, steps_per_epoch: int, epochs: int = 4):
     """A timer of ddl-train's whole loop (`python -m ddl`, tracking off, 1 BLAS thread): seconds per
-    step from the samples/s in its summary.json (training time between evaluations: what the loop
-    around the step costs, not Python's start-up or the evaluations)."""
+    step from the samples/s of its epochs after the first (each epoch's training time, evaluations
+    apart: what the loop around the step costs, not Python's start-up, the first steps' warm-up or
+    the evaluations), read from the run's final.npz."""
     classes = sizes[-1] if output == "softmax" else 2
     args = ["data=synthetic", f"data.m={batch * steps_per_epoch}", f"data.n_x={sizes[0]}",
             f"data.classes={classes}", "data.dev_fraction=0", f"model.hidden=[{','.join(map(str, sizes[1:-1]))}]",
             "model.activation=relu", "model.init=he", "optimizer=adam", "optimizer.lr=0.001",
-            f"train.batch_size={batch}", f"train.epochs={epochs}", f"train.eval_every={epochs}",
+            f"train.batch_size={batch}", f"train.epochs={epochs}", "train.eval_every=1",
             "train.progress=false", "train.blas_threads=1", "tracking=off"]
 
     def run() -> float:
@@ -402,7 +403,10 @@ def cli_loop(sizes, batch, output, steps_per_epoch: int, epochs: int = 3):
                                  capture_output=True, text=True, timeout=600)
             if out.returncode != 0:
                 raise RuntimeError(f"ddl-train failed: {out.stderr[-2000:]}")
-            return batch / json.loads((Path(tmp) / "run" / "summary.json").read_text())["samples_per_s"]
+            from ddl.checkpoint import load_npz
+
+            history = load_npz(Path(tmp) / "run" / "final.npz")[1]["history"]
+            return batch / float(np.median([r["samples_per_s"] for r in history[1:]]))
     return run
 
 
