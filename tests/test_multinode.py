@@ -41,6 +41,17 @@ def on_cluster(*overrides, cwd, ranks: int = 4, timeout: float = 180):
                    timeout=timeout, cwd=cwd, env=env)
 
 
+def on_cluster_seeing(source: Path, target: Path, *overrides, cwd):
+    """on_cluster, with host h2 seeing `source` at `target` (a bind mount in its namespace only:
+    as if that host had another file there)."""
+    files = CLUSTER / "files.h2"
+    files.write_text(f"{source} {target}\n")
+    try:
+        return on_cluster(*overrides, cwd=cwd)
+    finally:
+        files.unlink()
+
+
 CASES = {
     "plain-gd": (["optimizer=gd"], None),
     "node-aware-gd": (["optimizer=gd", "train.reduction=node"], "node-aware allreduce"),
@@ -83,12 +94,7 @@ def test_a_host_with_another_ddl_release_is_refused_before_any_work(tmp_path):
     old = tmp_path / "old_init.py"
     real = Path(ddl.__file__)
     old.write_text(real.read_text().replace(f'__version__ = "{ddl.__version__}"', '__version__ = "0.0.9"'))
-    files = CLUSTER / "files.h2"
-    files.write_text(f"{old} {real}\n")
-    try:
-        code, so, se = on_cluster(*COMMON, f"out_dir={tmp_path / 'run'}", cwd=tmp_path)
-    finally:
-        files.unlink()
+    code, so, se = on_cluster_seeing(old, real, *COMMON, f"out_dir={tmp_path / 'run'}", cwd=tmp_path)
     assert code == 1, so + se
     assert "the hosts of this job disagree: ddl on host h2 (ranks 2-3) is 0.0.9 (sources " in se, se
     assert f"on h1 (rank 0) {ddl.__version__} (sources " in se, se
@@ -294,12 +300,7 @@ def test_a_host_with_another_copy_of_the_data_file_is_refused_naming_it(tmp_path
     other = tmp_path / "other.csv"
     other.write_text("a,b,label\n" + rows[:-1] + ("0" if rows[-1] == "1" else "1") + "\n")
     args = ["data=csv", f"data.path={data}", "train.epochs=2", "train.progress=false", "tracking=off"]
-    files = CLUSTER / "files.h2"
-    files.write_text(f"{other} {data}\n")
-    try:
-        code, so, se = on_cluster(*args, f"out_dir={tmp_path / 'refused'}", cwd=tmp_path)
-    finally:
-        files.unlink()
+    code, so, se = on_cluster_seeing(other, data, *args, f"out_dir={tmp_path / 'refused'}", cwd=tmp_path)
     assert code == 1 and f"the data file {data} on host h2 (ranks 2-3) is " in se, se
     assert "Traceback" not in se, se
     code, so, se = on_cluster(*args, f"out_dir={tmp_path / 'same'}", cwd=tmp_path)
