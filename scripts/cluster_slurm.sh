@@ -26,8 +26,10 @@ munge -n 2>/dev/null | unmunge >/dev/null 2>&1 || bash "$HERE/slurm_up.sh" >/dev
     || die "munge does not answer (scripts/slurm_up.sh starts it)"
 
 mkdir -p "$S/state"
-# every task's environment: UCX over TCP between the hosts (cluster_up.sh says why)
-printf '#!/bin/sh\n[ -n "$UCX_TLS" ] || echo "export UCX_TLS=%s"\n' "$TLS" > "$S/task_prolog.sh"
+# every task's environment: UCX over TCP between the hosts (cluster_up.sh says why), on the host's
+# own interface: slurmd's tasks see the machine's /sys, whose other devices UCX would try and list
+# in its address, which then garbles MPICH's PMI-2 exchange with slurmstepd now and then
+printf '#!/bin/sh\n[ -n "$UCX_TLS" ] || echo "export UCX_TLS=%s"\n[ -n "$UCX_NET_DEVICES" ] || echo "export UCX_NET_DEVICES=eth0"\n' "$TLS" > "$S/task_prolog.sh"
 chmod +x "$S/task_prolog.sh"
 cpus=$(( $(nproc) > RANKS ? $(nproc) : RANKS ))
 {
