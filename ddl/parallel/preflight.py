@@ -104,3 +104,20 @@ def disagreements(facts: list, rank0_host: str) -> str:
     said = [f"{name} on host {host} ({rank_list(ranks)}) is {value}, on {rank0_host} (rank 0) "
             f"{ref.get(name)}" for (host, name, value), ranks in seen.items()]
     return "; ".join(said)
+
+
+def check_hosts_agree(comm, data_where: str) -> None:
+    """Collective where the job spans several hosts: every rank runs the same ddl on the same data
+    file (`data_where`, when it is one), or all refuse before any work (a LaunchError naming the
+    host that differs)."""
+    if comm.nodes.count < 2:
+        return
+    facts = {"ddl": code_fingerprint()}
+    if os.path.isfile(data_where):
+        facts[f"the data file {data_where}"] = file_fingerprint(data_where)
+    nodes = comm.nodes
+    problem = disagreements(comm.allreduce_obj([(comm.rank, nodes.host_of[comm.rank], facts)], op="sum"),
+                            nodes.host_of[0])
+    if problem:
+        raise LaunchError(f"the hosts of this job disagree: {problem}. Install the same ddl and "
+                          "data on every host (or share them), then launch again")

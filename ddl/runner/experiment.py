@@ -6,7 +6,6 @@ Knows nothing of Hydra (the CLI hands it a plain `Config`); MLflow is reached on
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 from ddl import checkpoint as ckpt
 from ddl.parallel import StallPolicy, signals, threads
 from ddl.backend import get_backend, gpu_status, set_blas_threads
-from ddl.parallel.preflight import LaunchError, check_launch, code_fingerprint, disagreements, file_fingerprint
+from ddl.parallel.preflight import check_hosts_agree, check_launch
 from ddl.config import Config
 from ddl.data.dataset import load_dataset
 from ddl.nn import model
@@ -243,24 +242,8 @@ def build(cfg: Config, comm):
     """The run's fixed parts (optimizer, schedule, network) and this rank's view of the data."""
     opt, schedule = build_optimization(cfg)          # before the data: fail fast on a typo
     ds = load_dataset(cfg.data, rank=comm.rank, world_size=comm.size)
-    check_hosts_agree(comm, ds)
+    check_hosts_agree(comm, ds.where)
     return ds, build_spec(cfg, ds), opt, schedule
-
-
-def check_hosts_agree(comm, ds) -> None:
-    """Collective where the job spans several hosts: every rank runs the same ddl release on the
-    same data file, or all refuse before any work (a LaunchError naming the host that differs)."""
-    if comm.nodes.count < 2:
-        return
-    facts = {"ddl": code_fingerprint()}
-    if os.path.isfile(ds.where):
-        facts[f"the data file {ds.where}"] = file_fingerprint(ds.where)
-    nodes = comm.nodes
-    problem = disagreements(comm.allreduce_obj([(comm.rank, nodes.host_of[comm.rank], facts)], op="sum"),
-                            nodes.host_of[0])
-    if problem:
-        raise LaunchError(f"the hosts of this job disagree: {problem}. Install the same ddl and "
-                          "data on every host (or share them), then launch again")
 
 
 def newest_intact(paths, restore, speak: bool):
