@@ -164,6 +164,8 @@ class TrainConfig:
     on_stall: str = "wait"          # wait (warn again every stall_timeout) | abort (checkpoint, end)
     fused_update: str = "auto"      # auto | on | off: the update in one compiled pass (NumPy + Numba;
                                     # auto: where the saving beats ~0.8 s), bit-identical to the portable one
+    compiled_pass: str = "auto"     # auto | on | off: a small dense network's forward, loss and backward
+                                    # in one compiled call (NumPy + Numba; auto: runs of >= 20000 steps)
     shard_optimizer: str = "auto"   # auto | on | off: each rank updates its block of the parameters
                                     # (reduce-scatter + allgather; auto: >1 rank, NumPy, >= 65536 parameters)
     # auto | flat | node: ranks on several nodes sum within each node, then between one leader per
@@ -247,6 +249,7 @@ def _rules(cfg: "Config") -> list[tuple[str, Any, bool, str]]:
          "seconds >= 0 (0: never)"),
         ("train.on_stall", t.on_stall, t.on_stall in ("wait", "abort"), "wait or abort"),
         ("train.fused_update", t.fused_update, t.fused_update in ("auto", "on", "off"), "auto, on or off"),
+        ("train.compiled_pass", t.compiled_pass, t.compiled_pass in ("auto", "on", "off"), "auto, on or off"),
         ("train.shard_optimizer", t.shard_optimizer, t.shard_optimizer in ("auto", "on", "off")
          and not (t.shard_optimizer == "on" and (t.on_stall == "abort" or cfg.backend != "numpy"
                                                  and cfg.backend != "auto")),

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ddl.data import (DataError, epoch_permutation, eval_shard, global_batches,
+from ddl.data import (DataError, epoch_batches, epoch_permutation, eval_shard, global_batches,
                       n_steps, rank_slice, shard_batches)
 
 CASES = [(1001, 64), (1000, 64), (10, 3), (7, 100), (1, 1), (64, 64), (65, 64), (5, 2)]
@@ -47,7 +47,15 @@ def test_epoch_permutations_differ_and_reproduce():
 def test_batch_larger_than_training_set_is_full_batch():
     assert n_steps(10, 100) == 1
     (only,) = global_batches(10, 100, 0, 0)
-    np.testing.assert_array_equal(np.sort(only), np.arange(10))
+    np.testing.assert_array_equal(only, np.arange(10))             # the split's order, no shuffle
+    assert [len(b) for b in global_batches(10, 10, 3, 0)] == [10]
+    for rank in range(3):                                           # made once, the same each epoch
+        batches_of = epoch_batches(10, 100, 0, rank, 3)
+        assert batches_of(5) is batches_of(0)
+        assert [b.tolist() for b in batches_of(7)] == [b.tolist() for b in shard_batches(10, 100, 7, 0, rank, 3)]
+    mini = epoch_batches(10, 4, 2, 1, 2)                            # mini-batches: shuffled per epoch
+    for epoch in range(3):
+        assert [b.tolist() for b in mini(epoch)] == [b.tolist() for b in shard_batches(10, 4, epoch, 2, 1, 2)]
     assert n_steps(0, 8) == 0 and global_batches(0, 8, 0, 0) == []
 
 

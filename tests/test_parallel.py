@@ -21,6 +21,8 @@ CASES = {
     "l2-momentum": ["optimizer=momentum", "model.l2=0.3"],
     "dropout-adam": ["optimizer=adam", "model.keep_prob=0.8"],
     "batchnorm-rmsprop": ["optimizer=rmsprop", "model.batchnorm=true", "data.normalize=true"],
+    "compiled-pass-l2-adam-tanh": ["optimizer=adam", "model.l2=0.3", "model.activation=tanh",
+                                   "train.compiled_pass=on"],
 }
 RTOL = 1e-10
 

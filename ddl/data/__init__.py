@@ -13,8 +13,8 @@ from ddl.config import DataConfig
 from ddl.data.dataset import Dataset, load_dataset
 from ddl.data.errors import DataError
 from ddl.data.normalize import Normalizer, fit_normalizer
-from ddl.data.shard import epoch_permutation, eval_shard, global_batches, n_steps, rank_slice, shard_batches
+from ddl.data.shard import epoch_batches, epoch_permutation, eval_shard, global_batches, n_steps, rank_slice, shard_batches
 from ddl.data.splits import Split
 
-__all__ = ["DataConfig", "DataError", "Dataset", "Normalizer", "Split", "epoch_permutation", "eval_shard", "fit_normalizer", "global_batches", "load_dataset",
+__all__ = ["DataConfig", "DataError", "Dataset", "Normalizer", "Split", "epoch_batches", "epoch_permutation", "eval_shard", "fit_normalizer", "global_batches", "load_dataset",
            "n_steps", "rank_slice", "shard_batches"]

@@ -17,6 +17,7 @@ class Feeder:
     def __init__(self, backend, split, dtype: str, cache_mb: float):
         self.backend, self.split, self.dtype = backend, split, dtype
         self.X = self.y = None
+        self.last = (None, None)       # (idx, its batch): a full batch asks for the same rows each step
         nbytes = split.m * split.n_x * np.dtype(dtype).itemsize
         in_memory = isinstance(getattr(split, "source", None), np.ndarray)  # not a file on disk
         if in_memory and 0 < nbytes <= cache_mb * 2**20:
@@ -25,7 +26,13 @@ class Feeder:
             self.y = backend.asarray(y)
 
     def batch(self, idx: np.ndarray):
-        """(X (n_x, b), y (b,) or (b, k)) of the split's rows `idx` (host int64 array)."""
+        """(X (n_x, b), y (b,) or (b, k)) of the split's rows `idx` (host int64 array). The same
+        `idx` array as the last call gets the same arrays back (the caller must not write to them)."""
+        if idx is not self.last[0]:
+            self.last = (idx, self.gather(idx))
+        return self.last[1]
+
+    def gather(self, idx: np.ndarray):
         xp, backend = self.backend.xp, self.backend
         if self.X is not None:
             i = backend.asarray(idx)

@@ -8,7 +8,9 @@ over ranks of their slices is exactly the batch a 1-rank run uses at that step, 
 this is what makes N-rank training equal 1-rank training.
 
 Edge cases, chosen and tested:
-- batch_size >= m means full-batch gradient descent: one step per epoch holding all m rows.
+- batch_size >= m means full-batch gradient descent: one step per epoch holding all m rows, in
+  the split's order, as the course's full-batch loops take them (no shuffle: the step sums over
+  every row whatever their order); `epoch_batches` makes that batch once per run.
 - world_size > the rows of a global batch is supported: some ranks get a zero-row slice at that
   step. Such a rank must still take part in the step's allreduce with a zero gradient sum, so
   no rank waits forever; the loss and gradient must therefore be SUMS over local rows divided by
@@ -60,6 +62,8 @@ def n_steps(m: int, batch_size: int) -> int:
 def global_batches(m: int, batch_size: int, epoch: int, seed: int) -> list[np.ndarray]:
     """The epoch's global mini-batches: row indices into the training split, last one partial."""
     _check(m, batch_size)
+    if batch_size >= m:
+        return [np.arange(m, dtype=np.int64)] if m else []
     perm = epoch_permutation(m, epoch, seed)
     return [perm[s:s + batch_size] for s in range(0, m, batch_size)]
 
@@ -73,6 +77,16 @@ def shard_batches(m: int, batch_size: int, epoch: int, seed: int,
         start, stop = rank_slice(len(batch), rank, world_size)
         out.append(batch[start:stop])
     return out
+
+
+def epoch_batches(m: int, batch_size: int, seed: int, rank: int, world_size: int):
+    """epoch -> `shard_batches(m, batch_size, epoch, seed, rank, world_size)`, chosen once: a full
+    batch is the same every epoch, so it is made once and handed back each time (the same arrays:
+    the feeder's last batch is reused too)."""
+    if batch_size < m:
+        return lambda epoch: shard_batches(m, batch_size, epoch, seed, rank, world_size)
+    same = shard_batches(m, batch_size, 0, seed, rank, world_size)
+    return lambda epoch: same
 
 
 def eval_shard(m: int, rank: int, world_size: int) -> np.ndarray:

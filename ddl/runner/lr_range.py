@@ -39,7 +39,7 @@ def sweep_rates(setup, ds, state, cfg) -> list[tuple[float, float]]:
     loss is not finite or exceeds DIVERGED x its smoothed minimum."""
     comm, tcfg = setup.comm, setup.cfg
     schedule = rates(cfg.start, cfg.end, cfg.steps)
-    bufs = StepBuffers.make(setup, state.params.layout, len(schedule))
+    bufs = StepBuffers.make(setup, state.params.layout, len(schedule), ds.train.m)
     bufs.hold(state)
     curve, epoch, batches, step, lowest = [], 0, [], 0, math.inf
     for k, lr in enumerate(schedule):

@@ -18,7 +18,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from ddl.backend import kernel_threads
-from ddl.nn import model
+from ddl.nn import losses, model
+from ddl.nn.compiled import compiled_pass
 from ddl.optim.update import make_update
 from ddl.params import Flat
 from ddl.train import policy
@@ -33,15 +34,16 @@ class StepBuffers:
     grads: Flat
     tail: object
     mask: object
-    bn_reduce: Optional[Callable]
     update: Callable          # update(p, g, state, lr, count, mask) -> new state (ddl/optim/update.py)
-    backward: Callable        # backward(xp, dZL, caches, spec): the gradients into `grads`
+    forward_backward: Callable  # (params, X, y, idx, key, bn_state) -> (loss, new bn state); grads filled
     write_tail: Callable      # write_tail(count, loss, stop): the tail, without reading anything back
     to_host: Callable
 
     @classmethod
-    def make(cls, setup: Setup, layout, steps: Optional[int] = None) -> StepBuffers:
-        """steps: the run's training steps, when known (whether a fused update pays off).
+    def make(cls, setup: Setup, layout, steps: Optional[int] = None,
+             examples: Optional[int] = None) -> StepBuffers:
+        """steps: the run's training steps, when known (whether a fused update or the compiled pass
+        pays off); examples: the training split's, when known (how wide a batch can be).
         Collective (the reduction's buffers may be the node's shared memory)."""
         backend, cfg = setup.backend, setup.cfg
         mask = backend.asarray(layout.mask(), cfg.dtype) if setup.l2 > 0 else None
@@ -53,8 +55,12 @@ class StepBuffers:
                              steps, threads=kernel_threads(blas=setup.threads))
         grads = Flat(layout, reduction.grads, backend.xp)
         host = backend.xp is np     # NumPy writes dW, db straight into the buffer (its out=)
-        return cls(reduction, grads, reduction.tail, mask, bn_reduce, update,
-                   backward_into(grads, bn_reduce) if host else backward_assign(grads, bn_reduce),
+        backward = backward_into(grads, bn_reduce) if host else backward_assign(grads, bn_reduce)
+        batch = cfg.batch_size if examples is None else min(cfg.batch_size, examples)
+        compiled = compiled_pass(setup.spec, backend, local_batch(batch, setup.comm.size),
+                                 cfg.compiled_pass, steps)
+        return cls(reduction, grads, reduction.tail, mask, update,
+                   portable_pass(setup, backward, bn_reduce) if compiled is None else into(compiled, grads.buf),
                    host_tail(reduction.tail, grads.buf) if host else device_tail(backend.xp, reduction.tail, grads.buf),
                    backend.to_numpy)
 
@@ -89,6 +95,33 @@ class StepBuffers:
             state.params = Flat(state.params.layout, own, state.params.xp)
         if free:
             self.reduction.free()
+
+
+def local_batch(batch_size: int, ranks: int) -> int:
+    """The most columns one rank's share of a global mini-batch can have."""
+    return -(-batch_size // ranks)
+
+
+def portable_pass(setup: Setup, backward, bn_reduce):
+    """The reference: model.forward, the loss and its gradient, `backward` into the gradients."""
+    xp, spec, asarray = setup.backend.xp, setup.spec, setup.backend.asarray
+
+    def run(params, X, y, idx, key, bn_state):
+        ZL, caches, bn_new = model.forward(xp, params, X, spec, train=True, bn_state=bn_state,
+                                           key=key, idx=asarray(idx), reduce=bn_reduce)
+        # labels were checked when the data was loaded: no per-step check (a device sync on a GPU)
+        Y = losses.encode_targets(xp, y, spec.output, spec.sizes[-1], ZL.dtype, check=False)
+        loss = losses.loss_sum(xp, ZL, Y, spec.output)
+        backward(xp, losses.loss_grad(xp, ZL, Y, spec.output), caches, spec)
+        return loss, bn_new
+    return run
+
+
+def into(compiled, grads):
+    """The compiled pass (ddl/nn/compiled.py) writing the gradients into `grads`."""
+    def run(params, X, y, idx, key, bn_state):
+        return compiled(params.buf, grads, X, y), None
+    return run
 
 
 def backward_into(grads: Flat, bn_reduce):

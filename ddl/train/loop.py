@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from ddl.backend import make_key
-from ddl.data.shard import n_steps, shard_batches
+from ddl.data.shard import epoch_batches, n_steps
 from ddl.failpoints import failpoint
 from ddl.train import early_stopping, policy, resources
 from ddl.train.buffers import StepBuffers
@@ -34,7 +34,7 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
     check_start(ds, setup)
     sync_params(setup, state)
     steps = (cfg.epochs - state.epoch) * n_steps(ds.train.m, cfg.batch_size)
-    bufs = StepBuffers.make(setup, state.params.layout, steps)
+    bufs = StepBuffers.make(setup, state.params.layout, steps, ds.train.m)
     bufs.hold(state)                              # sharded: from here on this rank holds its block
     hooks.on_start(setup.comm.describe + bufs.reduction.describe)   # the collectives, as built
     try:
@@ -53,9 +53,10 @@ def run_epochs(ds, setup: Setup, state: TrainState, bufs: StepBuffers, hooks: Ho
     signal (after its checkpoint)."""
     cfg, comm = setup.cfg, setup.comm
     timer, sampler = Timer(comm), resources.Sampler(comm)
+    batches_of = epoch_batches(ds.train.m, cfg.batch_size, cfg.seed, comm.rank, comm.size)
     for epoch in range(state.epoch, cfg.epochs):
         lr = setup.schedule(epoch)
-        batches = shard_batches(ds.train.m, cfg.batch_size, epoch, cfg.seed, comm.rank, comm.size)
+        batches = batches_of(epoch)
         for step in range(state.step, len(batches)):
             X, y = setup.batch(ds.train, batches[step])
             X = failpoint("step", comm.rank, epoch * len(batches) + step, X)     # tests only

@@ -1,9 +1,8 @@
 """One data-parallel training step: forward/backward on this rank's columns, the one collective,
-the update. Its variants (the reduction, the update, the backend's forms of backward and of the
-tail) were chosen once, in StepBuffers.make; the step does not ask which they are."""
+the update. Its variants (the forward/backward pass, compiled or portable; the reduction; the
+update; the backend's form of the tail) were chosen once, in StepBuffers.make; the step does not ask which they are."""
 from __future__ import annotations
 
-from ddl.nn import losses, model
 from ddl.parallel import signals
 from ddl.train.buffers import StepBuffers
 from ddl.train.nonfinite import warn_local_loss
@@ -17,14 +16,8 @@ def train_step(setup: Setup, state: TrainState, bufs: StepBuffers, X, y, idx, ke
     Returns the global (count, loss sum, non-finite flag, stop flag) of the step. On a GPU the
     host waits for the device once: the read of the reduced tail (bufs.verdict).
     """
-    xp, spec = setup.backend.xp, setup.spec
     # forward/backward: everything stays on the device until the tail is read
-    ZL, caches, bn_new = model.forward(xp, state.params, X, spec, train=True, bn_state=state.bn_state,
-                                       key=key, idx=setup.backend.asarray(idx), reduce=bufs.bn_reduce)
-    # labels were checked when the data was loaded: no per-step check (a device sync on a GPU)
-    Y = losses.encode_targets(xp, y, spec.output, spec.sizes[-1], ZL.dtype, check=False)
-    loss = losses.loss_sum(xp, ZL, Y, spec.output)
-    bufs.backward(xp, losses.loss_grad(xp, ZL, Y, spec.output), caches, spec)
+    loss, bn_new = bufs.forward_backward(state.params, X, y, idx, key, state.bn_state)
     bufs.write_tail(len(idx), loss, signals.requested())
     # the one collective (sharded: this rank's block of the gradients, and the whole tail)
     bufs.reduction.reduce()
