@@ -297,11 +297,12 @@ def jax_worker(spec: str) -> None:
         print((time.perf_counter() - t0) / steps, flush=True)
 
 
-def ddl_step(sizes, batch, steps, output, faults=None):
-    """A timer of ddl's own training step (bench_step's), counting minor page faults per step."""
+def ddl_step(sizes, batch, steps, output, faults=None, compiled="auto"):
+    """A timer of ddl's own training step (bench_step's), counting minor page faults per step;
+    compiled: train.compiled_pass (auto: as a long run would choose)."""
     from ddl.parallel import SerialComm
 
-    built = bench_step.build(batch, SerialComm(), sizes=sizes, output=output)
+    built = bench_step.build(batch, SerialComm(), sizes=sizes, output=output, compiled=compiled)
 
     def run():
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -330,7 +331,7 @@ def big(args):
             if jax:
                 timers["jax"] = JaxStep(BIG, batch, steps, "softmax", n)
             if (n, batch) == (1, 256):
-                timers["ddl-train"] = cli_loop(BIG, batch, "softmax", 16 if args.quick else 40)
+                timers["ddl-train"] = cli_loop(BIG, batch, "softmax", 16 if args.quick else 80)
             got = interleaved(timers, args.rounds)
             if jax:
                 timers["jax"].close()
@@ -362,7 +363,8 @@ def small(args):
     steps = 200 if args.quick else 500
     with threads(1):
         timers = {"ddl": ddl_step(SMALL, 64, steps, "sigmoid"), "hand": HandStep(SMALL, 64).timer(steps),
-                  "ddl-train": cli_loop(SMALL, 64, "sigmoid", 100 if args.quick else 300)}
+                  "ddl portable": ddl_step(SMALL, 64, steps, "sigmoid", compiled="off"),
+                  "ddl-train": cli_loop(SMALL, 64, "sigmoid", 5000)}
         if torch:
             timers["torch"] = torch_step(SMALL, 64, steps)
             timers["torch fused"] = torch_step(SMALL, 64, steps, fused=True)
@@ -373,6 +375,8 @@ def small(args):
             timers["jax"].close()
     w = "small net [2,20,7,5,1], batch 64, 1 thread"
     row("small", w, got["ddl"], "hand-written NumPy", got["hand"], 1.0, "us", 1e6)
+    row("small", w + ", train.compiled_pass=off", got["ddl portable"], "hand-written NumPy", got["hand"],
+        1.0, "us", 1e6)
     row("small", w + ", ddl-train's whole loop", got["ddl-train"], "hand-written NumPy", got["hand"],
         0.95, "us", 1e6)
     if torch:
@@ -387,7 +391,8 @@ def small(args):
 
 def cli_loop(sizes, batch, output, steps_per_epoch: int, epochs: int = 4):
     """A timer of ddl-train's whole loop (`python -m ddl`, tracking off, 1 BLAS thread): seconds per
-    step from the samples/s of its epochs after the first (each epoch's training time, evaluations
+    step from the samples/s of its epochs after the first (4 epochs of `steps_per_epoch`: long enough
+    that train.fused_update and train.compiled_pass choose as a real run of that network would) (each epoch's training time, evaluations
     apart: what the loop around the step costs, not Python's start-up, the first steps' warm-up or
     the evaluations), read from the run's final.npz."""
     classes = sizes[-1] if output == "softmax" else 2

@@ -29,10 +29,10 @@ SIZES = [784, 1024, 1024, 10]
 
 
 def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy", sizes=SIZES,
-          output="softmax", shard="auto", shared_memory="auto", reduction="auto"):
+          output="softmax", shard="auto", shared_memory="auto", reduction="auto", compiled="auto"):
     """A ddl Setup/state/batches for a ReLU network (`sizes`, default the benchmark's) on random data;
-    `shard`, `shared_memory`, `reduction`: train.shard_optimizer (auto shards with more than one
-    rank), train.shared_memory, train.reduction."""
+    `shard`, `shared_memory`, `reduction`, `compiled`: train.shard_optimizer (auto shards with more
+    than one rank), train.shared_memory, train.reduction, train.compiled_pass."""
     from ddl.backend import get_backend
     from ddl.config import Config
     from ddl.data.dataset import Dataset
@@ -52,7 +52,7 @@ def build(batch: int, comm, dtype="float32", seed=0, backend_name="numpy", sizes
     cfg = Config()
     cfg.model.init, cfg.train.dtype, cfg.train.batch_size = "he", dtype, batch
     cfg.train.shard_optimizer, cfg.train.shared_memory = shard, shared_memory
-    cfg.train.reduction = reduction
+    cfg.train.reduction, cfg.train.compiled_pass = reduction, compiled
     spec = model.make_spec(list(sizes), "relu", output)
     backend = get_backend(backend_name, comm.local_rank)
     stall = StallPolicy(cfg.train.stall_timeout, cfg.train.on_stall)     # as a run's: watched
