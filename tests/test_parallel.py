@@ -38,6 +38,8 @@ def test_n_ranks_equal_one_rank(case, tmp_path):
         out = tmp_path / f"n{n}"
         code, so, se = ddl_train(n, *COMMON, *CASES[case], f"out_dir={out}", cwd=tmp_path)
         assert code == 0, f"-n {n} failed:\n{so}\n{se}"
+        compiled = "train.compiled_pass=on" in CASES[case]        # the run-directory line says which pass
+        assert ("forward and backward in one compiled call" in so + se) == compiled, so + se
         runs[n] = load_final(out)
     ref, ref_meta = runs[1]
     assert len(ref_meta["history"]) == 3

@@ -64,19 +64,25 @@ def _sum(u, b):
     return s
 
 
+@njit(inline="always", **_JIT)
+def _combine(out, p, first, stride, rows, m, b):
+    """out[:b] = sum over r of p[first + r stride] rows[r, :b], r = 0..m-1 in order: a row of W A
+    (stride 1) or of W^T dZ (stride n_prev), the loop over examples innermost."""
+    for j in range(b):
+        out[j] = 0.0
+    for r in range(m):
+        w, src = p[first + r * stride], rows[r]
+        for j in range(b):
+            out[j] += w * src[j]
+
+
 @njit(**_JIT)
 def _dense(p, w0, n, n_prev, A, Z, b):
     """Z[:, :b] = W A + b_l, W at p[w0:], b_l right after it."""
     b0 = w0 + n * n_prev
     for i in range(n):
         row = Z[i]
-        for j in range(b):
-            row[j] = 0.0
-        for k in range(n_prev):
-            w = p[w0 + i * n_prev + k]
-            src = A[k]
-            for j in range(b):
-                row[j] += w * src[j]
+        _combine(row, p, w0 + i * n_prev, 1, A, n_prev, b)
         bias = p[b0 + i]
         for j in range(b):
             row[j] += bias
@@ -194,14 +200,7 @@ def forward_backward(p, g, X, y, sizes, hidden, output, slope, x, z, a, d, e):
         if l == 0:
             break
         for k in range(n_prev):                     # dA_prev = W^T dZ
-            out = dA[k]
-            for j in range(b):
-                out[j] = 0.0
-            for i in range(n):
-                w = p[w0 + i * n_prev + k]
-                row = dZ[i]
-                for j in range(b):
-                    out[j] += w * row[j]
+            _combine(dA[k], p, w0 + k, n_prev, dZ, n, b)
         _activation_backward(dA, z[offsets[l - 1]:offsets[l]], a[offsets[l - 1]:offsets[l]],
                              n_prev, b, hidden, slope, one_slope)
         dZ, dA = dA, dZ

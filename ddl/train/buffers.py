@@ -38,6 +38,7 @@ class StepBuffers:
     forward_backward: Callable  # (params, X, y, idx, key, bn_state) -> (loss, new bn state); grads filled
     write_tail: Callable      # write_tail(count, loss, stop): the tail, without reading anything back
     to_host: Callable
+    describe: str = ""        # for the run-directory line: which pass (the reduction says its own)
 
     @classmethod
     def make(cls, setup: Setup, layout, steps: Optional[int] = None,
@@ -62,7 +63,8 @@ class StepBuffers:
         return cls(reduction, grads, reduction.tail, mask, update,
                    portable_pass(setup, backward, bn_reduce) if compiled is None else into(compiled, grads.buf),
                    host_tail(reduction.tail, grads.buf) if host else device_tail(backend.xp, reduction.tail, grads.buf),
-                   backend.to_numpy)
+                   backend.to_numpy,
+                   "" if compiled is None else "; forward and backward in one compiled call (train.compiled_pass)")
 
     def hold(self, state: TrainState) -> None:
         """What train() does before its first step: the optimizer state cut to this rank's block
