@@ -249,7 +249,10 @@ def _rules(cfg: "Config") -> list[tuple[str, Any, bool, str]]:
          "seconds >= 0 (0: never)"),
         ("train.on_stall", t.on_stall, t.on_stall in ("wait", "abort"), "wait or abort"),
         ("train.fused_update", t.fused_update, t.fused_update in ("auto", "on", "off"), "auto, on or off"),
-        ("train.compiled_pass", t.compiled_pass, t.compiled_pass in ("auto", "on", "off"), "auto, on or off"),
+        ("train.compiled_pass", t.compiled_pass, t.compiled_pass in ("auto", "off") or t.compiled_pass == "on"
+         and not (m.batchnorm or any(_number(p) and p < 1 for p in keep) or cfg.backend == "cupy"),
+         "auto, on or off; on needs a plain dense network on the NumPy backend (no dropout: model.keep_prob "
+         "1, no model.batchnorm)"),
         ("train.shard_optimizer", t.shard_optimizer, t.shard_optimizer in ("auto", "on", "off")
          and not (t.shard_optimizer == "on" and (t.on_stall == "abort" or cfg.backend != "numpy"
                                                  and cfg.backend != "auto")),

@@ -192,6 +192,7 @@ def test_a_sharded_checkpoint_resumes_on_another_world_size(tmp_path):
 @pytest.mark.parametrize("settings, says", [
     (["train.shard_optimizer=on", "train.on_stall=abort"], "on needs train.on_stall=wait"),
     (["train.shared_memory=on"], "train.shared_memory='on': must be auto or off"),
+    (["train.compiled_pass=on", "model.keep_prob=0.8"], "on needs a plain dense network on the NumPy backend"),
 ])
 def test_step_variants_that_cannot_work_are_refused_before_any_work(tmp_path, settings, says):
     out = tmp_path / "run"
