@@ -119,3 +119,4 @@ def test_which_pass_each_mode_picks():
         assert compiled_pass(spec, backend, 256, "auto", steps=10 * MIN_STEPS) is None
         with pytest.raises(ValueError, match=f"train.compiled_pass=on does not fit this run: .*{says}"):
             compiled_pass(spec, backend, 256, "on")
+

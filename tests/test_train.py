@@ -207,3 +207,26 @@ def test_host_metrics_sum_memory_and_cpu_per_host_and_name_the_slowest_rank():
     assert m["host/h1/rss_mb"] == 190.0 and m["host/h2/peak_rss_mb"] == 150.0
     assert m["host/h1/collective_share"] == pytest.approx((0.25 + 0.5) / 2)
     assert m["perf/slowest_rank"] == 2.0 and m["perf/slowest_compute_s"] == pytest.approx(1.8)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("size", [100, 1024 * 64 - 1, 1024 * 64, 1024 * 64 * 3 + 517])
+def test_the_tails_gradient_total_is_the_buffers_sum_and_sees_every_nan_and_inf(size, dtype):
+    """The step's non-finite check (ddl/train/buffers.py): the fast total against np.sum (float64:
+    1e-12 relative to the sum of magnitudes; float32: 1e-5), and a NaN or Inf at the first, a
+    middle and the last element (the part past the rows too) makes it non-finite."""
+    from ddl.train.buffers import ROW, gradient_total
+
+    assert ROW == 1024                                  # the sizes above straddle its threshold
+    rng = np.random.default_rng(size)
+    g = rng.standard_normal(size).astype(dtype)
+    total = gradient_total(g)
+    scale = float(np.abs(g.astype(np.float64)).sum())
+    assert abs(total() - float(g.astype(np.float64).sum())) <= {"float64": 1e-12, "float32": 1e-5}[dtype] * scale
+    for where in (0, size // 2, size - 1):
+        for bad in (np.nan, np.inf, -np.inf):
+            keep = g[where]
+            g[where] = bad
+            assert not np.isfinite(total()), (where, bad)       # the same buffer, read again
+            g[where] = keep
+    assert np.isfinite(total())

@@ -140,11 +140,30 @@ def backward_assign(grads: Flat, bn_reduce):
 
 def host_tail(tail, grads):
     """Host arrays (NumPy): the loss is read here, nothing waits for a device."""
+    total = gradient_total(grads)
+
     def write(count: int, loss, stop: bool) -> None:
         value = float(loss)
         finite = math.isfinite(value)
-        tail[:] = (count, value if finite else 0.0, 0.0 if finite else 1.0, grads.sum(), float(stop))
+        tail[:] = (count, value if finite else 0.0, 0.0 if finite else 1.0, total(), float(stop))
     return write
+
+
+ROW = 1024              # the gradient total's matrix-vector rows (a ones vector of ROW stays in L1)
+
+
+def gradient_total(grads):
+    """() -> the sum of the gradient buffer, which the tail carries for its finiteness (a NaN or
+    Inf anywhere makes it NaN or Inf). On a buffer of ROW x 64 or more it is BLAS's matrix-vector
+    product of the buffer's rows of ROW with a ones vector, plus np.sum of the rest: the same
+    elements summed in another order, ~3x np.sum's speed on the benchmark network (0.10 ms
+    against 0.30 ms for 1.86 M float32) and on the rank's BLAS threads."""
+    n = grads.shape[0] // ROW * ROW
+    if n < ROW * 64:
+        return lambda: float(grads.sum())
+    rows, rest = grads[:n].reshape(-1, ROW), grads[n:]
+    ones, sums = np.ones(ROW, grads.dtype), np.empty(n // ROW, grads.dtype)
+    return lambda: float(np.matmul(rows, ones, out=sums).sum()) + float(rest.sum())
 
 
 def device_tail(xp, tail, grads):
