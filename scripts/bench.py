@@ -364,7 +364,8 @@ def small(args):
     with threads(1):
         timers = {"ddl": ddl_step(SMALL, 64, steps, "sigmoid"), "hand": HandStep(SMALL, 64).timer(steps),
                   "ddl portable": ddl_step(SMALL, 64, steps, "sigmoid", compiled="off"),
-                  "ddl-train": cli_loop(SMALL, 64, "sigmoid", 5000)}
+                  # a course-sized set (moons: 300 examples), 5 batches an epoch, 20,000 steps
+                  "ddl-train": cli_loop(SMALL, 64, "sigmoid", 5, every=1000)}
         if torch:
             timers["torch"] = torch_step(SMALL, 64, steps)
             timers["torch fused"] = torch_step(SMALL, 64, steps, fused=True)
@@ -377,29 +378,30 @@ def small(args):
     row("small", w, got["ddl"], "hand-written NumPy", got["hand"], 1.0, "us", 1e6)
     row("small", w + ", train.compiled_pass=off", got["ddl portable"], "hand-written NumPy", got["hand"],
         1.0, "us", 1e6)
-    row("small", w + ", ddl-train's whole loop", got["ddl-train"], "hand-written NumPy", got["hand"],
+    row("small", w + ", ddl-train's whole loop (320 examples)", got["ddl-train"], "hand-written NumPy", got["hand"],
         0.95, "us", 1e6)
     if torch:
         row("small", w, got["ddl"], "PyTorch eager", got["torch"], None, "us", 1e6)
         row("small", w, got["ddl"], "PyTorch, fused Adam", got["torch fused"], None, "us", 1e6)
     if jax:
         row("small", w, got["ddl"], "JAX, whole step jitted", got["jax"], 1.0, "us", 1e6)
-        row("small", w + ", ddl-train's whole loop", got["ddl-train"], "JAX, whole step jitted", got["jax"],
+        row("small", w + ", ddl-train's whole loop (320 examples)", got["ddl-train"], "JAX, whole step jitted", got["jax"],
             1.0, "us", 1e6)
         note("small", w, f"JAX's compile {timers['jax'].compile_s:.2f} s, apart from its step")
 
 
-def cli_loop(sizes, batch, output, steps_per_epoch: int, epochs: int = 4):
+def cli_loop(sizes, batch, output, steps_per_epoch: int, epochs: int = 4, every: int = 1):
     """A timer of ddl-train's whole loop (`python -m ddl`, tracking off, 1 BLAS thread): seconds per
-    step from the samples/s of its epochs after the first (4 epochs of `steps_per_epoch`: long enough
-    that train.fused_update and train.compiled_pass choose as a real run of that network would) (each epoch's training time, evaluations
-    apart: what the loop around the step costs, not Python's start-up, the first steps' warm-up or
-    the evaluations), read from the run's final.npz."""
+    step from the samples/s of its records after the first (each record's training time,
+    evaluations apart: what the loop around the step costs, not Python's start-up, the first steps'
+    warm-up or the evaluations), read from the run's final.npz. The training set holds
+    `steps_per_epoch` batches; 4 records of `every` epochs each: long enough that
+    train.fused_update and train.compiled_pass choose as a real run of that network would."""
     classes = sizes[-1] if output == "softmax" else 2
     args = ["data=synthetic", f"data.m={batch * steps_per_epoch}", f"data.n_x={sizes[0]}",
             f"data.classes={classes}", "data.dev_fraction=0", f"model.hidden=[{','.join(map(str, sizes[1:-1]))}]",
             "model.activation=relu", "model.init=he", "optimizer=adam", "optimizer.lr=0.001",
-            f"train.batch_size={batch}", f"train.epochs={epochs}", "train.eval_every=1",
+            f"train.batch_size={batch}", f"train.epochs={epochs * every}", f"train.eval_every={every}",
             "train.progress=false", "train.blas_threads=1", "tracking=off"]
 
     def run() -> float:
