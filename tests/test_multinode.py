@@ -123,9 +123,9 @@ def test_sbatch_on_two_nodes_trains_across_both_hosts_as_one_rank_would(tmp_path
     """A flake of the simulated cluster, not of ddl: with UCX free to use every device of the
     machine's /sys (which slurmd's tasks see), MPICH's PMI-2 exchange with slurmstepd was garbled in
     most jobs ('mpi/pmi2: invalid client request': the ranks never start). cluster_slurm.sh's
-    TaskProlog pins UCX to the host's interface, after which 4 jobs in 4 started; should it still
-    happen, such a job is cancelled and submitted once more. A job that starts and fails, or two
-    that never start, fail the test."""
+    TaskProlog pins UCX to the host's interface, after which 4 jobs in 4 started, but a later CI
+    run saw it twice in a row; should it still happen, such a job is cancelled and submitted again,
+    up to twice. A job that starts and fails, or three that never start, fail the test."""
     import time
 
     from slurm_util import finished, run
@@ -134,7 +134,7 @@ def test_sbatch_on_two_nodes_trains_across_both_hosts_as_one_rank_would(tmp_path
     code, so, se = ddl_train(1, *COMMON, "optimizer=adam", f"out_dir={tmp_path / 'ref'}", cwd=tmp_path)
     assert code == 0, so + se
     repo = Path(__file__).resolve().parents[1]
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3):
         job = run("sbatch", "--parsable", "-N", "2", "--ntasks-per-node=2", f"--chdir={tmp_path}",
                   str(repo / "slurm" / "train.sbatch"), *COMMON, "optimizer=adam").strip()
         out = tmp_path / f"slurm-ddl-train-{job}.out"
@@ -143,7 +143,7 @@ def test_sbatch_on_two_nodes_trains_across_both_hosts_as_one_rank_would(tmp_path
             if out.exists() and PMI2_STARTUP in out.read_text():
                 break
             time.sleep(0.5)
-        if attempt == 1 and out.exists() and PMI2_STARTUP in out.read_text():
+        if attempt < 3 and out.exists() and PMI2_STARTUP in out.read_text():
             run("scancel", job)
             finished(job)
             continue
