@@ -21,6 +21,8 @@ Edge cases, chosen and tested:
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from ddl.data.errors import DataError
@@ -77,6 +79,13 @@ def shard_batches(m: int, batch_size: int, epoch: int, seed: int,
         start, stop = rank_slice(len(batch), rank, world_size)
         out.append(batch[start:stop])
     return out
+
+
+def widest_slice(batch_size: int, world_size: int, m: Optional[int] = None) -> int:
+    """The most rows one rank's slice of a global batch holds (`rank_slice`): ceil(b / world_size)
+    for a global batch of b = batch_size rows, or of the split's m rows (at least 1) when fewer."""
+    b = batch_size if m is None else min(batch_size, max(m, 1))
+    return -(-b // world_size)
 
 
 def epoch_batches(m: int, batch_size: int, seed: int, rank: int, world_size: int):

@@ -18,7 +18,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-MODES = ("auto", "on", "off")
+from .model import layout
+
 MAX_MACS = 1 << 20     # weights x examples per step: above this BLAS's products win
 # auto: worth it when the steps' saving (~40 us each on the course's networks) beats what loading
 # Numba and the cached loop costs once a run (~0.5 s; the very first run compiles it, ~5 s)
@@ -59,33 +60,35 @@ def unfit(spec, backend, batch: int) -> Optional[str]:
 
 
 class CompiledPass:
-    """The compiled loop with its buffers, sized for up to `batch` columns (grown if a larger
-    batch comes)."""
+    """The compiled loop with its buffers, made on the first call for up to `batch` columns in the
+    parameters' dtype (made again, wider, if a larger batch comes)."""
 
     def __init__(self, kernels, spec, batch: int):
         self.kernel = kernels.forward_backward
         self.sizes = np.asarray(spec.sizes, np.int64)
+        self.rows = np.concatenate(([0], np.cumsum(self.sizes[1:]))).astype(np.int64)   # z's, a's blocks
+        where = layout(spec).offsets()                                                 # W{l} in p, g
+        self.weights = np.array([where[f"W{l}"][0] for l in range(1, len(spec.sizes))], np.int64)
         self.hidden = kernels.HIDDEN_CODES[spec.hidden]
         self.output = kernels.OUTPUT_CODES[spec.output]
-        self.slope, self.columns, self.dtype = float(spec.slope), 0, None
-        self.grow(max(batch, 1), np.float64)
+        self.slope, self.columns, self.dtype = float(spec.slope), max(batch, 1), None
 
     def grow(self, columns: int, dtype) -> None:
         sizes, self.columns, self.dtype = self.sizes, columns, np.dtype(dtype)
         widest = int(sizes.max())
         self.x = np.empty((sizes[0], columns), dtype)
-        self.z = np.empty((int(sizes[1:].sum()), columns), dtype)
+        self.z = np.empty((int(self.rows[-1]), columns), dtype)
         self.a = np.empty_like(self.z)
         self.d = np.empty((widest, columns), dtype)
         self.e = np.empty_like(self.d)
 
     def __call__(self, p, g, X, y) -> float:
         b = X.shape[1]
-        if b > self.columns or p.dtype != self.dtype:
+        if self.dtype is None or b > self.columns or p.dtype != self.dtype:
             self.grow(max(b, self.columns), p.dtype)
         y = y.reshape(b, -1)                      # labels (b,) -> (b, 1); targets (b, k) as they are
-        return self.kernel(p, g, X, y, self.sizes, self.hidden, self.output, self.slope,
-                           self.x, self.z, self.a, self.d, self.e)
+        return self.kernel(p, g, X, y, self.sizes, self.rows, self.weights, self.hidden, self.output,
+                           self.slope, self.x, self.z, self.a, self.d, self.e)
 
 
 _LOADED: list = []
@@ -100,4 +103,3 @@ def _kernels():
             return None
         _LOADED.append(compiled_kernels)
     return _LOADED[0]
-

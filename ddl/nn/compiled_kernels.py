@@ -163,35 +163,28 @@ def _loss(Z, y, D, n, b, output):
 
 
 @njit(**_JIT)
-def forward_backward(p, g, X, y, sizes, hidden, output, slope, x, z, a, d, e):
-    """The gradients of the summed loss into g; returns the summed loss (float64)."""
+def forward_backward(p, g, X, y, sizes, rows, weights, hidden, output, slope, x, z, a, d, e):
+    """The gradients of the summed loss into g; returns the summed loss (float64). rows[l]: the
+    first row of layer l+1's block in z and a (rows[L] their height); weights[l]: where W{l+1}
+    starts in p and g (its b right after it)."""
     L, b = sizes.shape[0] - 1, X.shape[1]
     one_slope = 1.0 - slope
-    # shapes of this batch's blocks: views of the first rows x b of each buffer
-    for k in range(sizes[0]):
+    for k in range(sizes[0]):                     # X (often a transposed view) into C order
         for j in range(b):
             x[k, j] = X[k, j]
-    w0 = 0
-    offsets = np.empty(L + 1, np.int64)           # offsets[l]: first row of layer l+1's block
-    offsets[0] = 0
-    for l in range(L):
-        offsets[l + 1] = offsets[l] + sizes[l + 1]
-    weights = np.empty(L, np.int64)
     for l in range(L):
         n, n_prev = sizes[l + 1], sizes[l]
-        weights[l] = w0
-        A_prev = x if l == 0 else a[offsets[l - 1]:offsets[l]]
-        _dense(p, w0, n, n_prev, A_prev, z[offsets[l]:offsets[l + 1]], b)
+        A_prev = x if l == 0 else a[rows[l - 1]:rows[l]]
+        _dense(p, weights[l], n, n_prev, A_prev, z[rows[l]:rows[l + 1]], b)
         if l < L - 1:
-            _activate(z[offsets[l]:offsets[l + 1]], a[offsets[l]:offsets[l + 1]], n, b, hidden, slope)
-        w0 += n * n_prev + n
-    loss = _loss(z[offsets[L - 1]:offsets[L]], y, d, sizes[L], b, output)
+            _activate(z[rows[l]:rows[l + 1]], a[rows[l]:rows[l + 1]], n, b, hidden, slope)
+    loss = _loss(z[rows[L - 1]:rows[L]], y, d, sizes[L], b, output)
     dZ, dA = d, e
     for l in range(L - 1, -1, -1):
         n, n_prev = sizes[l + 1], sizes[l]
         w0 = weights[l]
         b0 = w0 + n * n_prev
-        A_prev = x if l == 0 else a[offsets[l - 1]:offsets[l]]
+        A_prev = x if l == 0 else a[rows[l - 1]:rows[l]]
         for i in range(n):                          # dW = dZ A_prev^T, db = row sums of dZ
             row = dZ[i]
             g[b0 + i] = _sum(row, b)
@@ -201,7 +194,7 @@ def forward_backward(p, g, X, y, sizes, hidden, output, slope, x, z, a, d, e):
             break
         for k in range(n_prev):                     # dA_prev = W^T dZ
             _combine(dA[k], p, w0 + k, n_prev, dZ, n, b)
-        _activation_backward(dA, z[offsets[l - 1]:offsets[l]], a[offsets[l - 1]:offsets[l]],
+        _activation_backward(dA, z[rows[l - 1]:rows[l]], a[rows[l - 1]:rows[l]],
                              n_prev, b, hidden, slope, one_slope)
         dZ, dA = dA, dZ
     return loss

@@ -17,6 +17,7 @@ from ddl.backend import get_backend, gpu_status, set_blas_threads
 from ddl.parallel.preflight import check_hosts_agree, check_launch
 from ddl.config import Config
 from ddl.data.dataset import load_dataset
+from ddl.data.shard import widest_slice
 from ddl.nn import model
 from ddl.nn.init import init_bn_state, init_params
 from ddl.optim.optimizers import make_optimizer
@@ -210,7 +211,7 @@ def thread_choice(cfg: Config, comm, spec=None, m: int = 0, busy=None) -> tuple:
     `busy`: the cores other work keeps busy (threads.busy_cores, sampled once a run)."""
     work = None
     if spec is not None:
-        work = (spec.sizes, -(-min(cfg.train.batch_size, max(m, 1)) // comm.size))
+        work = (spec.sizes, widest_slice(cfg.train.batch_size, comm.size, m))
     return threads.choose(cfg.train.blas_threads, comm.node_cpus, comm.local_rank, work=work, busy=busy)
 
 

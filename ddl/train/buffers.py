@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ddl.backend import kernel_threads
+from ddl.data.shard import widest_slice
 from ddl.nn import losses, model
 from ddl.nn.compiled import compiled_pass
 from ddl.optim.update import make_update
@@ -57,8 +58,7 @@ class StepBuffers:
         grads = Flat(layout, reduction.grads, backend.xp)
         host = backend.xp is np     # NumPy writes dW, db straight into the buffer (its out=)
         backward = backward_into(grads, bn_reduce) if host else backward_assign(grads, bn_reduce)
-        batch = cfg.batch_size if examples is None else min(cfg.batch_size, examples)
-        compiled = compiled_pass(setup.spec, backend, local_batch(batch, setup.comm.size),
+        compiled = compiled_pass(setup.spec, backend, widest_slice(cfg.batch_size, setup.comm.size, examples),
                                  cfg.compiled_pass, steps)
         return cls(reduction, grads, reduction.tail, mask, update,
                    portable_pass(setup, backward, bn_reduce) if compiled is None else into(compiled, grads.buf),
@@ -97,11 +97,6 @@ class StepBuffers:
             state.params = Flat(state.params.layout, own, state.params.xp)
         if free:
             self.reduction.free()
-
-
-def local_batch(batch_size: int, ranks: int) -> int:
-    """The most columns one rank's share of a global mini-batch can have."""
-    return -(-batch_size // ranks)
 
 
 def portable_pass(setup: Setup, backward, bn_reduce):

@@ -36,7 +36,7 @@ def train(ds, setup: Setup, state: TrainState, hooks: Optional[Hooks] = None) ->
     steps = (cfg.epochs - state.epoch) * n_steps(ds.train.m, cfg.batch_size)
     bufs = StepBuffers.make(setup, state.params.layout, steps, ds.train.m)
     bufs.hold(state)                              # sharded: from here on this rank holds its block
-    hooks.on_start(setup.comm.describe + bufs.reduction.describe + bufs.describe)   # the collectives, as built
+    hooks.on_start(setup.comm.describe + bufs.reduction.describe + bufs.describe)   # as built
     try:
         signalled = run_epochs(ds, setup, state, bufs, hooks)
     except BaseException:

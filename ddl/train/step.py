@@ -1,6 +1,7 @@
 """One data-parallel training step: forward/backward on this rank's columns, the one collective,
 the update. Its variants (the forward/backward pass, compiled or portable; the reduction; the
-update; the backend's form of the tail) were chosen once, in StepBuffers.make; the step does not ask which they are."""
+update; the backend's form of the tail) were chosen once, in StepBuffers.make; the step does not
+ask which they are."""
 from __future__ import annotations
 
 from ddl.parallel import signals
